@@ -1,0 +1,56 @@
+"""The only module that imports private scikit-learn names.
+
+hpcml reuses scikit-learn's own split, scoring and result-formatting code so that
+its numbers and ``cv_results_`` layout are exactly scikit-learn's; version
+differences are absorbed here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sklearn.metrics._scorer import _check_multimetric_scoring, _MultimetricScorer  # noqa: F401
+from sklearn.model_selection._search import BaseSearchCV
+from sklearn.model_selection._validation import (  # noqa: F401
+    _aggregate_score_dicts,
+    _insert_error_scores,
+    _normalize_score_results,
+    _score,
+    _warn_or_raise_about_fit_failures,
+)
+from sklearn.utils.metaestimators import _safe_split  # noqa: F401
+from sklearn.utils.validation import _check_method_params  # noqa: F401
+
+
+def run_search(search: Any, evaluate_candidates: Any, X: Any, y: Any) -> None:
+    """Call ``search._run_search`` with the callback context newer scikit-learn wants."""
+    from inspect import signature
+
+    if "callback_ctx" not in signature(search._run_search).parameters:
+        search._run_search(evaluate_candidates)
+        return
+    root = search._init_callback_context(max_subtasks=1 + (search.refit is not False))
+    root.call_on_fit_task_begin(estimator=search, X=X, y=y)
+    search._run_search(evaluate_candidates, callback_ctx=root)
+    root.call_on_fit_task_end(estimator=search, X=X, y=y)
+
+
+def format_results(
+    candidate_params: list[dict[str, Any]],
+    n_splits: int,
+    out: list[dict[str, Any]],
+    return_train_score: bool,
+) -> dict[str, Any]:
+    """scikit-learn's ``BaseSearchCV._format_results`` (candidate-major ``out``)."""
+
+    class _Holder:
+        pass
+
+    holder = _Holder()
+    holder.return_train_score = return_train_score  # type: ignore[attr-defined]
+    return BaseSearchCV._format_results(holder, candidate_params, n_splits, out)  # type: ignore[arg-type]
+
+
+def select_best_index(refit: Any, refit_metric: str, results: dict[str, Any]) -> int:
+    """scikit-learn's ``BaseSearchCV._select_best_index``."""
+    return int(BaseSearchCV._select_best_index(refit, refit_metric, results))

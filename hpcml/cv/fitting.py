@@ -1,0 +1,187 @@
+"""Fit and score one work unit (candidate x split).  Pure: no MPI here.
+
+Mirrors scikit-learn's ``_fit_and_score`` (same cloning, parameter setting,
+``error_score`` semantics and scorer calls) but takes the train/test arrays from
+a :class:`FoldCache`, so that consecutive units of one fold reuse the
+materialised rows instead of copying them again.
+"""
+
+from __future__ import annotations
+
+import numbers
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from sklearn.base import clone
+
+from hpcml._compat import _check_method_params, _MultimetricScorer, _safe_split, _score
+
+
+@dataclass
+class Problem:
+    """Everything a rank needs to run units: data, splits, candidates, scoring.
+
+    Identical on every rank (the arrays may be node-shared, read-only).
+    """
+
+    X: Any
+    y: Any
+    splits: list[tuple[Any, Any]]
+    estimators: list[Any]
+    candidates: list[tuple[int, dict[str, Any]]]
+    scorer: Any
+    fit_params: dict[str, Any]
+    score_params: dict[str, Any]
+    error_score: Any = float("nan")
+    return_train_score: bool = False
+    return_estimator: bool = False
+
+    @property
+    def n_candidates(self) -> int:
+        """Number of candidates (model x parameter set)."""
+        return len(self.candidates)
+
+    @property
+    def n_splits(self) -> int:
+        """Number of CV splits."""
+        return len(self.splits)
+
+
+class FoldCache:
+    """The materialised train/test rows of the most recently used fold(s).
+
+    Parameters
+    ----------
+    problem : Problem
+        Source of X, y, splits and fit parameters.
+    size : int
+        How many folds to keep (1 is enough when units arrive fold by fold).
+    """
+
+    def __init__(self, problem: Problem, size: int = 1) -> None:
+        self.problem = problem
+        self.size = size
+        self._cache: dict[tuple[int, bool], dict[str, Any]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, split: int, estimator: Any) -> dict[str, Any]:
+        """Train/test arrays of ``split`` as ``_safe_split`` makes them for ``estimator``."""
+        pairwise = bool(getattr(estimator.__sklearn_tags__().input_tags, "pairwise", False))
+        key = (split, pairwise)
+        hit = self._cache.get(key)
+        if hit is not None:
+            self.hits += 1
+            return hit
+        self.misses += 1
+        p = self.problem
+        train, test = p.splits[split]
+        X_train, y_train = _safe_split(estimator, p.X, p.y, train)
+        X_test, y_test = _safe_split(estimator, p.X, p.y, test, train)
+        entry = {
+            "X_train": X_train,
+            "y_train": y_train,
+            "X_test": X_test,
+            "y_test": y_test,
+            "fit_params": _check_method_params(p.X, params=p.fit_params, indices=train),
+            "score_params_train": _check_method_params(p.X, params=p.score_params, indices=train),
+            "score_params_test": _check_method_params(p.X, params=p.score_params, indices=test),
+            "n_test_samples": len(test),
+        }
+        while len(self._cache) >= self.size:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[key] = entry
+        return entry
+
+
+class FitRaised(Exception):
+    """A fit raised with ``error_score="raise"``; carries the original exception."""
+
+    def __init__(self, original: BaseException, tb: str) -> None:
+        super().__init__(str(original))
+        self.original = original
+        self.tb = tb
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FitRaised, (self.original, self.tb))
+
+
+def fit_and_score(problem: Problem, cache: FoldCache, cand: int, split: int) -> dict[str, Any]:
+    """Run one unit and return scikit-learn's per-unit result dict.
+
+    Returns
+    -------
+    dict
+        ``test_scores`` (float or dict per metric), ``train_scores`` when asked,
+        ``n_test_samples``, ``fit_time``, ``score_time``, ``fit_error`` (the
+        traceback text or ``None``).
+
+    Raises
+    ------
+    FitRaised
+        When the fit raised and ``error_score == "raise"``.
+    """
+    template, params = problem.candidates[cand]
+    estimator = clone(problem.estimators[template])
+    error_score = problem.error_score
+    scorer = problem.scorer
+    result: dict[str, Any] = {}
+    # Parameters are cloned too: a grid may hold estimators (pipeline steps).
+    # As in scikit-learn, an invalid parameter name raises whatever error_score is.
+    estimator.set_params(**clone(params, safe=False))
+    fold = cache.get(split, estimator)
+    start = time.time()
+    try:
+        if fold["y_train"] is None:
+            estimator.fit(fold["X_train"], **fold["fit_params"])
+        else:
+            estimator.fit(fold["X_train"], fold["y_train"], **fold["fit_params"])
+    except Exception as exc:
+        fit_time = time.time() - start
+        tb = traceback.format_exc()
+        if error_score == "raise":
+            raise FitRaised(exc, tb) from exc
+        if isinstance(scorer, _MultimetricScorer):
+            test_scores: Any = {name: error_score for name in scorer._scorers}
+        else:
+            test_scores = error_score
+        result["test_scores"] = test_scores
+        if problem.return_train_score:
+            result["train_scores"] = test_scores.copy() if isinstance(test_scores, dict) else test_scores
+        result["fit_error"] = tb
+        result["fit_time"] = fit_time
+        result["score_time"] = 0.0
+        result["n_test_samples"] = len(problem.splits[split][1])
+        if problem.return_estimator:
+            result["estimator"] = estimator
+        return result
+    fit_time = time.time() - start
+    try:
+        result["test_scores"] = _score(
+            estimator, fold["X_test"], fold["y_test"], scorer, fold["score_params_test"], error_score
+        )
+        score_time = time.time() - start - fit_time
+        if problem.return_train_score:
+            result["train_scores"] = _score(
+                estimator, fold["X_train"], fold["y_train"], scorer, fold["score_params_train"], error_score
+            )
+    except Exception as exc:  # scoring raised with error_score="raise"
+        raise FitRaised(exc, traceback.format_exc()) from exc
+    result["fit_error"] = None
+    result["fit_time"] = fit_time
+    result["score_time"] = score_time
+    result["n_test_samples"] = fold["n_test_samples"]
+    if problem.return_estimator:
+        result["estimator"] = estimator
+    return result
+
+
+def check_error_score(error_score: Any) -> None:
+    """scikit-learn's validation of ``error_score``."""
+    if not isinstance(error_score, numbers.Number) and error_score != "raise":
+        raise ValueError(
+            "error_score must be the string 'raise' or a numeric value. "
+            "(Hint: if using 'raise', please make sure that it has been spelled correctly.)"
+        )

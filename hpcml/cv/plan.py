@@ -1,0 +1,104 @@
+"""The plan of a search: candidates, splits and the order of the work units.
+
+A unit is ``cand * n_splits + split``.  Candidates and splits are computed once,
+on rank 0, and broadcast, so that every rank (and a resumed run) sees exactly
+what scikit-learn's ``GridSearchCV`` would use for the same ``cv``, even with an
+unseeded splitter or sampler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from hpcml.comm import raise_if_any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mpi4py import MPI
+
+
+@dataclass(frozen=True)
+class UnitIndex:
+    """Mapping between unit numbers and (candidate, split) pairs."""
+
+    n_candidates: int
+    n_splits: int
+
+    def __len__(self) -> int:
+        return self.n_candidates * self.n_splits
+
+    def unit(self, cand: int, split: int) -> int:
+        """The unit number of (cand, split)."""
+        return cand * self.n_splits + split
+
+    def pair(self, unit: int) -> tuple[int, int]:
+        """(candidate, split) of a unit."""
+        return divmod(unit, self.n_splits)
+
+    def candidate(self, unit: int) -> Hashable:
+        """Cost group of a unit: its candidate."""
+        return unit // self.n_splits
+
+
+def unit_order(index: UnitIndex, done: Iterable[int] = (), known_cost: Iterable[int] = ()) -> tuple[list[int], list[int]]:
+    """Default order: first one split of every candidate of unknown cost, then the rest by split.
+
+    The first pass measures every candidate's cost, after which the scheduler
+    sorts the rest longest-first; split-major order keeps a rank on the same
+    fold for consecutive units (reusing its materialised rows).
+
+    Returns
+    -------
+    first, rest : list of int
+        Units still to run, in order.
+    """
+    done = set(done)
+    known = set(known_cost)
+    first: list[int] = []
+    for cand in range(index.n_candidates):
+        if cand in known:
+            continue
+        for split in range(index.n_splits):
+            unit = index.unit(cand, split)
+            if unit not in done:
+                first.append(unit)
+                break
+    taken = set(first)
+    rest = [
+        index.unit(c, s)
+        for s in range(index.n_splits)
+        for c in range(index.n_candidates)
+        if index.unit(c, s) not in done and index.unit(c, s) not in taken
+    ]
+    return first, rest
+
+
+def compute_splits(cv: Any, X: Any, y: Any, groups: Any, comm: MPI.Intracomm) -> list[tuple[Any, Any]]:
+    """``list(cv.split(X, y, groups))`` on rank 0, broadcast to all.  Collective over ``comm``."""
+    from mpi4py.util import pkl5
+
+    splits = None
+    error = None
+    if comm.Get_rank() == 0:
+        try:
+            splits = list(cv.split(X, y, groups))
+            n_splits = cv.get_n_splits(X, y, groups)
+            if len(splits) != n_splits:
+                raise ValueError(
+                    "cv.split and cv.get_n_splits return inconsistent results. "
+                    f"Expected {n_splits} splits, got {len(splits)}"
+                )
+        except Exception as exc:  # noqa: BLE001 - agreed below
+            error = exc
+    raise_if_any(comm, error)
+    return pkl5.Intracomm(comm).bcast(splits, root=0)
+
+
+def broadcast(obj: Any, comm: MPI.Intracomm) -> Any:
+    """Broadcast a (possibly large) object from rank 0.  Collective over ``comm``."""
+    from mpi4py.util import pkl5
+
+    if comm.Get_size() == 1:
+        return obj
+    return pkl5.Intracomm(comm).bcast(obj, root=0)

@@ -1,0 +1,453 @@
+"""Dynamic work distribution: rank 0 hands out units, every rank (0 included) runs them.
+
+Pure MPI plumbing; knows nothing about scikit-learn.  A *unit* is an integer;
+the caller supplies ``work(unit) -> result`` (run on every rank) and, on rank 0,
+the order of the units and optional callbacks.
+
+Protocol (tags on a private duplicate of the caller's communicator):
+
+* worker -> 0, ``REQUEST``: ``(results_of_previous_batch, error)``;
+* 0 -> worker, ``WORK``: ``(batch, stop_sent)``; an empty batch means "done";
+* 0 -> worker, ``STOP``: stop after the unit in hand (error, signal, time limit).
+
+On rank 0 a dispatcher thread answers requests while the main thread runs units
+(threadpoolctl and signal handlers want the main thread).  Where MPI gives less
+than ``MPI_THREAD_SERIALIZED`` the dispatcher is polled inline between units
+instead.  Every wait is ``Iprobe``/``Test`` plus :class:`hpcml.comm.Backoff`, so
+idle ranks sleep instead of spinning (MPICH busy-polls in blocking calls).
+
+Batching: a batch holds as many units from the head of the queue as are
+estimated to take ``target_batch_seconds`` (per-group mean cost, else the global
+mean), never more than a guided-self-scheduling share ``remaining / (2 * size)``
+and at least one; before any cost is known a batch is one unit.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import TYPE_CHECKING, Any
+
+from hpcml.comm import Backoff, idle_barrier
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mpi4py import MPI
+
+#: Default batch duration.  Long enough that a round trip (<= 2 ms with the
+#: backoff ceiling) costs < 2 %, short enough to balance the tail
+#: (benchmarks/bench_dispatch.py).
+TARGET_BATCH_SECONDS = 0.1
+
+
+class Tag(IntEnum):
+    """Message tags of the dispatch protocol."""
+
+    REQUEST = 11
+    WORK = 12
+    STOP = 13
+
+
+class UnitQueue:
+    """The order in which rank 0 hands out units, with cost-aware batching.  No MPI.
+
+    Parameters
+    ----------
+    first : iterable of int
+        Units to run first, in order (e.g. one fold of every candidate, to learn costs).
+    rest : iterable of int
+        The other units, in their default order; re-sorted longest-first once
+        ``first`` has been handed out and costs are known.
+    n_ranks : int
+        Number of ranks that take units.
+    group_of : callable, optional
+        Cost group of a unit (e.g. its candidate); costs are averaged per group.
+    prior_costs : dict, optional
+        Known mean cost per group (e.g. from a journal being resumed).
+    target_batch_seconds : float
+        Intended duration of one batch.
+    """
+
+    def __init__(
+        self,
+        first: Iterable[int],
+        rest: Iterable[int],
+        n_ranks: int,
+        group_of: Callable[[int], Hashable] | None = None,
+        prior_costs: dict[Hashable, float] | None = None,
+        target_batch_seconds: float = TARGET_BATCH_SECONDS,
+    ) -> None:
+        self.first = deque(first)
+        self.rest = list(rest)
+        self.n_ranks = max(1, n_ranks)
+        self.group_of = group_of or (lambda unit: None)
+        self.target = target_batch_seconds
+        self._sum: dict[Hashable, float] = {}
+        self._count: dict[Hashable, int] = {}
+        for group, cost in (prior_costs or {}).items():
+            self._sum[group] = float(cost)
+            self._count[group] = 1
+        self._total = sum(self._sum.values())
+        self._n = sum(self._count.values())
+        self._sorted = False
+        self._queue: deque[int] | None = None
+        if not self.first and self._count:
+            self._sort_rest()
+
+    def __len__(self) -> int:
+        return len(self.first) + (len(self._queue) if self._queue is not None else len(self.rest))
+
+    def clear(self) -> None:
+        """Drop every unit not handed out yet."""
+        self.first.clear()
+        self.rest = []
+        self._queue = deque()
+
+    def record(self, unit: int, seconds: float) -> None:
+        """Learn the cost of a finished unit."""
+        group = self.group_of(unit)
+        self._sum[group] = self._sum.get(group, 0.0) + seconds
+        self._count[group] = self._count.get(group, 0) + 1
+        self._total += seconds
+        self._n += 1
+
+    def cost(self, unit: int) -> float | None:
+        """Estimated seconds of ``unit`` (its group's mean, else the global mean)."""
+        group = self.group_of(unit)
+        if group in self._count:
+            return self._sum[group] / self._count[group]
+        if self._n:
+            return self._total / self._n
+        return None
+
+    def _sort_rest(self) -> None:
+        # Longest first, in cost buckets of a factor of two; inside a bucket the
+        # default order is kept so that units of one fold stay together.
+        known = [self._sum[g] / self._count[g] for g in self._count]
+        worst = max(known) if known else 0.0
+
+        def key(item: tuple[int, int]) -> tuple[float, int]:
+            pos, unit = item
+            group = self.group_of(unit)
+            cost = self._sum[group] / self._count[group] if group in self._count else worst
+            bucket = math.floor(math.log2(cost)) if cost > 0 else -1075
+            return (-bucket, pos)
+
+        self._queue = deque(unit for _, unit in sorted(enumerate(self.rest), key=key))
+        self._sorted = True
+
+    def _head(self) -> deque[int]:
+        if self.first:
+            return self.first
+        if self._queue is None:
+            self._sort_rest()
+        assert self._queue is not None
+        return self._queue
+
+    def take(self) -> list[int]:
+        """The next batch (empty when nothing is left)."""
+        remaining = len(self)
+        if remaining == 0:
+            return []
+        head = self._head()
+        share = max(1, math.ceil(remaining / (2 * self.n_ranks)))
+        batch = [head.popleft()]
+        spent = self.cost(batch[0])
+        if spent is None:
+            return batch
+        while head and len(batch) < share:
+            nxt = self.cost(head[0])
+            if nxt is None or spent + nxt > self.target:
+                break
+            spent += nxt
+            batch.append(head.popleft())
+        return batch
+
+
+@dataclass
+class ScheduleReport:
+    """What happened during :func:`run_units`, on rank 0 (``results``) and everywhere (``busy``)."""
+
+    results: dict[int, Any] = field(default_factory=dict)
+    busy: list[float] = field(default_factory=list)
+    units_done: list[int] = field(default_factory=list)
+    messages: int = 0
+    stopped: bool = False
+    wall: float = 0.0
+    inline_dispatch: bool = False
+
+
+class _Dispatcher:
+    """Rank 0's bookkeeping: the queue, the results and the answers to requests."""
+
+    def __init__(
+        self,
+        comm: MPI.Intracomm,
+        queue: UnitQueue,
+        on_result: Callable[[int, Any, int, float], None] | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> None:
+        self.comm = comm
+        self.queue = queue
+        self.on_result = on_result
+        self.should_stop = should_stop or (lambda: False)
+        self.lock = threading.Lock()
+        self.report = ScheduleReport(busy=[0.0] * comm.Get_size(), units_done=[0] * comm.Get_size())
+        self.active = set(range(1, comm.Get_size()))
+        self.stop_sent: set[int] = set()
+        self.stopping = False
+        self.error: tuple[int, BaseException] | None = None
+        self._status = None
+
+    # -- shared by both threads -------------------------------------------------
+    def take(self) -> list[int]:
+        with self.lock:
+            self._check_stop()
+            return [] if self.stopping else self.queue.take()
+
+    def record(self, rank: int, items: list[tuple[int, Any, float]]) -> None:
+        with self.lock:
+            for unit, result, seconds in items:
+                self.queue.record(unit, seconds)
+                self.report.results[unit] = result
+                self.report.busy[rank] += seconds
+                self.report.units_done[rank] += 1
+                if self.on_result is not None:
+                    self.on_result(unit, result, rank, seconds)
+
+    def fail(self, rank: int, error: BaseException) -> None:
+        with self.lock:
+            if self.error is None:
+                self.error = (rank, error)
+            self._stop()
+
+    def _check_stop(self) -> None:
+        if not self.stopping and self.should_stop():
+            self._stop()
+
+    def _stop(self) -> None:
+        self.stopping = True
+        self.report.stopped = True
+        self.queue.clear()
+
+    # -- MPI side (one thread only) ----------------------------------------------
+    def poll(self) -> bool:
+        """Answer one pending request; returns whether there was one."""
+        from mpi4py import MPI
+
+        with self.lock:
+            self._check_stop()
+            if self.stopping:
+                for rank in self.active - self.stop_sent:
+                    self.comm.send(None, dest=rank, tag=Tag.STOP)
+                    self.stop_sent.add(rank)
+        if self._status is None:
+            self._status = MPI.Status()
+        if not self.comm.Iprobe(source=MPI.ANY_SOURCE, tag=Tag.REQUEST, status=self._status):
+            return False
+        source = self._status.Get_source()
+        items, error = self.comm.recv(source=source, tag=Tag.REQUEST)
+        self.report.messages += 1
+        if items:
+            self.record(source, items)
+        if error is not None:
+            self.fail(source, error)
+        batch = self.take()
+        self.comm.send((batch, source in self.stop_sent), dest=source, tag=Tag.WORK)
+        if not batch:
+            self.active.discard(source)
+        return True
+
+    def serve_until_done(self) -> None:
+        backoff = Backoff()
+        while self.active:
+            if self.poll():
+                backoff.reset()
+            else:
+                backoff.sleep()
+
+
+def _run_local(
+    work: Callable[[int], Any],
+    batch: list[int],
+    stop_requested: Callable[[], bool],
+) -> tuple[list[tuple[int, Any, float]], BaseException | None]:
+    items: list[tuple[int, Any, float]] = []
+    for unit in batch:
+        if stop_requested():
+            break
+        start = time.perf_counter()
+        try:
+            result = work(unit)
+        except Exception as exc:  # noqa: BLE001 - shipped to rank 0, re-raised everywhere
+            return items, exc
+        items.append((unit, result, time.perf_counter() - start))
+    return items, None
+
+
+def run_units(
+    comm: MPI.Intracomm,
+    work: Callable[[int], Any],
+    *,
+    queue: UnitQueue | None = None,
+    on_result: Callable[[int, Any, int, float], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    poll_hook: Callable[[], None] | None = None,
+    threaded: bool | None = None,
+) -> ScheduleReport:
+    """Run units over all ranks of ``comm``.  Collective over ``comm``.
+
+    Parameters
+    ----------
+    comm : mpi4py.MPI.Intracomm
+        Ranks that run units; duplicated for the call so that hpcml's messages
+        never match the caller's.
+    work : callable
+        ``work(unit) -> result``, run on whichever rank the unit lands.  An
+        exception stops the run: units in hand finish, then every rank raises it.
+    queue : UnitQueue
+        Rank 0 only: what to run, in which order.
+    on_result : callable, optional
+        Rank 0 only: ``on_result(unit, result, rank, seconds)`` for each finished
+        unit, called under a lock (journal, progress).
+    should_stop : callable, optional
+        Rank 0 only: when it returns true no further unit is handed out (signals,
+        time limits); units in hand finish.
+    poll_hook : callable, optional
+        Called on every rank between units (e.g. to notice signals).
+    threaded : bool, optional
+        Force the dispatcher thread on or off (default: on when MPI allows).
+
+    Returns
+    -------
+    ScheduleReport
+        On rank 0 with ``results`` (unit -> result); ``busy`` is per rank.
+
+    Raises
+    ------
+    BaseException
+        The first exception raised by ``work`` on any rank, on every rank.
+    """
+    from mpi4py import MPI
+
+    comm = comm.Dup()
+    try:
+        start = time.perf_counter()
+        if comm.Get_rank() == 0:
+            assert queue is not None, "rank 0 needs the queue"
+            report, error = _run_root(comm, work, queue, on_result, should_stop, poll_hook, threaded, MPI)
+        else:
+            report, error = _run_worker(comm, work, poll_hook)
+        report.wall = time.perf_counter() - start
+        idle_barrier(comm)
+        payload = None
+        if comm.Get_rank() == 0 and error is not None:
+            payload = _picklable(error)
+        payload = comm.bcast(payload, root=0)
+        report.busy = comm.bcast(report.busy if comm.Get_rank() == 0 else None, root=0)
+        report.stopped = comm.bcast(report.stopped, root=0)
+        if payload is not None:
+            if comm.Get_rank() == 0 and error is not None:
+                raise error
+            raise payload
+        return report
+    finally:
+        comm.Free()
+
+
+def _picklable(error: BaseException) -> BaseException:
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:  # noqa: BLE001
+        from hpcml.errors import RemoteError
+
+        return RemoteError(getattr(error, "rank", 0), "?", f"{type(error).__name__}: {error}")
+
+
+def _run_root(comm, work, queue, on_result, should_stop, poll_hook, threaded, MPI):  # noqa: ANN001, ANN202
+    dispatcher = _Dispatcher(comm, queue, on_result, should_stop)
+    size = comm.Get_size()
+    if threaded is None:
+        threaded = MPI.Query_thread() >= MPI.THREAD_SERIALIZED
+    threaded = threaded and size > 1
+    dispatcher.report.inline_dispatch = size > 1 and not threaded
+    thread = None
+    if threaded:
+        thread = threading.Thread(target=dispatcher.serve_until_done, name="hpcml-dispatch", daemon=True)
+        thread.start()
+
+    def stop_requested() -> bool:
+        if poll_hook is not None:
+            poll_hook()
+        if not threaded and size > 1:
+            while dispatcher.poll():
+                pass
+        with dispatcher.lock:
+            dispatcher._check_stop()
+            return dispatcher.stopping
+
+    while True:
+        batch = dispatcher.take()
+        if not batch:
+            break
+        items, error = _run_local(work, batch, stop_requested)
+        if items:
+            dispatcher.record(0, items)
+        if error is not None:
+            dispatcher.fail(0, error)
+            break
+    if thread is not None:
+        backoff = Backoff()
+        while thread.is_alive():
+            thread.join(timeout=0.05)
+            if poll_hook is not None:
+                poll_hook()
+            backoff.sleep()
+    elif size > 1:
+        dispatcher.serve_until_done()
+    error = dispatcher.error[1] if dispatcher.error else None
+    return dispatcher.report, error
+
+
+def _run_worker(comm, work, poll_hook):  # noqa: ANN001, ANN202
+    from mpi4py import MPI
+
+    report = ScheduleReport()
+    backoff = Backoff()
+    items: list[tuple[int, Any, float]] = []
+    error: BaseException | None = None
+    stopped = False
+
+    def stop_requested() -> bool:
+        nonlocal stopped
+        if poll_hook is not None:
+            poll_hook()
+        if not stopped and comm.Iprobe(source=0, tag=Tag.STOP):
+            comm.recv(source=0, tag=Tag.STOP)
+            stopped = True
+        return stopped
+
+    while True:
+        comm.send((items, _picklable(error) if error is not None else None), dest=0, tag=Tag.REQUEST)
+        items, error = [], None
+        backoff.reset()
+        while not comm.Iprobe(source=0, tag=Tag.WORK):
+            if poll_hook is not None:
+                poll_hook()
+            backoff.sleep()
+        batch, stop_sent = comm.recv(source=0, tag=Tag.WORK)
+        if not batch:
+            if stop_sent and not stopped:
+                comm.recv(source=0, tag=Tag.STOP)
+            break
+        items, error = _run_local(work, batch, stop_requested)
+        report.messages += 1
+    del MPI
+    return report, None

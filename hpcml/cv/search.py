@@ -1,0 +1,366 @@
+"""scikit-learn-compatible search estimators that run over MPI (SPMD).
+
+``hpcml.GridSearchCV`` and ``hpcml.RandomizedSearchCV`` subclass scikit-learn's
+own classes: parameters, ``cv_results_`` formatting, best-index selection,
+``predict``/``score`` delegation are scikit-learn's code.  Only ``fit`` differs:
+it is collective over ``comm`` and the (candidate, split) units are spread over
+the ranks by :mod:`hpcml.cv.engine`.  After ``fit`` every rank holds the same
+``cv_results_``, ``best_params_``, ``best_score_``, ``best_index_`` and
+``best_estimator_``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sklearn import model_selection as _skms
+from sklearn.base import clone, is_classifier
+from sklearn.model_selection import check_cv
+from sklearn.utils import indexable
+
+from hpcml._compat import (
+    _aggregate_score_dicts,
+    _check_method_params,
+    _insert_error_scores,
+    _normalize_score_results,
+    _warn_or_raise_about_fit_failures,
+    run_search,
+)
+from hpcml.comm import idle_barrier, resolve_comm
+from hpcml.cv.engine import evaluate
+from hpcml.cv.fitting import FitRaised, Problem, check_error_score
+from hpcml.cv.plan import broadcast, compute_splits
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mpi4py import MPI
+
+
+def _resolve_data(X: Any, y: Any, params: dict[str, Any], comm: MPI.Intracomm) -> tuple[Any, Any, dict[str, Any]]:
+    """Accept an ``hpcml.H5Dataset`` as X: load its arrays (node-shared where possible)."""
+    from hpcml.data.h5 import H5Dataset
+
+    if not isinstance(X, H5Dataset):
+        return X, y, params
+    from hpcml.data.shared import load_arrays
+
+    arrays, _ = load_arrays(X, comm)
+    params = dict(params)
+    for role in ("groups", "sample_weight"):
+        if arrays.get(role) is not None and role not in params:
+            params[role] = arrays[role]
+    return arrays["X"], arrays["y"] if y is None else y, params
+
+
+def _default_threads(comm: MPI.Intracomm) -> int:
+    from hpcml.threads import plan_layout
+
+    return plan_layout(comm).threads
+
+
+def _broadcast_after(obj: Any, comm: MPI.Intracomm) -> Any:
+    """Broadcast from rank 0 once it is ready, letting the other ranks sleep meanwhile."""
+    idle_barrier(comm)
+    return broadcast(obj, comm)
+
+
+class _MPISearchMixin:
+    """The MPI ``fit`` shared by the grid and randomized searches."""
+
+    def fit(self, X: Any, y: Any = None, **params: Any) -> Any:
+        """Run fit with all sets of parameters, over all ranks of ``comm``.
+
+        Collective over ``comm``: call it on every rank with the same arguments.
+
+        Parameters
+        ----------
+        X : array-like, sparse matrix or hpcml.H5Dataset
+            Training vectors; an ``H5Dataset`` is read once per node.
+        y : array-like, optional
+            Target (taken from the ``H5Dataset`` when X is one and y is None).
+        **params : dict
+            Fit parameters, ``groups`` for the splitter, as in scikit-learn.
+
+        Returns
+        -------
+        self : object
+            The fitted search (identical on every rank).
+        """
+        comm = resolve_comm(self.comm)
+        X, y, params = _resolve_data(X, y, params, comm)
+        check_error_score(self.error_score)
+        scorers, refit_metric = self._get_scorers()
+        X, y = indexable(X, y)
+        params = _check_method_params(X, params=params)
+        routed = self._get_routed_params_for_fit(params)
+        groups = routed.splitter.split.get("groups")
+        self._checked_cv_orig = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
+        self.n_splits_ = self._checked_cv_orig.get_n_splits(X, y, **routed.splitter.split)
+        base_estimator = clone(self.estimator)
+        threads = self.threads_per_rank or _default_threads(comm)
+
+        all_candidate_params: list[dict[str, Any]] = []
+        all_out: list[dict[str, Any]] = []
+        all_more_results: dict[str, list[Any]] = defaultdict(list)
+        results: dict[str, Any] = {}
+        self.schedule_reports_ = []
+
+        def evaluate_candidates(candidate_params: Any, cv: Any = None, more_results: Any = None, **_: Any) -> Any:
+            nonlocal results
+            cv = cv or self._checked_cv_orig
+            # Rank 0's candidates and splits are the truth (unseeded samplers/splitters).
+            candidate_params = broadcast(list(candidate_params), comm)
+            splits = compute_splits(cv, X, y, groups, comm)
+            if len(splits) != self.n_splits_:
+                raise ValueError(
+                    "cv.split and cv.get_n_splits return inconsistent results. "
+                    f"Expected {self.n_splits_} splits, got {len(splits)}"
+                )
+            problem = Problem(
+                X=X,
+                y=y,
+                splits=splits,
+                estimators=[base_estimator],
+                candidates=[(0, p) for p in candidate_params],
+                scorer=scorers,
+                fit_params=routed.estimator.fit,
+                score_params=routed.scorer.score,
+                error_score=self.error_score,
+                return_train_score=self.return_train_score,
+            )
+            try:
+                evaluation = evaluate(problem, comm, threads=threads)
+            except FitRaised as exc:
+                raise exc.original from None
+            self.schedule_reports_.append(evaluation.report)
+            out = evaluation.out
+            if len(out) < 1:
+                raise ValueError(
+                    "No fits were performed. Was the CV iterator empty? Were there no candidates?"
+                )
+            _warn_or_raise_about_fit_failures(out, self.error_score)
+            if callable(self.scoring):
+                _insert_error_scores(out, self.error_score)
+            all_candidate_params.extend(candidate_params)
+            all_out.extend(out)
+            if more_results is not None:
+                for key, value in more_results.items():
+                    all_more_results[key].extend(value)
+            results = self._format_results(all_candidate_params, self.n_splits_, all_out, all_more_results)
+            return results
+
+        run_search(self, evaluate_candidates, X, y)
+        first_test_score = all_out[0]["test_scores"]
+        self.multimetric_ = isinstance(first_test_score, dict)
+        if callable(self.scoring) and self.multimetric_:
+            self._check_refit_for_multimetric(first_test_score)
+            refit_metric = self.refit
+
+        if self.refit or not self.multimetric_:
+            self.best_index_ = self._select_best_index(self.refit, refit_metric, results)
+            if not callable(self.refit):
+                self.best_score_ = results[f"mean_test_{refit_metric}"][self.best_index_]
+            self.best_params_ = results["params"][self.best_index_]
+
+        if self.refit:
+            # Refit once, on rank 0, and share it: unseeded estimators would
+            # otherwise differ between ranks.
+            fitted = None
+            if comm.Get_rank() == 0:
+                estimator = clone(base_estimator).set_params(**clone(self.best_params_, safe=False))
+                start = time.time()
+                if y is not None:
+                    estimator.fit(X, y, **routed.estimator.fit)
+                else:
+                    estimator.fit(X, **routed.estimator.fit)
+                fitted = (estimator, time.time() - start)
+            self.best_estimator_, self.refit_time_ = _broadcast_after(fitted, comm)
+            if hasattr(self.best_estimator_, "feature_names_in_"):
+                self.feature_names_in_ = self.best_estimator_.feature_names_in_
+
+        self.scorer_ = scorers._scorers if hasattr(scorers, "_scorers") else scorers
+        self.cv_results_ = results
+        return self
+
+
+class GridSearchCV(_MPISearchMixin, _skms.GridSearchCV):
+    """Exhaustive search over a parameter grid, spread over MPI ranks.
+
+    Same parameters and attributes as :class:`sklearn.model_selection.GridSearchCV`
+    (``n_jobs`` and ``pre_dispatch`` are accepted and ignored: the ranks are the
+    parallelism), plus:
+
+    Parameters
+    ----------
+    comm : mpi4py.MPI.Intracomm, optional
+        Ranks that share the search; default ``MPI.COMM_WORLD``.  ``fit`` is
+        collective over it.
+    threads_per_rank : int, optional
+        BLAS/OpenMP threads per rank during the fits (default: the node's CPUs
+        divided by its ranks, or ``SLURM_CPUS_PER_TASK``).
+
+    Examples
+    --------
+    Run under ``mpiexec -n 4 python script.py``::
+
+        from sklearn.svm import SVC
+        import hpcml
+        search = hpcml.GridSearchCV(SVC(), {"C": [1, 10], "gamma": [1e-3, 1e-4]}, cv=5)
+        search.fit(X, y)          # every rank gets the same cv_results_
+    """
+
+    def __init__(
+        self,
+        estimator: Any,
+        param_grid: Any,
+        *,
+        scoring: Any = None,
+        n_jobs: Any = None,
+        refit: Any = True,
+        cv: Any = None,
+        verbose: int = 0,
+        pre_dispatch: Any = "2*n_jobs",
+        error_score: Any = np.nan,
+        return_train_score: bool = False,
+        comm: Any = None,
+        threads_per_rank: int | None = None,
+    ) -> None:
+        super().__init__(
+            estimator=estimator,
+            param_grid=param_grid,
+            scoring=scoring,
+            n_jobs=n_jobs,
+            refit=refit,
+            cv=cv,
+            verbose=verbose,
+            pre_dispatch=pre_dispatch,
+            error_score=error_score,
+            return_train_score=return_train_score,
+        )
+        self.comm = comm
+        self.threads_per_rank = threads_per_rank
+
+
+class RandomizedSearchCV(_MPISearchMixin, _skms.RandomizedSearchCV):
+    """Randomized search over parameter distributions, spread over MPI ranks.
+
+    Same parameters and attributes as
+    :class:`sklearn.model_selection.RandomizedSearchCV`, plus ``comm`` and
+    ``threads_per_rank`` as in :class:`GridSearchCV`.  The candidates are drawn
+    on rank 0 and broadcast, so an unseeded search is still consistent.
+    """
+
+    def __init__(
+        self,
+        estimator: Any,
+        param_distributions: Any,
+        *,
+        n_iter: int = 10,
+        scoring: Any = None,
+        n_jobs: Any = None,
+        refit: Any = True,
+        cv: Any = None,
+        verbose: int = 0,
+        pre_dispatch: Any = "2*n_jobs",
+        random_state: Any = None,
+        error_score: Any = np.nan,
+        return_train_score: bool = False,
+        comm: Any = None,
+        threads_per_rank: int | None = None,
+    ) -> None:
+        super().__init__(
+            estimator=estimator,
+            param_distributions=param_distributions,
+            n_iter=n_iter,
+            scoring=scoring,
+            n_jobs=n_jobs,
+            refit=refit,
+            cv=cv,
+            verbose=verbose,
+            pre_dispatch=pre_dispatch,
+            random_state=random_state,
+            error_score=error_score,
+            return_train_score=return_train_score,
+        )
+        self.comm = comm
+        self.threads_per_rank = threads_per_rank
+
+
+def cross_validate(
+    estimator: Any,
+    X: Any,
+    y: Any = None,
+    *,
+    groups: Any = None,
+    scoring: Any = None,
+    cv: Any = None,
+    n_jobs: Any = None,
+    verbose: int = 0,
+    params: dict[str, Any] | None = None,
+    pre_dispatch: Any = "2*n_jobs",
+    return_train_score: bool = False,
+    return_estimator: bool = False,
+    return_indices: bool = False,
+    error_score: Any = np.nan,
+    comm: Any = None,
+    threads_per_rank: int | None = None,
+) -> dict[str, Any]:
+    """Evaluate metric(s) by cross-validation, one split per unit, over MPI ranks.
+
+    Same signature and return value as :func:`sklearn.model_selection.cross_validate`
+    plus ``comm`` and ``threads_per_rank``.  Collective over ``comm``; every rank
+    returns the same dict.
+    """
+    from sklearn.metrics import check_scoring
+
+    comm = resolve_comm(comm)
+    params = dict(params or {})
+    if groups is not None:
+        params["groups"] = groups
+    X, y, params = _resolve_data(X, y, params, comm)
+    groups = params.pop("groups", None)
+    check_error_score(error_score)
+    X, y = indexable(X, y)
+    params = _check_method_params(X, params=params)
+    cv = check_cv(cv, y, classifier=is_classifier(estimator))
+    if scoring is None or isinstance(scoring, str) or callable(scoring):
+        scorers = check_scoring(estimator, scoring=scoring)
+    else:
+        scorers = check_scoring(estimator, scoring=scoring, raise_exc=(error_score == "raise"))
+    splits = compute_splits(cv, X, y, groups, comm)
+    problem = Problem(
+        X=X,
+        y=y,
+        splits=splits,
+        estimators=[clone(estimator)],
+        candidates=[(0, {})],
+        scorer=scorers,
+        fit_params=params,
+        score_params={},
+        error_score=error_score,
+        return_train_score=return_train_score,
+        return_estimator=return_estimator,
+    )
+    try:
+        results = evaluate(problem, comm, threads=threads_per_rank or _default_threads(comm)).out
+    except FitRaised as exc:
+        raise exc.original from None
+    _warn_or_raise_about_fit_failures(results, error_score)
+    if callable(scoring):
+        _insert_error_scores(results, error_score)
+    agg = _aggregate_score_dicts(results)
+    ret: dict[str, Any] = {"fit_time": agg["fit_time"], "score_time": agg["score_time"]}
+    if return_estimator:
+        ret["estimator"] = agg["estimator"]
+    if return_indices:
+        ret["indices"] = {}
+        ret["indices"]["train"], ret["indices"]["test"] = zip(*splits)
+    test_scores = _normalize_score_results(agg["test_scores"])
+    train_scores = _normalize_score_results(agg["train_scores"]) if return_train_score else {}
+    for name in test_scores:
+        ret[f"test_{name}"] = test_scores[name]
+        if return_train_score:
+            ret[f"train_{name}"] = train_scores[name]
+    return ret

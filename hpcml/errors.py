@@ -1,0 +1,69 @@
+"""Exception tree and exit codes shared by every hpcml command.
+
+The command-line entry points map these to exit statuses:
+
+========================  ======  ===========================================
+exception                 status  meaning
+========================  ======  ===========================================
+(none)                    0       done
+:class:`UsageError`       2       bad usage, config or data (one error line)
+:class:`Incomplete`       3       stopped early (signal, time limit); resumable
+anything else             1       a bug or an unexpected failure
+========================  ======  ===========================================
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INCOMPLETE = 3
+
+
+class HpcmlError(Exception):
+    """Base class of every error hpcml raises on purpose."""
+
+    exit_code = EXIT_FAILURE
+
+
+class UsageError(HpcmlError):
+    """Bad command line, config or data: reported as one line, exit status 2."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(UsageError):
+    """A problem with a config file; the message names the file and key."""
+
+
+class DataError(UsageError):
+    """A problem with the input data; the message names the file and dataset."""
+
+
+class Incomplete(HpcmlError):
+    """The run stopped before every unit finished; ``--resume`` continues it."""
+
+    exit_code = EXIT_INCOMPLETE
+
+
+class RemoteError(HpcmlError):
+    """An unexpected exception raised on another rank, re-raised where the user is.
+
+    Parameters
+    ----------
+    rank : int
+        Rank that raised.
+    host : str
+        Host name of that rank.
+    message : str
+        One-line summary (``Type: message``).
+    traceback : str
+        The formatted remote traceback.
+    """
+
+    def __init__(self, rank: int, host: str, message: str, traceback: str = "") -> None:
+        super().__init__(f"rank {rank} on {host}: {message}")
+        self.rank = rank
+        self.host = host
+        self.message = message
+        self.traceback = traceback

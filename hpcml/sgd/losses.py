@@ -1,0 +1,222 @@
+"""Pure NumPy losses, their gradients with respect to the raw scores, and penalties.
+
+Every loss works on a mini-batch of raw scores ``Z = X @ W + b`` of shape
+``(n_rows, k)`` and an encoded target ``T`` of the same number of rows:
+
+========================  ==========================  ==============================
+loss                      target encoding             k
+========================  ==========================  ==============================
+``log_loss`` (binary)     ``T`` in {-1, +1}, (n, 1)   1
+``log_loss`` (multi)      class index, (n,) int       n_classes (softmax)
+``hinge``                 ``T`` in {-1, +1}, (n, k)   1 (binary) or n_classes (OvR)
+``squared_error``         real, (n, 1)                1
+``huber``                 real, (n, 1)                1
+========================  ==========================  ==============================
+
+:func:`loss_and_dz` returns the **sum** of the per-row losses and ``dZ`` (the
+derivative of that sum with respect to ``Z``); the gradient with respect to
+``W`` is ``X.T @ dZ`` and with respect to ``b`` is ``dZ.sum(axis=0)``.  Sums, not
+means, are what ranks exchange: dividing the allreduced sum by the global batch
+size makes the step independent of how rows are spread over ranks.
+
+Penalties follow scikit-learn: ``alpha * R(w)`` with ``R = ||w||^2 / 2`` (l2),
+``||w||_1`` (l1), ``l1_ratio ||w||_1 + (1 - l1_ratio) ||w||^2 / 2``
+(elasticnet).  The smooth l2 part enters the gradient; the l1 part is applied by
+the proximal operator (soft thresholding) so weights become exactly zero.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+CLASSIFICATION_LOSSES = ("log_loss", "hinge")
+REGRESSION_LOSSES = ("squared_error", "huber")
+PENALTIES = ("l2", "l1", "elasticnet", None)
+
+
+def n_outputs(loss: str, n_classes: int) -> int:
+    """Number of score columns ``k`` for ``loss`` and ``n_classes`` (1 for regression)."""
+    if loss in REGRESSION_LOSSES:
+        return 1
+    return 1 if n_classes <= 2 else n_classes
+
+
+def encode_target(loss: str, y_index: np.ndarray, n_classes: int, dtype: np.dtype | type = np.float64) -> np.ndarray:
+    """Encode class indices (classification) or values (regression) for :func:`loss_and_dz`.
+
+    Parameters
+    ----------
+    loss : str
+        Loss name.
+    y_index : ndarray of shape (n,)
+        Class indices into ``classes_`` (classification) or target values.
+    n_classes : int
+        Number of classes (ignored for regression).
+    dtype : dtype
+        Floating type of the encoded target.
+
+    Returns
+    -------
+    ndarray
+        See the module table.
+    """
+    if loss in REGRESSION_LOSSES:
+        return np.asarray(y_index, dtype=dtype).reshape(-1, 1)
+    k = n_outputs(loss, n_classes)
+    if k == 1:
+        return np.where(np.asarray(y_index) == 1, 1.0, -1.0).astype(dtype).reshape(-1, 1)
+    if loss == "log_loss":
+        return np.asarray(y_index, dtype=np.intp)
+    t = np.full((len(y_index), k), -1.0, dtype=dtype)
+    t[np.arange(len(y_index)), np.asarray(y_index, dtype=np.intp)] = 1.0
+    return t
+
+
+def _log1pexp(x: np.ndarray) -> np.ndarray:
+    """``log(1 + exp(x))`` without overflow."""
+    return np.logaddexp(0.0, x)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    out = np.empty_like(x)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    ex = np.exp(x[~pos])
+    out[~pos] = ex / (1.0 + ex)
+    return out
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, stable."""
+    z = z - z.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z
+
+
+def loss_and_dz(loss: str, Z: np.ndarray, T: np.ndarray, epsilon: float = 0.1) -> tuple[float, np.ndarray]:
+    """Sum of per-row losses and its derivative with respect to the raw scores.
+
+    Parameters
+    ----------
+    loss : {"log_loss", "hinge", "squared_error", "huber"}
+        Loss name.
+    Z : ndarray of shape (n, k)
+        Raw scores.
+    T : ndarray
+        Encoded target (:func:`encode_target`).
+    epsilon : float
+        Huber threshold.
+
+    Returns
+    -------
+    loss_sum : float
+        Sum over rows (and columns for one-vs-rest hinge).
+    dZ : ndarray of shape (n, k)
+        Derivative of ``loss_sum`` with respect to ``Z``.
+    """
+    if Z.shape[0] == 0:
+        return 0.0, np.zeros_like(Z)
+    if loss == "log_loss":
+        if Z.shape[1] == 1:
+            m = T * Z
+            value = float(_log1pexp(-m).sum())
+            dz = -T * _sigmoid(-m)
+            return value, dz
+        zmax = Z.max(axis=1, keepdims=True)
+        shifted = Z - zmax
+        lse = np.log(np.exp(shifted).sum(axis=1))
+        rows = np.arange(Z.shape[0])
+        value = float((lse - shifted[rows, T]).sum())
+        dz = softmax(Z.copy())
+        dz[rows, T] -= 1.0
+        return value, dz
+    if loss == "hinge":
+        margin = 1.0 - T * Z
+        active = margin > 0
+        value = float(margin[active].sum())
+        dz = np.where(active, -T, 0.0).astype(Z.dtype, copy=False)
+        return value, dz
+    if loss == "squared_error":
+        r = Z - T
+        return float(0.5 * np.dot(r.ravel(), r.ravel())), r
+    if loss == "huber":
+        r = Z - T
+        a = np.abs(r)
+        quad = a <= epsilon
+        value = float(np.where(quad, 0.5 * r * r, epsilon * a - 0.5 * epsilon * epsilon).sum())
+        return value, np.clip(r, -epsilon, epsilon)
+    raise ValueError(f"unknown loss {loss!r}")
+
+
+def penalty_parts(penalty: str | None, alpha: float, l1_ratio: float) -> tuple[float, float]:
+    """Split a penalty into its l2 strength (gradient) and l1 strength (proximal step).
+
+    Returns
+    -------
+    (l2, l1) : tuple of float
+        The objective carries ``l2 * ||w||^2 / 2 + l1 * ||w||_1``.
+    """
+    if penalty is None or penalty == "none":
+        return 0.0, 0.0
+    if penalty == "l2":
+        return alpha, 0.0
+    if penalty == "l1":
+        return 0.0, alpha
+    if penalty == "elasticnet":
+        return alpha * (1.0 - l1_ratio), alpha * l1_ratio
+    raise ValueError(f"unknown penalty {penalty!r}")
+
+
+def penalty_value(W: np.ndarray, l2: float, l1: float) -> float:
+    """``l2 * ||W||^2 / 2 + l1 * ||W||_1`` (intercepts are never penalised)."""
+    out = 0.0
+    if l2:
+        out += 0.5 * l2 * float(np.dot(W.ravel(), W.ravel()))
+    if l1:
+        out += l1 * float(np.abs(W).sum())
+    return out
+
+
+def prox_l1(W: np.ndarray, threshold: float) -> None:
+    """Soft thresholding in place: the proximal operator of ``threshold * ||W||_1``."""
+    if threshold <= 0:
+        return
+    np.copysign(np.maximum(np.abs(W) - threshold, 0.0), W, out=W)
+
+
+def batch_gradient(
+    loss: str,
+    X: np.ndarray,
+    T: np.ndarray,
+    W: np.ndarray,
+    b: np.ndarray,
+    epsilon: float = 0.1,
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Loss sum and gradients (sums over rows) of one mini-batch; no penalty.
+
+    Parameters
+    ----------
+    loss : str
+        Loss name.
+    X : ndarray of shape (n, d)
+        Rows of the batch.
+    T : ndarray
+        Encoded target.
+    W : ndarray of shape (d, k)
+        Weights.
+    b : ndarray of shape (k,)
+        Intercepts.
+    epsilon : float
+        Huber threshold.
+
+    Returns
+    -------
+    loss_sum : float
+    gW : ndarray of shape (d, k)
+    gb : ndarray of shape (k,)
+    """
+    Z = X @ W.astype(X.dtype, copy=False)
+    Z += b.astype(X.dtype, copy=False)
+    value, dz = loss_and_dz(loss, Z, T, epsilon)
+    return value, X.T @ dz, dz.sum(axis=0)

@@ -1,0 +1,137 @@
+"""Which rows each rank uses at each step: shards, validation split and batch plans.
+
+Rows are numbered globally ``0 .. n-1``; rank ``r`` of ``N`` holds the
+contiguous shard ``[start, stop)`` of :func:`shard_range`.
+
+``sampling="global"`` (rank-count invariant)
+    Each epoch every rank draws the same permutation of all training-row
+    indices from ``(random_state, epoch)``; global batch ``j`` is the fixed set
+    ``perm[j*B:(j+1)*B]``.  A rank contributes the rows of that set that lie in
+    its shard, so the union over ranks is exactly the global batch whatever the
+    number of ranks.
+``sampling="local"`` (throughput, Horovod style)
+    Each rank shuffles its own training rows with ``(random_state, epoch,
+    rank)`` and takes ``B // N`` rows per step; the number of steps per epoch
+    is agreed (the largest shard decides, shorter shards contribute fewer rows
+    at the end).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+SAMPLING = ("global", "local")
+
+#: Extra stream tag of the validation split, so it never collides with epoch streams.
+_VALIDATION_TAG = 0x5EED
+
+
+def shard_range(n: int, rank: int, size: int) -> tuple[int, int]:
+    """Contiguous, balanced shard ``[start, stop)`` of ``n`` rows for ``rank`` of ``size``."""
+    return (n * rank) // size, (n * (rank + 1)) // size
+
+
+def validation_mask(n: int, fraction: float, seed: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Rows ``[start, stop)`` of the global held-out mask (``True`` = validation row).
+
+    The mask depends only on ``n``, ``fraction`` and ``seed``, never on ranks.
+
+    Parameters
+    ----------
+    n : int
+        Global number of rows.
+    fraction : float
+        Share of rows held out, ``0 < fraction < 1``; at least one row is held
+        out and at least one row is kept.
+    seed : int
+        Random seed.
+    start, stop : int
+        This rank's shard.
+
+    Returns
+    -------
+    ndarray of bool, shape (stop - start,)
+    """
+    stop = n if stop is None else stop
+    n_val = int(np.ceil(fraction * n))
+    n_val = min(max(n_val, 1), n - 1)
+    rng = np.random.default_rng([seed, _VALIDATION_TAG])
+    chosen = rng.permutation(n)[:n_val]
+    mine = chosen[(chosen >= start) & (chosen < stop)] - start
+    mask = np.zeros(stop - start, dtype=bool)
+    mask[mine] = True
+    return mask
+
+
+def global_epoch_plan(
+    train_rows: np.ndarray,
+    start: int,
+    stop: int,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+) -> Iterator[tuple[np.ndarray, int]]:
+    """Batches of one epoch in ``global`` mode.
+
+    Parameters
+    ----------
+    train_rows : ndarray of int
+        Sorted global indices of all training rows (the same on every rank).
+    start, stop : int
+        This rank's shard.
+    batch_size : int
+        Global batch size ``B``.
+    seed, epoch : int
+        Stream of the permutation.
+
+    Yields
+    ------
+    local_rows : ndarray of int
+        Indices, relative to ``start``, of this rank's rows of the batch (in
+        permutation order; possibly empty).
+    global_size : int
+        Size of the whole global batch.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    perm = rng.permutation(train_rows)
+    n = perm.shape[0]
+    pos = np.flatnonzero((perm >= start) & (perm < stop))
+    local = perm[pos] - start
+    n_batches = -(-n // batch_size)
+    bounds = np.searchsorted(pos, np.arange(n_batches + 1) * batch_size)
+    for j in range(n_batches):
+        yield local[bounds[j] : bounds[j + 1]], min(batch_size, n - j * batch_size)
+
+
+def local_epoch_plan(
+    local_rows: np.ndarray,
+    local_batch: int,
+    n_steps: int,
+    seed: int,
+    epoch: int,
+    rank: int,
+) -> Iterator[np.ndarray]:
+    """Batches of one epoch in ``local`` mode: this rank's own shuffle.
+
+    Parameters
+    ----------
+    local_rows : ndarray of int
+        This rank's training rows (relative to its shard start).
+    local_batch : int
+        Rows per step on this rank (global batch // ranks).
+    n_steps : int
+        Steps per epoch, agreed by all ranks.
+    seed, epoch, rank : int
+        Stream of the shuffle.
+
+    Yields
+    ------
+    ndarray of int
+        Rows of the step (possibly empty at the end of a short shard).
+    """
+    rng = np.random.default_rng([seed, epoch, rank + 1])
+    perm = rng.permutation(local_rows)
+    for j in range(n_steps):
+        yield perm[j * local_batch : (j + 1) * local_batch]

@@ -1,0 +1,47 @@
+"""hpcml: MPI-native cross-validation, hyperparameter search and synchronous SGD."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "hpcml" / "_version.py").read_text()).group(1)
+
+#: Runtime requirements; environment.yml must list each of them (tests/test_packaging.py).
+INSTALL_REQUIRES = [
+    "mpi4py>=3.1",
+    "numpy>=1.23",
+    "scipy>=1.9",
+    "scikit-learn>=1.4",
+    "h5py>=3.7",
+    "threadpoolctl>=3.1",
+    "tomli>=1.1; python_version < '3.11'",
+]
+
+EXTRAS_REQUIRE = {
+    # MPI for laptops and CI; on a cluster keep the system MPI and skip this extra.
+    "mpich": ["mpich"],
+    "test": ["pytest>=7", "pytest-mpi>=0.6", "pytest-timeout>=2", "psutil>=5"],
+    "bench": ["matplotlib>=3.5", "psutil>=5"],
+    "dev": ["ruff>=0.4"],
+}
+
+setup(
+    name="hpcml",
+    version=VERSION,
+    description="MPI-native cross-validation, hyperparameter search and synchronous SGD for scikit-learn",
+    long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    license="BSD-3-Clause",
+    python_requires=">=3.10",
+    packages=find_packages(include=["hpcml", "hpcml.*"]),
+    package_data={"hpcml": ["py.typed"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+        "Topic :: System :: Distributed Computing",
+    ],
+)
