@@ -35,7 +35,9 @@ def evaluate(
     comm: MPI.Intracomm,
     *,
     done: dict[int, dict[str, Any]] | None = None,
-    on_result: Callable[[int, Any, int, float], None] | None = None,
+    on_results: Callable[[int, list[tuple[int, Any, float]]], None] | None = None,
+    watchdog: Callable[[], None] | None = None,
+    deadline: float | None = None,
     should_stop: Callable[[], bool] | None = None,
     poll_hook: Callable[[], None] | None = None,
     threads: int | None = None,
@@ -51,8 +53,11 @@ def evaluate(
     done : dict, optional
         Rank 0: results already known (unit -> result), e.g. from a journal; they
         are not run again, and their times seed the cost estimates.
-    on_result, should_stop, poll_hook : callable, optional
+    on_results, should_stop, poll_hook, watchdog : callable, optional
         See :func:`hpcml.cv.schedule.run_units`.
+    deadline : float, optional
+        ``time.time()`` after which no unit is started that would not finish
+        in time (estimated from the costs seen so far).
     threads : int, optional
         BLAS/OpenMP threads per rank while fitting (threadpoolctl).
 
@@ -82,14 +87,24 @@ def evaluate(
             costs.setdefault(unit // index.n_splits, []).append(result["fit_time"] + result["score_time"])
         prior = {cand: sum(v) / len(v) for cand, v in costs.items()}
         first, rest = unit_order(index, done=done.keys(), known_cost=prior.keys())
-        queue = UnitQueue(first, rest, comm.Get_size(), group_of=index.candidate, prior_costs=prior)
+        queue = UnitQueue(
+            first, rest, comm.Get_size(), group_of=index.candidate, prior_costs=prior, deadline=deadline
+        )
     limits = contextlib.nullcontext()
     if threads is not None:
         from threadpoolctl import threadpool_limits
 
         limits = threadpool_limits(limits=threads)
     with limits:
-        report = run_units(comm, work, queue=queue, on_result=on_result, should_stop=should_stop, poll_hook=poll_hook)
+        report = run_units(
+            comm,
+            work,
+            queue=queue,
+            on_results=on_results,
+            should_stop=should_stop,
+            poll_hook=poll_hook,
+            watchdog=watchdog,
+        )
     out: list[dict[str, Any] | None] | None = None
     if comm.Get_rank() == 0:
         merged = dict(done)

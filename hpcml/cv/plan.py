@@ -8,7 +8,7 @@ unseeded splitter or sampler.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -74,8 +74,18 @@ def unit_order(index: UnitIndex, done: Iterable[int] = (), known_cost: Iterable[
     return first, rest
 
 
-def compute_splits(cv: Any, X: Any, y: Any, groups: Any, comm: MPI.Intracomm) -> list[tuple[Any, Any]]:
-    """``list(cv.split(X, y, groups))`` on rank 0, broadcast to all.  Collective over ``comm``."""
+def compute_splits(
+    cv: Any,
+    X: Any,
+    y: Any,
+    groups: Any,
+    comm: MPI.Intracomm,
+    convert: Callable[[Exception], Exception] | None = None,
+) -> list[tuple[Any, Any]]:
+    """``list(cv.split(X, y, groups))`` on rank 0, broadcast to all.  Collective over ``comm``.
+
+    ``convert`` may turn the splitter's exception into another (e.g. a config error).
+    """
     from mpi4py.util import pkl5
 
     splits = None
@@ -90,7 +100,7 @@ def compute_splits(cv: Any, X: Any, y: Any, groups: Any, comm: MPI.Intracomm) ->
                     f"Expected {n_splits} splits, got {len(splits)}"
                 )
         except Exception as exc:  # noqa: BLE001 - agreed below
-            error = exc
+            error = convert(exc) if convert is not None else exc
     raise_if_any(comm, error)
     return pkl5.Intracomm(comm).bcast(splits, root=0)
 

@@ -70,6 +70,9 @@ class UnitQueue:
         Known mean cost per group (e.g. from a journal being resumed).
     target_batch_seconds : float
         Intended duration of one batch.
+    deadline : float, optional
+        ``time.time()`` after which no unit is handed out that is estimated not
+        to finish in time; the queue then empties itself (``expired`` is set).
     """
 
     def __init__(
@@ -80,12 +83,15 @@ class UnitQueue:
         group_of: Callable[[int], Hashable] | None = None,
         prior_costs: dict[Hashable, float] | None = None,
         target_batch_seconds: float = TARGET_BATCH_SECONDS,
+        deadline: float | None = None,
     ) -> None:
         self.first = deque(first)
         self.rest = list(rest)
         self.n_ranks = max(1, n_ranks)
         self.group_of = group_of or (lambda unit: None)
         self.target = target_batch_seconds
+        self.deadline = deadline
+        self.expired = False
         self._sum: dict[Hashable, float] = {}
         self._count: dict[Hashable, int] = {}
         for group, cost in (prior_costs or {}).items():
@@ -154,6 +160,10 @@ class UnitQueue:
         if remaining == 0:
             return []
         head = self._head()
+        if self.deadline is not None and time.time() + (self.cost(head[0]) or 0.0) > self.deadline:
+            self.expired = True
+            self.clear()
+            return []
         share = max(1, math.ceil(remaining / (2 * self.n_ranks)))
         batch = [head.popleft()]
         spent = self.cost(batch[0])
@@ -188,12 +198,12 @@ class _Dispatcher:
         self,
         comm: MPI.Intracomm,
         queue: UnitQueue,
-        on_result: Callable[[int, Any, int, float], None] | None,
+        on_results: Callable[[int, list[tuple[int, Any, float]]], None] | None,
         should_stop: Callable[[], bool] | None,
     ) -> None:
         self.comm = comm
         self.queue = queue
-        self.on_result = on_result
+        self.on_results = on_results
         self.should_stop = should_stop or (lambda: False)
         self.lock = threading.Lock()
         self.report = ScheduleReport(busy=[0.0] * comm.Get_size(), units_done=[0] * comm.Get_size())
@@ -201,13 +211,19 @@ class _Dispatcher:
         self.stop_sent: set[int] = set()
         self.stopping = False
         self.error: tuple[int, BaseException] | None = None
+        self.watchdog: Callable[[], None] | None = None
         self._status = None
 
     # -- shared by both threads -------------------------------------------------
     def take(self) -> list[int]:
         with self.lock:
             self._check_stop()
-            return [] if self.stopping else self.queue.take()
+            if self.stopping:
+                return []
+            batch = self.queue.take()
+            if not batch and self.queue.expired:
+                self.report.stopped = True
+            return batch
 
     def record(self, rank: int, items: list[tuple[int, Any, float]]) -> None:
         with self.lock:
@@ -216,8 +232,8 @@ class _Dispatcher:
                 self.report.results[unit] = result
                 self.report.busy[rank] += seconds
                 self.report.units_done[rank] += 1
-                if self.on_result is not None:
-                    self.on_result(unit, result, rank, seconds)
+            if self.on_results is not None:
+                self.on_results(rank, items)
 
     def fail(self, rank: int, error: BaseException) -> None:
         with self.lock:
@@ -265,6 +281,8 @@ class _Dispatcher:
     def serve_until_done(self) -> None:
         backoff = Backoff()
         while self.active:
+            if self.watchdog is not None:
+                self.watchdog()
             if self.poll():
                 backoff.reset()
             else:
@@ -294,9 +312,10 @@ def run_units(
     work: Callable[[int], Any],
     *,
     queue: UnitQueue | None = None,
-    on_result: Callable[[int, Any, int, float], None] | None = None,
+    on_results: Callable[[int, list[tuple[int, Any, float]]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     poll_hook: Callable[[], None] | None = None,
+    watchdog: Callable[[], None] | None = None,
     threaded: bool | None = None,
 ) -> ScheduleReport:
     """Run units over all ranks of ``comm``.  Collective over ``comm``.
@@ -311,14 +330,17 @@ def run_units(
         exception stops the run: units in hand finish, then every rank raises it.
     queue : UnitQueue
         Rank 0 only: what to run, in which order.
-    on_result : callable, optional
-        Rank 0 only: ``on_result(unit, result, rank, seconds)`` for each finished
-        unit, called under a lock (journal, progress).
+    on_results : callable, optional
+        Rank 0 only: ``on_results(rank, [(unit, result, seconds), ...])`` for each
+        batch of finished units, called under a lock (journal, progress).
     should_stop : callable, optional
         Rank 0 only: when it returns true no further unit is handed out (signals,
         time limits); units in hand finish.
     poll_hook : callable, optional
         Called on every rank between units (e.g. to notice signals).
+    watchdog : callable, optional
+        Rank 0 only: called regularly by the dispatcher even while rank 0 fits
+        (e.g. to give up on units that outlive a grace period).
     threaded : bool, optional
         Force the dispatcher thread on or off (default: on when MPI allows).
 
@@ -339,7 +361,7 @@ def run_units(
         start = time.perf_counter()
         if comm.Get_rank() == 0:
             assert queue is not None, "rank 0 needs the queue"
-            report, error = _run_root(comm, work, queue, on_result, should_stop, poll_hook, threaded, MPI)
+            report, error = _run_root(comm, work, queue, on_results, should_stop, poll_hook, watchdog, threaded, MPI)
         else:
             report, error = _run_worker(comm, work, poll_hook)
         report.wall = time.perf_counter() - start
@@ -371,8 +393,9 @@ def _picklable(error: BaseException) -> BaseException:
         return RemoteError(getattr(error, "rank", 0), "?", f"{type(error).__name__}: {error}")
 
 
-def _run_root(comm, work, queue, on_result, should_stop, poll_hook, threaded, MPI):  # noqa: ANN001, ANN202
-    dispatcher = _Dispatcher(comm, queue, on_result, should_stop)
+def _run_root(comm, work, queue, on_results, should_stop, poll_hook, watchdog, threaded, MPI):  # noqa: ANN001, ANN202
+    dispatcher = _Dispatcher(comm, queue, on_results, should_stop)
+    dispatcher.watchdog = watchdog
     size = comm.Get_size()
     if threaded is None:
         threaded = MPI.Query_thread() >= MPI.THREAD_SERIALIZED

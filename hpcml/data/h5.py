@@ -36,7 +36,7 @@ CHUNK_BYTES = 4 << 20
 GAP_BYTES = 256 << 10
 
 #: Largest temporary span (bytes) that ``read_indices`` reads in one piece.
-SPAN_BYTES = 64 << 20
+SPAN_BYTES = 8 << 20
 
 
 def default_chunk_rows(n_features: int, itemsize: int, n_rows: int | None = None) -> int:
@@ -163,7 +163,9 @@ class H5Dataset:
                     dtype = node["data"].dtype
                     for part in ("data", "indices", "indptr"):
                         if node[part].dtype.kind not in "biuf":
-                            raise DataError(f"{self.path}: '{name}/{part}' (X) is not numeric (dtype {node[part].dtype})")
+                            raise DataError(
+                                f"{self.path}: '{name}/{part}' (X) is not numeric (dtype {node[part].dtype})"
+                            )
                     if node["indptr"].shape != (shape[0] + 1,):
                         raise DataError(
                             f"{self.path}: '{name}/indptr' has {node['indptr'].shape[0]} entries, "
@@ -396,12 +398,15 @@ def _read_dense_indices(ds: h5py.Dataset, uniq: np.ndarray) -> np.ndarray:
     out = np.empty((uniq.size, *ds.shape[1:]), dtype=ds.dtype)
     gap_rows = max(1, GAP_BYTES // row_bytes)
     span_rows = max(1, SPAN_BYTES // row_bytes)
-    for a, b in _runs(uniq, gap_rows, span_rows):
+    runs = _runs(uniq, gap_rows, span_rows)
+    widest = max((int(uniq[b - 1]) + 1 - int(uniq[a]) for a, b in runs if uniq[b - 1] + 1 - uniq[a] != b - a), default=0)
+    scratch = np.empty((widest, *ds.shape[1:]), dtype=ds.dtype)  # one buffer, reused for every span
+    for a, b in runs:
         lo, hi = int(uniq[a]), int(uniq[b - 1]) + 1
         if hi - lo == b - a:  # a contiguous run: straight into the output
             ds.read_direct(out[a:b], source_sel=np.s_[lo:hi])
         else:
-            tmp = np.empty((hi - lo, *ds.shape[1:]), dtype=ds.dtype)
+            tmp = scratch[: hi - lo]
             ds.read_direct(tmp, source_sel=np.s_[lo:hi])
             np.take(tmp, uniq[a:b] - lo, axis=0, out=out[a:b])
     return out
@@ -514,7 +519,8 @@ def write_dataset(
         else:
             xdt = _target_dtype(X, dtype)
             rows = chunk_rows or default_chunk_rows(X.shape[1], xdt.itemsize, n)
-            fh.create_dataset("X", data=X.astype(xdt, copy=False), chunks=(max(1, min(rows, max(1, n))), X.shape[1]))
+            chunks = (max(1, min(rows, n)), X.shape[1]) if X.size else None
+            fh.create_dataset("X", data=X.astype(xdt, copy=False), chunks=chunks)
         for name, arr in extras.items():
             if arr is not None:
                 arr = np.asarray(arr)

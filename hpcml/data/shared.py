@@ -1,43 +1,296 @@
-"""Loading X/y on every rank of a run (collective)."""
+"""Loading X/y on every rank of a run, one copy per node (collective).
+
+:func:`load_arrays` gives every rank the full arrays.  Ranks that share a node
+(``MPI.COMM_TYPE_SHARED``) share one copy: the node's first rank reads the HDF5
+file into an ``MPI.Win.Allocate_shared`` window and the other ranks map the same
+memory (``Win.Shared_query(0)``), read-only.  Where shared windows cannot be
+used (sparse X, ``HPCML_SHARED_MEMORY=0``, a single rank, an MPI without shared
+windows, too little room in ``/dev/shm``) every rank reads its own copy; the
+returned ``info`` says which path ran and why.
+
+Lifetime
+--------
+The window lives as long as the returned arrays need it: each array holds a
+reference to the window (through the buffer it views), and hpcml never frees a
+window behind the caller's back.  :meth:`SharedArrays.close` frees it
+collectively when the caller is done; otherwise ``MPI_Finalize`` releases it at
+exit.  Do not touch the arrays after ``close()``.
+"""
 
 from __future__ import annotations
 
+import os
+import time
 from typing import TYPE_CHECKING, Any
 
-from hpcml.comm import raise_if_any
+from hpcml.comm import describe, idle_barrier, node_comm, raise_if_any, resolve_comm
 
 if TYPE_CHECKING:  # pragma: no cover
     from mpi4py import MPI
 
     from hpcml.data.h5 import H5Dataset
 
+#: Environment variable: ``0``/``false``/``no``/``off`` forces per-rank reads.
+ENV_SHARED = "HPCML_SHARED_MEMORY"
 
-def load_arrays(dataset: H5Dataset, comm: MPI.Intracomm) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Read every named dataset on every rank.  Collective over ``comm``.
+ROLES = ("X", "y", "groups", "sample_weight")
+_ALIGN = 64
+
+
+class SharedArrays(dict):
+    """``{role: array}`` returned by :func:`load_arrays`, plus the window backing it.
+
+    A plain ``dict`` for every purpose; :meth:`close` additionally releases the
+    node-shared window (collective).
+    """
+
+    def __init__(self, arrays: dict[str, Any], window: Any = None, node: Any = None) -> None:
+        super().__init__(arrays)
+        self.window = window
+        self.node = node
+
+    def close(self) -> None:
+        """Free the shared window.  Collective over the communicator given to :func:`load_arrays`.
+
+        Every rank must call it, after dropping every use of the arrays (they
+        point into the freed memory afterwards; this method sets the dict's
+        values to ``None``).  A no-op for per-rank loads and on the second call.
+        """
+        for key in list(self):
+            self[key] = None
+        if self.window is not None:
+            self.window.Free()
+            self.window = None
+        if self.node is not None:
+            self.node.Free()
+            self.node = None
+
+
+def shared_memory_enabled(default: bool = True) -> bool:
+    """Read :data:`ENV_SHARED` (``HPCML_SHARED_MEMORY``); unset means ``default``."""
+    value = os.environ.get(ENV_SHARED, "").strip().lower()
+    if value in ("0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    return default
+
+
+def _allocate_window(node: MPI.Intracomm, nbytes: int) -> MPI.Win:
+    """``MPI.Win.Allocate_shared`` of ``nbytes`` on this rank (a hook for tests)."""
+    from mpi4py import MPI
+
+    return MPI.Win.Allocate_shared(nbytes, 1, comm=node)
+
+
+def _shm_room() -> int | None:
+    """Free bytes in ``/dev/shm`` (where MPICH and Open MPI back shared windows), if known."""
+    try:
+        st = os.statvfs("/dev/shm")
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _layout(meta: dict[str, Any]) -> tuple[dict[str, tuple[int, tuple[int, ...], Any]], int]:
+    import numpy as np
+
+    offsets: dict[str, tuple[int, tuple[int, ...], Any]] = {}
+    total = 0
+    for role in ROLES:
+        if role not in meta:
+            continue
+        shape, dtype = meta[role]
+        dtype = np.dtype(dtype)
+        offsets[role] = (total, tuple(shape), dtype)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        total += -(-nbytes // _ALIGN) * _ALIGN
+    return offsets, total
+
+
+def load_arrays(
+    dataset: H5Dataset,
+    comm: MPI.Intracomm | None = None,
+    *,
+    shared: bool | None = None,
+    check_nan_y: bool = True,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Give every rank the full X/y (and groups, sample_weight).  Collective over ``comm``.
+
+    Parameters
+    ----------
+    dataset : hpcml.data.H5Dataset
+        What to load.
+    comm : mpi4py.MPI.Intracomm, optional
+        Ranks that load; default ``MPI.COMM_WORLD``.
+    shared : bool, optional
+        Use node-shared windows (``True``) or per-rank reads (``False``); default:
+        ``HPCML_SHARED_MEMORY`` if set, else shared.  Must agree on every rank.
+    check_nan_y : bool, default True
+        Reject NaN/inf in ``y``.
 
     Returns
     -------
-    arrays : dict
-        ``{"X": ..., "y": ..., "groups": ..., "sample_weight": ...}`` (absent roles ``None``).
+    arrays : SharedArrays
+        A dict ``{"X": ..., "y": ..., "groups": ..., "sample_weight": ...}`` (absent
+        roles ``None``).  With shared windows the arrays are read-only views of
+        node-shared memory; ``arrays.close()`` (collective) frees it.
     info : dict
-        How the data were loaded (``{"method": "per-rank", ...}``), for the run report.
+        For the run report: ``method`` (``"shared-window"`` or ``"per-rank"``),
+        ``reason``, ``nodes``, ``copies`` (copies held in memory over all
+        nodes), ``bytes`` (of one copy), ``local_bytes`` (bytes this rank
+        allocated) and ``seconds``.
 
     Raises
     ------
     hpcml.errors.DataError
         On every rank, if any rank could not read or validate the data.
     """
+    comm = resolve_comm(comm)
+    t0 = time.perf_counter()
+    error: BaseException | None = None
+    meta = None
+    if comm.Get_rank() == 0:
+        try:
+            meta = dataset.validate(check_nan_y=check_nan_y)
+        except Exception as exc:  # noqa: BLE001 - agreed below
+            error = exc
+    idle_barrier(comm)
+    raise_if_any(comm, error)
+    meta = comm.bcast(meta, root=0)
+
+    if shared is None:
+        shared = shared_memory_enabled()
+    reason = ""
+    if not shared:
+        reason = f"shared windows disabled ({ENV_SHARED}=0 or shared=False)"
+    elif meta["sparse"]:
+        reason = "X is sparse (CSR): shared windows hold dense arrays only"
+        shared = False
+    elif comm.Get_size() == 1:
+        reason = "single rank"
+        shared = False
+
+    if shared:
+        result, reason = _load_shared(dataset, comm, meta)
+        if result is not None:
+            arrays, info = result
+            info["seconds"] = time.perf_counter() - t0
+            return arrays, info
+        # every rank got the same failure reason: fall back to per-rank reads
+
+    arrays = {role: None for role in ROLES}
     error = None
-    arrays: dict[str, Any] = {}
     try:
-        if comm.Get_rank() == 0:
-            dataset.validate()
+        for role in ROLES:
+            arrays[role] = dataset.read(role) if dataset.names.get(role) is not None else None
     except Exception as exc:  # noqa: BLE001 - agreed below
         error = exc
+    idle_barrier(comm)
     raise_if_any(comm, error)
+    one_copy = sum(_nbytes(a) for a in arrays.values() if a is not None)
+    info = {
+        "method": "per-rank",
+        "reason": reason,
+        "nodes": _count_nodes(comm),
+        "copies": comm.Get_size(),
+        "bytes": one_copy,
+        "local_bytes": one_copy,
+        "seconds": time.perf_counter() - t0,
+    }
+    return SharedArrays(arrays), info
+
+
+def _nbytes(a: Any) -> int:
+    if hasattr(a, "nbytes"):
+        return int(a.nbytes)
+    return int(a.data.nbytes + a.indices.nbytes + a.indptr.nbytes)  # scipy.sparse
+
+
+def _count_nodes(comm: MPI.Intracomm) -> int:
+    if comm.Get_size() == 1:
+        return 1
     try:
-        arrays = {role: dataset.read(role) for role in ("X", "y", "groups", "sample_weight")}
+        node = node_comm(comm)
+    except Exception:  # noqa: BLE001 - informational only
+        return -1
+    leaders = comm.allreduce(1 if node.Get_rank() == 0 else 0)
+    node.Free()
+    return int(leaders)
+
+
+def _load_shared(
+    dataset: H5Dataset, comm: MPI.Intracomm, meta: dict[str, Any]
+) -> tuple[tuple[SharedArrays, dict[str, Any]] | None, str]:
+    """The shared-window path; ``(None, reason)`` on every rank if windows are unavailable."""
+    import numpy as np
+    from mpi4py import MPI
+
+    offsets, total = _layout(meta)
+    node = None
+    win = None
+    failure: str | None = None
+    try:
+        node = node_comm(comm)
     except Exception as exc:  # noqa: BLE001 - agreed below
-        error = exc
+        failure = f"cannot split the communicator by node ({describe(exc)})"
+    if node is not None:
+        leader = node.Get_rank() == 0
+        if leader:
+            room = _shm_room()
+            if room is not None and room < total:
+                failure = f"/dev/shm has {room} bytes free, the data need {total}"
+        # The leader's check must reach its node before the collective allocation.
+        if node.bcast(failure, root=0) is None:
+            try:
+                win = _allocate_window(node, max(total, 1) if leader else 0)
+                buf, _ = win.Shared_query(0)
+                mem = np.frombuffer(buf, dtype=np.uint8)
+                if mem.size < total:
+                    raise RuntimeError(f"shared window has {mem.size} bytes, need {total}")
+            except Exception as exc:  # noqa: BLE001 - agreed below
+                failure = f"shared window unavailable ({describe(exc)})"
+        elif failure is None:
+            failure = "shared window not attempted: the node's reader found too little room in /dev/shm"
+    # Agree on the failure (any rank) without raising: fall back instead.
+    size = comm.Get_size()
+    first = comm.allreduce(comm.Get_rank() if failure is not None else size, op=MPI.MIN)
+    if first < size:
+        reason = comm.bcast(failure, root=first)
+        # Leave a half-made window alone: freeing it is collective and some ranks may not hold one.
+        return None, reason or "shared window failed"
+
+    views: dict[str, Any] = {role: None for role in ROLES}
+    for role, (offset, shape, dtype) in offsets.items():
+        count = int(np.prod(shape, dtype=np.int64))
+        views[role] = mem[offset : offset + count * dtype.itemsize].view(dtype).reshape(shape)
+
+    error: BaseException | None = None
+    win.Lock_all(MPI.MODE_NOCHECK)
+    if node.Get_rank() == 0:
+        try:
+            for role, view in views.items():
+                if view is not None:
+                    dataset.read(role, out=view)
+        except Exception as exc:  # noqa: BLE001 - agreed below
+            error = exc
+    win.Sync()
+    idle_barrier(comm)  # the other ranks sleep while the node's reader works
+    win.Sync()
+    win.Unlock_all()
     raise_if_any(comm, error)
-    return arrays, {"method": "per-rank", "reason": "shared windows not implemented yet"}
+    for view in views.values():
+        if view is not None:
+            view.flags.writeable = False
+
+    n_nodes = int(comm.allreduce(1 if node.Get_rank() == 0 else 0))
+    info = {
+        "method": "shared-window",
+        "reason": f"one copy per node: node rank 0 reads, {node.Get_size()} rank(s) on this node map it",
+        "nodes": n_nodes,
+        "copies": n_nodes,
+        "ranks_on_node": node.Get_size(),
+        "bytes": total,
+        "local_bytes": total if node.Get_rank() == 0 else 0,
+    }
+    return (SharedArrays(views, window=win, node=node), info), info["reason"]

@@ -1,0 +1,149 @@
+"""journal.jsonl: one JSON line per finished unit, so that no finished work is lost.
+
+The first line is a header with the config hash, the data fingerprint and a
+hash of the plan (candidates and splits); ``--resume`` refuses a journal whose
+header does not match.  Lines are flushed to the OS after every batch (a killed
+process loses nothing) and fsynced at most every ``fsync_interval`` seconds (a
+crashed node loses at most those seconds).  A torn last line is ignored.
+Only JSON is ever read back: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any
+
+from hpcml.errors import ConfigError
+
+JOURNAL = "journal.jsonl"
+FORMAT = 1
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe copy: NaN/inf -> None (floats round-trip exactly otherwise)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return _clean(value.item())
+    return value
+
+
+def _nan(value: Any) -> Any:
+    if value is None:
+        return math.nan
+    if isinstance(value, dict):
+        return {k: _nan(v) for k, v in value.items()}
+    return value
+
+
+class Journal:
+    """Append-only unit journal (rank 0 only).
+
+    Parameters
+    ----------
+    folder : str
+        Output folder; the journal is ``folder/journal.jsonl``.
+    header : dict
+        Identity of the search (written when the journal is new).
+    fsync_interval : float
+        Longest time between fsyncs, in seconds.
+    """
+
+    def __init__(self, folder: str, header: dict[str, Any], fsync_interval: float = 2.0) -> None:
+        self.path = os.path.join(folder, JOURNAL)
+        new = not os.path.exists(self.path) or os.path.getsize(self.path) == 0
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self.fsync_interval = fsync_interval
+        self._last_sync = time.monotonic()
+        if new:
+            self._write({"type": "header", "format": FORMAT, **header})
+        else:
+            self._repair_tail()
+            self._write({"type": "resume", "time": time.time()})
+        self.sync()
+
+    def _repair_tail(self) -> None:
+        # A kill may leave a torn last line; start the next record on a fresh line.
+        with open(self.path, "rb") as fh:
+            fh.seek(max(0, os.path.getsize(self.path) - 1))
+            last = fh.read(1)
+        if last and last != b"\n":
+            self._fh.write("\n")
+
+    def _write(self, record: dict[str, Any]) -> None:
+        self._fh.write(json.dumps(_clean(record), separators=(",", ":"), allow_nan=False) + "\n")
+
+    def append(self, records: list[dict[str, Any]]) -> None:
+        """Write finished units and hand them to the OS; fsync when the interval has passed."""
+        for record in records:
+            self._write({"type": "unit", **record})
+        self._fh.flush()
+        if time.monotonic() - self._last_sync >= self.fsync_interval:
+            self.sync()
+
+    def sync(self) -> None:
+        """Flush and fsync."""
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._last_sync = time.monotonic()
+
+    def close(self) -> None:
+        """Sync and close."""
+        if not self._fh.closed:
+            self.sync()
+            self._fh.close()
+
+
+def read_journal(folder: str) -> tuple[dict[str, Any] | None, dict[int, dict[str, Any]], int]:
+    """Read a journal: (header, unit -> record, number of unit lines).
+
+    Later lines for the same unit win (a unit is never run twice by hpcml, but a
+    journal edited by hand may repeat one).  NaN scores come back as NaN.
+    """
+    path = os.path.join(folder, JOURNAL)
+    header = None
+    units: dict[int, dict[str, Any]] = {}
+    count = 0
+    if not os.path.exists(path):
+        return None, units, 0
+    with open(path, encoding="utf-8") as fh:
+        lines = fh.read().split("\n")
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number >= len(lines) - 1:  # torn last line from a kill
+                continue
+            raise ConfigError(f"{path}:{number}: corrupt journal line") from None
+        kind = record.get("type")
+        if kind == "header" and header is None:
+            header = record
+        elif kind == "unit":
+            count += 1
+            for key in ("test_scores", "train_scores"):
+                if key in record:
+                    record[key] = _nan(record[key])
+            units[int(record["unit"])] = record
+    return header, units, count
+
+
+def check_header(header: dict[str, Any] | None, expected: dict[str, Any], path: str) -> None:
+    """Refuse to resume a journal written by another search (config, data or plan changed)."""
+    if header is None:
+        raise ConfigError(f"{path}: journal has no header; cannot resume from it")
+    for key, what in (
+        ("config_hash", "the config file changed"),
+        ("data_fingerprint", "the data changed"),
+        ("plan_hash", "the candidates or splits changed (seed the splitter/sampler with random_state to resume)"),
+    ):
+        if header.get(key) != expected.get(key):
+            raise ConfigError(f"{path}: cannot resume: {what} since this journal was written (use --overwrite to start over)")

@@ -1,0 +1,125 @@
+"""Output folder: atomic writes of cv_results (JSON, CSV), best.json, run.json, summary.
+
+Every file is written to a temporary name in the same folder and renamed into
+place (``os.replace``), so a kill never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from typing import Any
+
+import numpy as np
+
+CV_RESULTS_JSON = "cv_results.json"
+CV_RESULTS_CSV = "cv_results.csv"
+PARTIAL_JSON = "cv_results.partial.json"
+BEST_JSON = "best.json"
+BEST_MODEL = "best_model.joblib"
+RUN_JSON = "run.json"
+OUTPUT_FILES = (CV_RESULTS_JSON, CV_RESULTS_CSV, PARTIAL_JSON, BEST_JSON, BEST_MODEL, RUN_JSON, "journal.jsonl")
+
+
+def atomic_write(path: str, data: bytes | str) -> None:
+    """Write ``data`` to ``path`` via a temporary file and a rename."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def to_json_value(value: Any) -> Any:
+    """A JSON-ready copy of a cv_results value (NaN and masked entries -> null)."""
+    if isinstance(value, np.ma.MaskedArray):
+        mask = np.ma.getmaskarray(value)
+        return [None if m else to_json_value(v) for v, m in zip(value.data.tolist(), mask)]
+    if isinstance(value, np.ndarray):
+        return [to_json_value(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        return to_json_value(value.item())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): to_json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json_value(v) for v in value]
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    return repr(value)
+
+
+def cv_results_columns(results: dict[str, Any]) -> dict[str, list[Any]]:
+    """cv_results_ as an object of columns, each a list with one entry per candidate."""
+    return {key: to_json_value(value) for key, value in results.items()}
+
+
+def write_cv_results(folder: str, results: dict[str, Any], partial: bool = False) -> None:
+    """cv_results.json and cv_results.csv (or cv_results.partial.json for a stopped run)."""
+    columns = cv_results_columns(results)
+    text = json.dumps(columns, indent=1, allow_nan=False)
+    if partial:
+        atomic_write(os.path.join(folder, PARTIAL_JSON), text)
+        return
+    atomic_write(os.path.join(folder, CV_RESULTS_JSON), text)
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    keys = list(columns)
+    writer.writerow(keys)
+    n = len(columns["params"])
+    for i in range(n):
+        row = []
+        for key in keys:
+            value = columns[key][i]
+            if isinstance(value, dict | list):
+                value = json.dumps(value, sort_keys=True)
+            row.append("" if value is None else value)
+        writer.writerow(row)
+    atomic_write(os.path.join(folder, CV_RESULTS_CSV), buf.getvalue())
+    partial_path = os.path.join(folder, PARTIAL_JSON)
+    if os.path.exists(partial_path):
+        os.unlink(partial_path)
+
+
+def write_json(folder: str, name: str, obj: Any) -> None:
+    """Any JSON document, atomically."""
+    atomic_write(os.path.join(folder, name), json.dumps(to_json_value(obj), indent=1, allow_nan=False))
+
+
+def write_model(folder: str, estimator: Any) -> None:
+    """best_model.joblib (load only from runs you trust: joblib files are pickles)."""
+    import joblib
+
+    buf = io.BytesIO()
+    joblib.dump(estimator, buf)
+    atomic_write(os.path.join(folder, BEST_MODEL), buf.getvalue())
+
+
+def summary_table(results: dict[str, Any], metric: str, top: int = 10) -> str:
+    """A short human table of the best candidates by ``rank_test_<metric>``."""
+    ranks = np.asarray(results[f"rank_test_{metric}"])
+    means = np.asarray(results[f"mean_test_{metric}"], dtype=float)
+    stds = np.asarray(results[f"std_test_{metric}"], dtype=float)
+    models = results.get("model", [""] * len(ranks))
+    order = np.argsort(ranks, kind="stable")[:top]
+    label = "score" if metric == "score" else metric
+    width = max(5, max((len(str(models[i])) for i in order), default=5))
+    lines = [f"{'rank':>4}  {'model':<{width}}  {'mean ' + label:>16}  {'std':>8}  params"]
+    for i in order:
+        params = ", ".join(f"{k}={v}" for k, v in results["params"][i].items())
+        lines.append(f"{ranks[i]:>4}  {str(models[i]):<{width}}  {means[i]:>16.5f}  {stds[i]:>8.5f}  {params}")
+    if len(ranks) > top:
+        lines.append(f"... {len(ranks) - top} more candidates in cv_results.csv")
+    return "\n".join(lines)

@@ -1,0 +1,487 @@
+"""One search run of ``python -m hpcml.cv``: config -> data -> plan -> units -> results.
+
+Called on every rank by :mod:`hpcml.cv.__main__` after the thread limits are in
+place.  Rank 0 owns the output folder, the journal and the progress report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import signal
+import sys
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from mpi4py import MPI
+from sklearn.base import clone, is_classifier
+from sklearn.metrics import check_scoring
+from sklearn.model_selection import check_cv
+
+from hpcml import __version__
+from hpcml._compat import _check_multimetric_scoring, _MultimetricScorer, _warn_or_raise_about_fit_failures
+from hpcml.comm import HOST, idle_barrier, raise_if_any
+from hpcml.cv import output
+from hpcml.cv.config import SearchConfig, load_config
+from hpcml.cv.engine import evaluate
+from hpcml.cv.fitting import FitRaised, Problem
+from hpcml.cv.journal import Journal, check_header, read_journal
+from hpcml.cv.plan import UnitIndex, broadcast, compute_splits
+from hpcml.cv.progress import Progress, best_so_far_score
+from hpcml.cv.reduce import best_candidate, build_cv_results
+from hpcml.errors import EXIT_INCOMPLETE, ConfigError, DataError, UsageError
+from hpcml.threads import RankLayout, describe_layouts, limit_loaded_pools
+from hpcml.tomlconf import read_config_bytes
+
+DEFAULT_OUT = "hpcml-out"
+DEMO_OUT = "hpcml-demo"
+
+
+@dataclass
+class Options:
+    """Command-line options of ``python -m hpcml.cv``."""
+
+    config: str | None
+    demo: bool
+    out: str | None
+    dry_run: bool
+    quiet: bool
+    resume: bool
+    overwrite: bool
+    grace: float
+    time_limit: float | None
+
+
+class StopFlag:
+    """Signals (SIGTERM, SIGINT, SIGUSR1) turn into a graceful stop request."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.at: float | None = None
+        self._on_first: list[Any] = []
+
+    def install(self) -> None:
+        """Install the handlers (main thread only)."""
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+            signal.signal(sig, self._handle)
+
+    def on_first(self, callback: Any) -> None:
+        """Run ``callback()`` when the first signal arrives."""
+        self._on_first.append(callback)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is None:
+            self.signum = signum
+            self.at = time.monotonic()
+            for callback in self._on_first:
+                callback()
+
+    def __bool__(self) -> bool:
+        return self.signum is not None
+
+
+def _agree(comm: MPI.Intracomm, func: Any, *args: Any, root_only: bool = False) -> Any:
+    """Run ``func`` (on rank 0 only if ``root_only``); every rank raises if any failed."""
+    result, error = None, None
+    if not root_only or comm.Get_rank() == 0:
+        try:
+            result = func(*args)
+        except Exception as exc:  # noqa: BLE001 - agreed below
+            error = exc
+    raise_if_any(comm, error)
+    return result
+
+
+def _read_config(opts: Options, comm: MPI.Intracomm) -> tuple[SearchConfig, str]:
+    """Rank 0 reads the file (or writes the demo); every rank parses the same bytes."""
+
+    def read() -> tuple[str, bytes]:
+        if opts.demo:
+            from hpcml.cv.demo import write_demo
+
+            path = write_demo(os.path.join(opts.out or DEMO_OUT, "demo"))
+        else:
+            assert opts.config is not None
+            path = opts.config
+        return path, read_config_bytes(path)
+
+    path, data = broadcast(_agree(comm, read, root_only=True), comm)
+    config = _agree(comm, load_config, data, path)
+    return config, path
+
+
+def _scorer(config: SearchConfig) -> tuple[Any, list[str] | None]:
+    estimator = config.models[0].estimator
+    if config.multimetric:
+        scorers = _check_multimetric_scoring(estimator, config.scoring)
+        return _MultimetricScorer(scorers=scorers, raise_exc=(config.error_score == "raise")), list(scorers)
+    return check_scoring(estimator, config.scoring), None
+
+
+def _load_data(config: SearchConfig, comm: MPI.Intracomm) -> tuple[dict[str, Any], dict[str, Any], str]:
+    from hpcml.data.h5 import H5Dataset
+    from hpcml.data.shared import load_arrays
+
+    d = config.data
+    dataset = H5Dataset(d.path, X=d.X, y=d.y, groups=d.groups, sample_weight=d.sample_weight)
+    arrays, info = load_arrays(dataset, comm)
+
+    def check() -> str:
+        y = arrays.get("y")
+        if y is not None and y.dtype.kind == "f" and np.isnan(y).any():
+            raise DataError(f"{d.path}: dataset '{d.y}' (y) holds {int(np.isnan(y).sum())} NaN values")
+        return dataset.fingerprint()
+
+    fingerprint = broadcast(_agree(comm, check, root_only=True), comm)
+    return arrays, info, fingerprint
+
+
+def _plan_hash(models: list[str], candidates: list[dict[str, Any]], splits: list[tuple[Any, Any]]) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([[m, repr(sorted(c.items()))] for m, c in zip(models, candidates)]).encode())
+    for train, test in splits:
+        h.update(np.ascontiguousarray(train, dtype=np.int64).tobytes())
+        h.update(b"|")
+        h.update(np.ascontiguousarray(test, dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+def _prepare_out(folder: str, opts: Options, header: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """Rank 0: check the output folder; returns the units already done (``--resume``)."""
+    os.makedirs(folder, exist_ok=True)
+    present = [name for name in output.OUTPUT_FILES if os.path.exists(os.path.join(folder, name))]
+    if opts.overwrite:
+        for name in present:
+            os.unlink(os.path.join(folder, name))
+        return {}
+    if opts.resume:
+        old_header, units, _ = read_journal(folder)
+        if old_header is None and not units:
+            return {}
+        check_header(old_header, header, os.path.join(folder, "journal.jsonl"))
+        return units
+    if present:
+        raise UsageError(
+            f"{folder}: output folder already holds search results ({', '.join(present)}); "
+            "use --resume to continue that search or --overwrite to replace it"
+        )
+    return {}
+
+
+def _result_of(record: dict[str, Any]) -> dict[str, Any]:
+    keys = ("test_scores", "train_scores", "fit_time", "score_time", "n_test_samples", "fit_error")
+    return {k: record[k] for k in keys if k in record}
+
+
+def _dry_run(config: SearchConfig, candidates: list[Any], splits: list[Any], layouts: list[dict[str, Any]], info: dict[str, Any], comm: MPI.Intracomm) -> None:
+    n_ranks = comm.Get_size()
+    hosts = sorted({lay["host"] for lay in layouts})
+    print(f"hpcml.cv plan for {config.source}")
+    print(f"  data     {config.data.path} (X={config.data.X}, y={config.data.y}); loaded {info.get('method', '?')}")
+    for model in config.models:
+        n = sum(1 for m, _ in candidates if m == model.name)
+        kind = f"random search, n_iter={model.n_iter}" if model.distributions is not None else "grid"
+        print(f"  model    {model.name}: {model.label} ({kind}), {n} candidates")
+    print(f"  cv       {config.cv_label}: {len(splits)} folds")
+    metrics = config.scoring if config.scoring is not None else "estimator's score"
+    print(f"  scoring  {metrics} (refit metric: {config.refit_metric})")
+    print(f"  units    {len(candidates)} candidates x {len(splits)} folds = {len(candidates) * len(splits)} units")
+    print(f"  ranks    {n_ranks} on {len(hosts)} node(s): {', '.join(hosts)}")
+    print("  layout")
+    for line in describe_layouts(layouts).splitlines():
+        print("    " + line)
+
+
+def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
+    """Run one search.  Collective over ``comm``; returns the exit status."""
+    started = time.time()
+    rank = comm.Get_rank()
+    limit_loaded_pools(layout)  # NumPy/SciPy are loaded now: enforce and record their pools
+    config, config_path = _read_config(opts, comm)
+    folder = opts.out or (os.path.join(opts.out or DEMO_OUT) if opts.demo else (config.out or DEFAULT_OUT))
+    t0 = time.perf_counter()
+    arrays, data_info, fingerprint = _load_data(config, comm)
+    load_seconds = time.perf_counter() - t0
+    X, y, groups = arrays["X"], arrays["y"], arrays.get("groups")
+    fit_params = {"sample_weight": arrays["sample_weight"]} if arrays.get("sample_weight") is not None else {}
+
+    def make_candidates() -> list[tuple[str, dict[str, Any]]]:
+        out = []
+        for model in config.models:
+            out.extend((model.name, params) for params in model.candidates())
+        return out
+
+    candidates = broadcast(_agree(comm, make_candidates, root_only=True), comm)
+    if not candidates:
+        raise ConfigError(f"{config.source}: the search has no candidates")
+    model_index = {m.name: i for i, m in enumerate(config.models)}
+    classifier = any(is_classifier(m.estimator) for m in config.models)
+    cv = _agree(comm, lambda: check_cv(config.cv, y, classifier=classifier))
+
+    def split_error(exc: Exception) -> Exception:
+        if isinstance(exc, ValueError) and config.data.groups is None and "groups" in str(exc):
+            return ConfigError(f"{config.source}: [cv] {config.cv_label} needs groups: set [data] groups")
+        return ConfigError(f"{config.source}: [cv] {exc}") if isinstance(exc, ValueError | TypeError) else exc
+
+    splits = compute_splits(cv, X, y, groups, comm, convert=split_error)
+    scorer, scoring_names = _agree(comm, _scorer, config)
+    layouts = comm.gather(layout.as_dict(), root=0)
+    models_per_cand = [m for m, _ in candidates]
+    params_per_cand = [p for _, p in candidates]
+    if opts.dry_run:
+        if rank == 0:
+            _dry_run(config, candidates, splits, layouts, data_info, comm)
+        return 0
+
+    header = {
+        "hpcml_version": __version__,
+        "config_hash": config.hash,
+        "data_fingerprint": fingerprint,
+        "plan_hash": _plan_hash(models_per_cand, params_per_cand, splits),
+        "n_candidates": len(candidates),
+        "n_splits": len(splits),
+        "created": time.time(),
+    }
+    index = UnitIndex(len(candidates), len(splits))
+    done_records = broadcast(_agree(comm, _prepare_out, folder, opts, header, root_only=True), comm)
+    done = {u: _result_of(r) for u, r in (done_records or {}).items() if u < len(index)}
+
+    problem = Problem(
+        X=X,
+        y=y,
+        splits=splits,
+        estimators=[m.estimator for m in config.models],
+        candidates=[(model_index[m], p) for m, p in candidates],
+        scorer=scorer,
+        fit_params=fit_params,
+        score_params={},
+        error_score=config.error_score,
+        return_train_score=config.return_train_score,
+    )
+
+    stop = StopFlag()
+    stop.install()
+    journal = None
+    progress = None
+    lock = threading.Lock()
+    finished: dict[int, dict[str, Any]] = dict(done)
+    metric = config.refit_metric
+    if rank == 0:
+        journal = _agree(comm, Journal, folder, header, root_only=True)
+        progress = Progress(len(index), len(done), len(splits), metric, enabled=not opts.quiet)
+        for unit, result in done.items():
+            cand = unit // len(splits)
+            progress.seed(cand, best_so_far_score(result, metric), models_per_cand[cand])
+    else:
+        _agree(comm, lambda: None, root_only=True)
+
+    def on_results(source: int, items: list[tuple[int, Any, float]]) -> None:
+        records = []
+        seen = []
+        with lock:
+            for unit, result, seconds in items:
+                cand, split = index.pair(unit)
+                finished[unit] = result
+                records.append(
+                    {
+                        "unit": unit,
+                        "cand": cand,
+                        "split": split,
+                        "model": models_per_cand[cand],
+                        "params": params_per_cand[cand],
+                        **result,
+                        "rank": source,
+                        "host": host_of[source],
+                        "seconds": seconds,
+                        "time": time.time(),
+                    }
+                )
+                seen.append((cand, best_so_far_score(result, metric), models_per_cand[cand]))
+            assert journal is not None and progress is not None
+            journal.append(records)
+            progress.update(seen)
+
+    host_of = comm.allgather(HOST)
+
+    def abandon() -> None:
+        # The grace period is over and units are still running: keep what is
+        # finished (journal, partial results) and end every rank with status 3.
+        with lock:
+            if journal is not None:
+                journal.sync()
+            _write_partial(folder, config, params_per_cand, models_per_cand, index, finished, scoring_names)
+        print(
+            f"hpcml: stopped by signal {stop.signum}: {len(finished)}/{len(index)} units finished; "
+            f"units still running after the {opts.grace:g} s grace period are lost; continue with --resume",
+            file=sys.stderr,
+            flush=True,
+        )
+        comm.Abort(EXIT_INCOMPLETE)
+
+    if rank == 0:
+        stop.on_first(lambda: threading.Timer(opts.grace, abandon).start() if opts.grace >= 0 else None)
+
+    deadline = None
+    if opts.time_limit is not None:
+        deadline = started + opts.time_limit
+    elif os.environ.get("SLURM_JOB_END_TIME", "").isdigit():
+        deadline = float(os.environ["SLURM_JOB_END_TIME"]) - max(opts.grace, 0)
+
+    try:
+        evaluation = evaluate(
+            problem,
+            comm,
+            done=done if rank == 0 else None,
+            on_results=on_results if rank == 0 else None,
+            should_stop=(lambda: bool(stop)) if rank == 0 else None,
+            deadline=deadline,
+        )
+    except FitRaised as exc:
+        if rank == 0 and journal is not None:
+            journal.close()
+        raise _fit_raised_error(exc, comm) from None
+    finally:
+        if rank == 0 and journal is not None:
+            journal.sync()
+
+    status, error = 0, None
+    if rank == 0:
+        assert journal is not None and progress is not None
+        journal.close()
+        progress.finish()
+        try:
+            status = _finish(
+                opts, config, folder, evaluation, index, params_per_cand, models_per_cand, scoring_names, problem,
+                layouts, host_of, data_info, fingerprint, started, load_seconds, stop, len(done), config_path,
+            )
+        except Exception as exc:  # noqa: BLE001 - agreed below
+            error = exc
+    idle_barrier(comm)
+    raise_if_any(comm, error)
+    return int(comm.bcast(status, root=0))
+
+
+def _fit_raised_error(exc: FitRaised, comm: MPI.Intracomm) -> Exception:
+    original = exc.original
+    if comm.Get_rank() == 0:
+        print(exc.tb.rstrip(), file=sys.stderr)
+    error = RuntimeError(f"a fit raised with error_score='raise': {type(original).__name__}: {original}")
+    error.agreed = True  # type: ignore[attr-defined]
+    return error
+
+
+def _write_partial(
+    folder: str,
+    config: SearchConfig,
+    params: list[dict[str, Any]],
+    models: list[str],
+    index: UnitIndex,
+    finished: dict[int, dict[str, Any]],
+    scoring_names: list[str] | None,
+) -> None:
+    out = [finished.get(unit) for unit in range(len(index))]
+    results = build_cv_results(params, index.n_splits, out, config.return_train_score, models, scoring_names)
+    output.write_cv_results(folder, results, partial=True)
+
+
+def _finish(opts, config, folder, evaluation, index, params, models, scoring_names, problem, layouts, host_of,
+            data_info, fingerprint, started, load_seconds, stop, n_resumed, config_path):  # noqa: ANN001, ANN202
+    out = evaluation.out
+    complete = evaluation.complete
+    report = evaluation.report
+    results = build_cv_results(params, index.n_splits, out, config.return_train_score, models, scoring_names)
+    run_info: dict[str, Any] = {
+        "status": "complete" if complete else "incomplete",
+        "config": os.path.abspath(config_path),
+        "config_hash": config.hash,
+        "data": {"path": config.data.path, "fingerprint": fingerprint, "load_seconds": load_seconds, **data_info},
+        "n_ranks": len(layouts),
+        "hosts": sorted(set(host_of)),
+        "layout": layouts,
+        "versions": _versions(),
+        "units": {"total": len(index), "resumed": n_resumed, "ran": len(report.results) if report.results else 0,
+                  "done": sum(item is not None for item in out)},
+        "wall_seconds": time.time() - started,
+        "schedule_seconds": report.wall,
+        "busy_seconds": report.busy,
+        "load_balance": (float(np.mean(report.busy) / max(report.busy)) if report.busy and max(report.busy) > 0 else None),
+        "messages": report.messages,
+        "inline_dispatch": report.inline_dispatch,
+        "stopped_by": (f"signal {stop.signum}" if stop else ("time limit" if report.stopped else None)),
+        "fold_cache": evaluation.fold_cache,
+    }
+    if not complete:
+        output.write_cv_results(folder, results, partial=True)
+        output.write_json(folder, output.RUN_JSON, run_info)
+        print(
+            f"hpcml: stopped ({run_info['stopped_by']}): {run_info['units']['done']}/{len(index)} units finished; "
+            f"partial results in {os.path.join(folder, output.PARTIAL_JSON)}; continue with --resume",
+            file=sys.stderr,
+        )
+        return EXIT_INCOMPLETE
+    failure = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            _warn_or_raise_about_fit_failures(out, config.error_score)
+        except ValueError as exc:
+            failure = exc
+    n_failed = sum(1 for item in out if item["fit_error"] is not None)
+    run_info["failed_fits"] = n_failed
+    output.write_cv_results(folder, results)
+    best = best_candidate(results, config.refit_metric)
+    output.write_json(folder, output.BEST_JSON, best)
+    if config.refit and failure is None:
+        cand = best["best_index"]
+        template, cand_params = problem.candidates[cand]
+        estimator = clone(problem.estimators[template]).set_params(**clone(cand_params, safe=False))
+        t0 = time.time()
+        if problem.y is None:
+            estimator.fit(problem.X, **problem.fit_params)
+        else:
+            estimator.fit(problem.X, problem.y, **problem.fit_params)
+        run_info["refit_seconds"] = time.time() - t0
+        output.write_model(folder, estimator)
+    run_info["wall_seconds"] = time.time() - started
+    output.write_json(folder, output.RUN_JSON, run_info)
+    for warning in caught:
+        print(f"hpcml: warning: {str(warning.message).strip().splitlines()[0]} (tracebacks in journal.jsonl)", file=sys.stderr)
+    if failure is not None:
+        raise UsageError(
+            f"all {len(out)} fits failed; the model is probably misconfigured (tracebacks in "
+            f"{os.path.join(folder, 'journal.jsonl')}; set [run] error_score = \"raise\" to stop at the first)"
+        )
+    if True:
+        print(output.summary_table(results, config.refit_metric))
+        print(
+            f"\nbest: {best['model']} {best['best_params']} mean {config.refit_metric} = {best['best_score']:.5f}"
+            f"\n{len(index)} units on {len(layouts)} ranks in {run_info['wall_seconds']:.1f} s "
+            f"(load balance {run_info['load_balance'] or 0:.2f}); results in {folder}/"
+        )
+    return 0
+
+
+def _versions() -> dict[str, str]:
+    import h5py
+    import mpi4py
+    import scipy
+    import sklearn
+    import threadpoolctl
+
+    return {
+        "hpcml": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "scikit-learn": sklearn.__version__,
+        "h5py": h5py.__version__,
+        "mpi4py": mpi4py.__version__,
+        "threadpoolctl": threadpoolctl.__version__,
+        "mpi": MPI.Get_library_version().splitlines()[0].strip(),
+    }

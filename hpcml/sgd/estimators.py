@@ -1,0 +1,763 @@
+"""SGDClassifier and SGDRegressor: synchronous data-parallel mini-batch SGD over MPI.
+
+Every rank holds one contiguous shard of the rows.  Each step, each rank
+computes the sum of the per-row gradients of its rows of the step's batch,
+the ranks sum these with one in-place ``Allreduce`` of a preallocated float64
+buffer (:class:`hpcml.sgd.allreduce.GradientExchange`) and every rank applies
+the same update, so every rank ends with the same model.
+
+The estimators are ordinary scikit-learn estimators: ``comm=None`` (the default)
+means ``MPI.COMM_WORLD`` resolved at fit time, ``comm="self"`` (or
+``MPI.COMM_SELF``) trains serially on the calling rank alone, which is what a
+candidate fit inside ``hpcml.cv`` or ``sklearn.model_selection.GridSearchCV``
+needs.  ``clone`` keeps the communicator by reference.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
+
+from hpcml.comm import raise_if_any, resolve_comm
+from hpcml.errors import DataError
+from hpcml.sgd import losses as L
+from hpcml.sgd.allreduce import GradientExchange
+from hpcml.sgd.sampling import SAMPLING, global_epoch_plan, local_epoch_plan, shard_range, validation_mask
+from hpcml.sgd.schedules import SCHEDULES, Schedule
+
+
+class InvalidData(DataError, ValueError):
+    """Unusable training data (a :class:`~hpcml.errors.DataError` that is also a ``ValueError``)."""
+
+
+def resolve_sgd_comm(comm: Any) -> Any:
+    """Turn the ``comm`` parameter into a communicator.
+
+    Parameters
+    ----------
+    comm : None, "world", "self" or mpi4py.MPI.Intracomm
+        ``None``/``"world"``: ``MPI.COMM_WORLD``; ``"self"``: ``MPI.COMM_SELF``.
+
+    Returns
+    -------
+    mpi4py.MPI.Intracomm
+    """
+    from mpi4py import MPI
+
+    if comm is None or (isinstance(comm, str) and comm == "world"):
+        return MPI.COMM_WORLD
+    if isinstance(comm, str) and comm == "self":
+        return MPI.COMM_SELF
+    if isinstance(comm, str):
+        raise ValueError(f"comm must be None, 'world', 'self' or an mpi4py intracommunicator; got {comm!r}")
+    return resolve_comm(comm)
+
+
+def _is_dataset(obj: Any) -> bool:
+    if obj is None or isinstance(obj, np.ndarray):
+        return False
+    from hpcml.data.h5 import H5Dataset
+
+    return isinstance(obj, H5Dataset)
+
+
+class _BaseSGD(BaseEstimator):
+    """Shared fitting machinery (not public)."""
+
+    _losses: tuple[str, ...] = ()
+    _is_classifier = False
+
+    # ------------------------------------------------------------------ params
+    def _check_params(self) -> None:
+        if self.loss not in self._losses:
+            raise ValueError(f"loss must be one of {', '.join(self._losses)}; got {self.loss!r}")
+        if self.penalty not in L.PENALTIES and self.penalty != "none":
+            raise ValueError(f"penalty must be 'l2', 'l1', 'elasticnet' or None; got {self.penalty!r}")
+        if self.learning_rate not in SCHEDULES:
+            raise ValueError(f"learning_rate must be one of {', '.join(SCHEDULES)}; got {self.learning_rate!r}")
+        if self.sampling not in SAMPLING:
+            raise ValueError(f"sampling must be 'global' or 'local'; got {self.sampling!r}")
+        if not (isinstance(self.batch_size, int | np.integer) and self.batch_size >= 1):
+            raise ValueError(f"batch_size must be a positive integer; got {self.batch_size!r}")
+        if not (isinstance(self.max_iter, int | np.integer) and self.max_iter >= 1):
+            raise ValueError(f"max_iter must be a positive integer; got {self.max_iter!r}")
+        if not self.eta0 > 0:
+            raise ValueError(f"eta0 must be > 0; got {self.eta0!r}")
+        if self.alpha < 0:
+            raise ValueError(f"alpha must be >= 0; got {self.alpha!r}")
+        if not 0.0 <= self.l1_ratio <= 1.0:
+            raise ValueError(f"l1_ratio must be in [0, 1]; got {self.l1_ratio!r}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1); got {self.momentum!r}")
+        if self.early_stopping and not 0.0 < self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in (0, 1); got {self.validation_fraction!r}")
+        if self.n_iter_no_change < 1:
+            raise ValueError(f"n_iter_no_change must be >= 1; got {self.n_iter_no_change!r}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0; got {self.warmup_steps!r}")
+
+    # ------------------------------------------------------------ clone/pickle
+    def __sklearn_clone__(self) -> _BaseSGD:
+        """Clone with the communicator kept by reference (communicators are handles, not data)."""
+        params = self.get_params(deep=False)
+        comm = params.pop("comm")
+        return type(self)(**{k: clone(v, safe=False) for k, v in params.items()}, comm=comm)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the communicator handle: ``COMM_SELF`` becomes ``"self"``, any other ``None``."""
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
+        state = dict(state)
+        comm = state.get("comm")
+        if comm is not None and not isinstance(comm, str):
+            from mpi4py import MPI
+
+            state["comm"] = "self" if comm == MPI.COMM_SELF else None
+        return state
+
+    # -------------------------------------------------------------- data setup
+    def _local_data(self, X: Any, y: Any, sharded: bool, rank: int, size: int) -> tuple[Any, Any, int, int, int]:
+        """Rows of the calling rank: ``(X_local, y_local, n_global or -1, start or -1, d)``.  No collectives."""
+        if _is_dataset(X):
+            if y is not None:
+                raise ValueError("y must be None when X is an H5Dataset (the target is read from the file)")
+            from hpcml.sgd._io import dataset_rows, read_rows
+
+            n = dataset_rows(X)
+            start, stop = shard_range(n, rank, size)
+            Xl, yl = read_rows(X, start, stop)
+            self._check_finite(Xl, yl, f"{X.path}: rows {start}:{stop}")
+            return Xl, yl, n, start, Xl.shape[1]
+        if y is None:
+            raise ValueError("y is required when X is an array")
+        try:
+            Xa, ya = check_X_y(
+                X,
+                y,
+                dtype=[np.float64, np.float32],
+                y_numeric=not self._is_classifier,
+                accept_sparse=False,
+                ensure_min_samples=1 if sharded else 2,
+            )
+        except ValueError as exc:
+            raise InvalidData(str(exc)) from None
+        if sharded:
+            return Xa, ya, -1, -1, Xa.shape[1]
+        n = Xa.shape[0]
+        start, stop = shard_range(n, rank, size)
+        return Xa[start:stop], ya[start:stop], n, start, Xa.shape[1]
+
+    @staticmethod
+    def _check_finite(X: np.ndarray, y: np.ndarray, where: str) -> None:
+        if not np.isfinite(X).all():
+            raise InvalidData(f"{where}: X contains NaN or infinity")
+        if y.dtype.kind == "f" and not np.isfinite(y).all():
+            raise InvalidData(f"{where}: y contains NaN or infinity")
+
+    def _fit_setup(self, comm: Any, X: Any, y: Any, sharded: bool) -> tuple[Any, ...]:
+        rank, size = comm.Get_rank(), comm.Get_size()
+        self._check_params()  # same parameters on every rank: no agreement needed
+        if size == 1:
+            local = self._local_data(X, y, sharded, rank, size)
+        else:
+            err: BaseException | None = None
+            local = None
+            try:
+                local = self._local_data(X, y, sharded, rank, size)
+            except Exception as exc:  # noqa: BLE001 - agreed below, re-raised everywhere
+                err = exc
+            raise_if_any(comm, err)
+        assert local is not None
+        Xl, yl, n, start, d = local
+        info = comm.allgather((Xl.shape[0], d, n, start))
+        dims = {i[1] for i in info}
+        if len(dims) != 1:
+            raise InvalidData(f"ranks disagree on the number of features: {sorted(dims)}")
+        if sharded:
+            counts = [i[0] for i in info]
+            n = int(sum(counts))
+            start = int(sum(counts[:rank]))
+            if n < 2:
+                raise InvalidData(f"need at least 2 samples over all ranks, got {n}")
+        elif len({i[2] for i in info}) != 1:
+            raise InvalidData("ranks were given data sets of different lengths (give every rank the same arrays)")
+        stop = start + Xl.shape[0]
+        return Xl, yl, n, start, stop, d
+
+    # ------------------------------------------------------------------ train
+    def _train(self, comm: Any, X: np.ndarray, T: np.ndarray, n: int, start: int, stop: int, k: int) -> None:
+        """Run the epochs.  ``T`` is the encoded target of this rank's rows."""
+        rank, size = comm.Get_rank(), comm.Get_size()
+        d = X.shape[1]
+        seed = self._seed(comm)
+        eps = float(getattr(self, "epsilon", 0.1))
+        l2, l1 = L.penalty_parts(self.penalty, float(self.alpha), float(self.l1_ratio))
+        B = int(self.batch_size)
+        n_local = stop - start
+
+        # Held-out rows: a global mask that does not depend on the number of ranks.
+        if self.early_stopping:
+            full = validation_mask(n, float(self.validation_fraction), seed)
+            train_rows_global = np.flatnonzero(~full)
+            mine = full[start:stop]
+            val_idx = np.flatnonzero(mine)
+            train_local = np.flatnonzero(~mine)
+            Xv, Tv = X[val_idx], T[val_idx]
+        else:
+            train_rows_global = np.arange(n)
+            train_local = np.arange(n_local)
+            Xv = Tv = None
+        n_train = train_rows_global.shape[0]
+
+        if self.sampling == "global":
+            steps_per_epoch = -(-n_train // B)
+            local_batch = 0
+        else:
+            local_batch = max(1, B // size)
+            steps_per_epoch = int(comm.allreduce(-(-train_local.shape[0] // local_batch), op=_mpi_max()))
+        sched = Schedule(
+            self.learning_rate,
+            float(self.eta0),
+            total_steps=steps_per_epoch * int(self.max_iter),
+            warmup_steps=int(self.warmup_steps),
+            power_t=float(self.power_t),
+            eta_min=float(self.eta_min),
+        )
+
+        W = np.zeros((d, k), dtype=np.float64)
+        b = np.zeros(k, dtype=np.float64)
+        mu = float(self.momentum)
+        vW = np.zeros_like(W) if mu else None
+        vb = np.zeros_like(b) if mu else None
+        ex = GradientExchange(comm, d, k, n_extra=2)
+        same = X.dtype == np.float64
+        Wc, bc = (W, b) if same else (W.astype(X.dtype), b.astype(X.dtype))
+        val_buf = np.zeros(5, dtype=np.float64)
+
+        history: list[dict[str, Any]] = []
+        loss_curve: list[float] = []
+        val_loss_curve: list[float] = []
+        val_scores: list[float] = []
+        best = np.inf
+        no_improve = 0
+        t = 0
+        epoch = 0
+        compute_total = comm_total = 0.0
+        for epoch in range(int(self.max_iter)):
+            wall0 = time.perf_counter()
+            comm0 = ex.comm_time
+            compute = 0.0
+            loss_sum = 0.0
+            seen = 0
+            lr = sched(t)
+            if self.sampling == "global":
+                plan = global_epoch_plan(train_rows_global, start, stop, B, seed, epoch)
+            else:
+                plan = ((r, -1) for r in local_epoch_plan(train_local, local_batch, steps_per_epoch, seed, epoch, rank))
+            for rows, gsize in plan:
+                c0 = time.perf_counter()
+                if rows.shape[0]:
+                    Xb = X[rows]
+                    Z = Xb @ Wc
+                    Z += bc
+                    value, dz = L.loss_and_dz(self.loss, Z, T[rows], eps)
+                    if same:
+                        np.matmul(Xb.T, dz, out=ex.gW)
+                        np.sum(dz, axis=0, out=ex.gb)
+                    else:
+                        ex.gW[...] = Xb.T @ dz
+                        ex.gb[...] = dz.sum(axis=0)
+                    ex.extra[0] = value
+                    ex.extra[1] = rows.shape[0]
+                else:
+                    ex.buf.fill(0.0)
+                c1 = time.perf_counter()
+                ex.allreduce()
+                c2 = time.perf_counter()
+                count = gsize if gsize > 0 else ex.extra[1]
+                if count > 0:
+                    lr = sched(t)
+                    gW, gb = ex.gW, ex.gb
+                    gW *= 1.0 / count
+                    gb *= 1.0 / count
+                    if l2:
+                        gW += l2 * W
+                    if mu:
+                        vW *= mu
+                        vW += gW
+                        vb *= mu
+                        vb += gb
+                        if self.nesterov:
+                            gW += mu * vW
+                            gb += mu * vb
+                        else:
+                            gW, gb = vW, vb
+                    W -= lr * gW
+                    if self.fit_intercept:
+                        b -= lr * gb
+                    if l1:
+                        L.prox_l1(W, lr * l1)
+                    if not same:
+                        Wc[...] = W
+                        bc[...] = b
+                    t += 1
+                    loss_sum += ex.extra[0]
+                    seen += int(count)
+                compute += (c1 - c0) + (time.perf_counter() - c2)
+            train_loss = loss_sum / max(seen, 1)
+            loss_curve.append(train_loss)
+            record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss, "lr": lr, "samples": seen}
+            score = train_loss
+            if Xv is not None:
+                c0 = time.perf_counter()
+                self._validation_sums(Xv, Tv, W, b, eps, k, val_buf)
+                c1 = time.perf_counter()
+                if size > 1:
+                    comm.Allreduce(_mpi_in_place(), val_buf, op=_mpi_sum())
+                c2 = time.perf_counter()
+                compute += c1 - c0
+                ex.comm_time += c2 - c1
+                val_loss, val_score = self._validation_metrics(val_buf)
+                val_loss_curve.append(val_loss)
+                val_scores.append(val_score)
+                record["val_loss"] = val_loss
+                record["val_score"] = val_score
+                score = val_loss
+            comm_s = ex.comm_time - comm0
+            record["compute_s"] = compute
+            record["comm_s"] = comm_s
+            record["wall_s"] = time.perf_counter() - wall0
+            compute_total += compute
+            comm_total += comm_s
+            history.append(record)
+            if self.verbose and rank == 0:
+                extra = f", val_loss {record['val_loss']:.6f}" if "val_loss" in record else ""
+                print(
+                    f"epoch {epoch + 1}: loss {train_loss:.6f}{extra}, lr {lr:.4g}, {record['wall_s']:.3f} s",
+                    flush=True,
+                )
+            stop_now = False
+            if self.tol is not None:
+                if score > best - float(self.tol):
+                    no_improve += 1
+                else:
+                    no_improve = 0
+                best = min(best, score)
+                stop_now = no_improve >= int(self.n_iter_no_change)
+            # Every rank has the same numbers; rank 0's decision is broadcast anyway so
+            # that no rounding difference can ever split the ranks.
+            if size > 1:
+                stop_now = bool(comm.bcast(stop_now, root=0))
+            if stop_now:
+                break
+
+        self._W, self._b = W, b
+        self.n_iter_ = epoch + 1
+        self.t_ = t
+        self.loss_curve_ = loss_curve
+        self.validation_loss_curve_ = val_loss_curve
+        self.validation_scores_ = val_scores
+        self.history_ = history
+        self.timing_ = {
+            "rank": rank,
+            "ranks": size,
+            "steps": t,
+            "compute_s": compute_total,
+            "comm_s": comm_total,
+            "allreduce_calls": ex.calls,
+            "buffer_bytes": int(ex.buf.nbytes),
+        }
+        self.n_samples_seen_ = n
+        self.sampling_ = self.sampling
+        self.random_state_ = seed
+
+    def _seed(self, comm: Any) -> int:
+        if self.random_state is None:
+            seed = int(np.random.SeedSequence().entropy % (2**63)) if comm.Get_rank() == 0 else None
+            return int(comm.bcast(seed, root=0))
+        if isinstance(self.random_state, int | np.integer):
+            return int(self.random_state)
+        raise ValueError("random_state must be an int or None (every rank must draw the same batches)")
+
+    def _validation_sums(
+        self, Xv: np.ndarray, Tv: np.ndarray, W: np.ndarray, b: np.ndarray, eps: float, k: int, out: np.ndarray
+    ) -> None:
+        out.fill(0.0)
+        if Xv.shape[0] == 0:
+            return
+        Z = Xv @ W.astype(Xv.dtype, copy=False) + b.astype(Xv.dtype, copy=False)
+        value, _ = L.loss_and_dz(self.loss, Z, Tv, eps)
+        out[0] = value
+        out[1] = Xv.shape[0]
+        if self._is_classifier:
+            if k == 1:
+                correct = (Z[:, 0] > 0) == (Tv[:, 0] > 0)
+            elif self.loss == "log_loss":
+                correct = Z.argmax(axis=1) == Tv
+            else:
+                correct = Z.argmax(axis=1) == Tv.argmax(axis=1)
+            out[2] = float(np.count_nonzero(correct))
+        else:
+            yv = Tv[:, 0].astype(np.float64)
+            r = Z[:, 0] - yv
+            out[2] = float(np.dot(r, r))
+            out[3] = float(yv.sum())
+            out[4] = float(np.dot(yv, yv))
+
+    def _validation_metrics(self, s: np.ndarray) -> tuple[float, float]:
+        cnt = max(s[1], 1.0)
+        if self._is_classifier:
+            return float(s[0] / cnt), float(s[2] / cnt)
+        ss_tot = s[4] - s[3] * s[3] / cnt
+        r2 = 1.0 - s[2] / ss_tot if ss_tot > 0 else 0.0
+        return float(s[0] / cnt), float(r2)
+
+    # --------------------------------------------------------------- predict
+    def _scores(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "coef_")
+        X = check_array(X, dtype=[np.float64, np.float32])
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but {type(self).__name__} was fitted with {self.n_features_in_}"
+            )
+        coef = np.atleast_2d(self.coef_)
+        return X @ coef.T.astype(X.dtype, copy=False) + np.asarray(self.intercept_, dtype=X.dtype)
+
+
+_PARAM_DOC = """
+    penalty : {"l2", "l1", "elasticnet"} or None, default="l2"
+        Regulariser; l1 (also the l1 part of elasticnet) is applied by a
+        proximal step so weights become exactly zero.
+    alpha : float, default=1e-4
+        Regularisation strength (scikit-learn's convention).
+    l1_ratio : float, default=0.15
+        Elastic-net mixing, 0 <= l1_ratio <= 1.
+    fit_intercept : bool, default=True
+        Learn an intercept (never penalised).
+    max_iter : int, default=20
+        Maximum number of epochs.
+    tol : float or None, default=1e-4
+        Stop when the monitored loss (training loss, or validation loss with
+        early stopping) has not improved by ``tol`` for ``n_iter_no_change``
+        epochs; ``None`` runs all ``max_iter`` epochs.
+    batch_size : int, default=256
+        **Global** batch size: rows per step summed over all ranks.
+    sampling : {"global", "local"}, default="global"
+        ``"global"``: rank-count invariant batches (same model for any number
+        of ranks); ``"local"``: each rank shuffles its own shard and takes
+        ``batch_size // n_ranks`` rows per step (faster, no global permutation).
+    learning_rate : {"constant", "invscaling", "cosine"}, default="constant"
+        Schedule after warm-up (see :mod:`hpcml.sgd.schedules`).
+    eta0 : float, default=0.1
+        Peak learning rate.  Linear scaling rule: scale it with the global batch.
+    power_t : float, default=0.5
+        Exponent of ``invscaling``.
+    warmup_steps : int, default=0
+        Steps of linear warm-up from ``eta0 / warmup_steps`` to ``eta0``.
+    eta_min : float, default=0.0
+        Final learning rate of ``cosine``.
+    momentum : float, default=0.0
+        Heavy-ball momentum in [0, 1).
+    nesterov : bool, default=False
+        Nesterov momentum (needs ``momentum > 0``).
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the rows (a rank-independent random
+        subset) and monitor the validation loss, summed over ranks by Allreduce.
+    validation_fraction : float, default=0.1
+        Share of rows held out for early stopping.
+    n_iter_no_change : int, default=5
+        Patience in epochs.
+    random_state : int or None, default=0
+        Seed of every permutation; ``None`` draws one on rank 0 and broadcasts it.
+    verbose : int, default=0
+        Print one line per epoch on rank 0.
+    comm : None, "world", "self" or mpi4py.MPI.Intracomm, default=None
+        Ranks that train together; ``None`` is ``MPI.COMM_WORLD`` resolved at
+        fit time, ``"self"`` trains serially on the calling rank.  Every rank of
+        ``comm`` must call ``fit`` together.
+"""
+
+_ATTR_DOC = """
+    Attributes
+    ----------
+    coef_ : ndarray
+        Weights.
+    intercept_ : ndarray
+        Intercepts.
+    n_iter_ : int
+        Epochs run.
+    t_ : int
+        Optimisation steps taken.
+    loss_curve_ : list of float
+        Mean training loss (without penalty) per epoch.
+    validation_loss_curve_, validation_scores_ : list of float
+        Validation loss and score per epoch (early stopping only).
+    history_ : list of dict
+        Per epoch: losses, learning rate, samples, and this rank's compute and
+        communication seconds.
+    timing_ : dict
+        This rank's totals: steps, compute and Allreduce seconds.
+    n_features_in_ : int
+        Number of features.
+"""
+
+
+class SGDClassifier(ClassifierMixin, _BaseSGD):
+    """Linear classifier trained by synchronous data-parallel mini-batch SGD.
+
+    Parameters
+    ----------
+    loss : {"log_loss", "hinge"}, default="log_loss"
+        ``log_loss``: logistic regression (binary) or multinomial softmax
+        (more than two classes); ``hinge``: linear SVM (one-vs-rest columns
+        for more than two classes).
+    """
+
+    __doc__ = (
+        (__doc__ or "")
+        + _PARAM_DOC
+        + _ATTR_DOC
+        + """    classes_ : ndarray
+        Class labels, agreed across ranks (union of every rank's labels).
+"""
+    )
+
+    _losses = L.CLASSIFICATION_LOSSES
+    _is_classifier = True
+
+    def __init__(
+        self,
+        loss: str = "log_loss",
+        *,
+        penalty: str | None = "l2",
+        alpha: float = 1e-4,
+        l1_ratio: float = 0.15,
+        fit_intercept: bool = True,
+        max_iter: int = 20,
+        tol: float | None = 1e-4,
+        batch_size: int = 256,
+        sampling: str = "global",
+        learning_rate: str = "constant",
+        eta0: float = 0.1,
+        power_t: float = 0.5,
+        warmup_steps: int = 0,
+        eta_min: float = 0.0,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 5,
+        random_state: int | None = 0,
+        verbose: int = 0,
+        comm: Any = None,
+    ) -> None:
+        self.loss = loss
+        self.penalty = penalty
+        self.alpha = alpha
+        self.l1_ratio = l1_ratio
+        self.fit_intercept = fit_intercept
+        self.max_iter = max_iter
+        self.tol = tol
+        self.batch_size = batch_size
+        self.sampling = sampling
+        self.learning_rate = learning_rate
+        self.eta0 = eta0
+        self.power_t = power_t
+        self.warmup_steps = warmup_steps
+        self.eta_min = eta_min
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.random_state = random_state
+        self.verbose = verbose
+        self.comm = comm
+
+    def fit(self, X: Any, y: Any = None, *, sharded: bool = False) -> SGDClassifier:
+        """Train on every rank of ``comm`` together (collective).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or hpcml.data.H5Dataset
+            Arrays: the whole data set, the same on every rank (each rank uses
+            only its shard of rows), unless ``sharded=True``.  A dataset: each
+            rank reads only the rows of its own shard from the file.
+        y : array-like of shape (n_samples,), optional
+            Labels (``None`` with a dataset).
+        sharded : bool, default=False
+            ``X``/``y`` hold only this rank's rows; the global order is rank 0's
+            rows, then rank 1's, and so on.
+
+        Returns
+        -------
+        self
+        """
+        comm = resolve_sgd_comm(self.comm)
+        Xl, yl, n, start, stop, d = self._fit_setup(comm, X, y, sharded)
+        labels = comm.allgather(np.unique(yl))
+        classes = np.unique(np.concatenate(labels))
+        if classes.shape[0] < 2:
+            raise InvalidData(f"the data has a single class {classes.tolist()}; need at least 2")
+        idx = np.searchsorted(classes, yl)
+        k = L.n_outputs(self.loss, classes.shape[0])
+        T = L.encode_target(self.loss, idx, classes.shape[0], dtype=Xl.dtype)
+        self.classes_ = classes
+        self.n_features_in_ = d
+        self._train(comm, Xl, T, n, start, stop, k)
+        self.coef_ = np.ascontiguousarray(self._W.T)
+        self.intercept_ = self._b.copy()
+        del self._W, self._b
+        return self
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Raw scores: shape (n,) for two classes, (n, n_classes) otherwise."""
+        Z = self._scores(X)
+        return Z[:, 0] if Z.shape[1] == 1 else Z
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted class labels."""
+        Z = self._scores(X)
+        if Z.shape[1] == 1:
+            return self.classes_[(Z[:, 0] > 0).astype(np.intp)]
+        return self.classes_[Z.argmax(axis=1)]
+
+    def _has_proba(self) -> bool:
+        return self.loss == "log_loss"
+
+    @available_if(_has_proba)
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities (``log_loss`` only): sigmoid or softmax of the scores."""
+        Z = self._scores(X).astype(np.float64)
+        if Z.shape[1] == 1:
+            p = L._sigmoid(Z[:, 0])
+            return np.column_stack([1.0 - p, p])
+        return L.softmax(Z)
+
+    @available_if(_has_proba)
+    def predict_log_proba(self, X: Any) -> np.ndarray:
+        """Logarithm of :meth:`predict_proba`."""
+        return np.log(np.clip(self.predict_proba(X), np.finfo(np.float64).tiny, None))
+
+
+class SGDRegressor(RegressorMixin, _BaseSGD):
+    """Linear regressor trained by synchronous data-parallel mini-batch SGD.
+
+    Parameters
+    ----------
+    loss : {"squared_error", "huber"}, default="squared_error"
+        ``squared_error``: ``(p - y)^2 / 2``; ``huber``: quadratic within
+        ``epsilon``, linear beyond.
+    epsilon : float, default=0.1
+        Huber threshold.
+    """
+
+    __doc__ = (__doc__ or "") + _PARAM_DOC + _ATTR_DOC
+
+    _losses = L.REGRESSION_LOSSES
+    _is_classifier = False
+
+    def __init__(
+        self,
+        loss: str = "squared_error",
+        *,
+        epsilon: float = 0.1,
+        penalty: str | None = "l2",
+        alpha: float = 1e-4,
+        l1_ratio: float = 0.15,
+        fit_intercept: bool = True,
+        max_iter: int = 20,
+        tol: float | None = 1e-4,
+        batch_size: int = 256,
+        sampling: str = "global",
+        learning_rate: str = "constant",
+        eta0: float = 0.01,
+        power_t: float = 0.5,
+        warmup_steps: int = 0,
+        eta_min: float = 0.0,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 5,
+        random_state: int | None = 0,
+        verbose: int = 0,
+        comm: Any = None,
+    ) -> None:
+        self.loss = loss
+        self.epsilon = epsilon
+        self.penalty = penalty
+        self.alpha = alpha
+        self.l1_ratio = l1_ratio
+        self.fit_intercept = fit_intercept
+        self.max_iter = max_iter
+        self.tol = tol
+        self.batch_size = batch_size
+        self.sampling = sampling
+        self.learning_rate = learning_rate
+        self.eta0 = eta0
+        self.power_t = power_t
+        self.warmup_steps = warmup_steps
+        self.eta_min = eta_min
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.random_state = random_state
+        self.verbose = verbose
+        self.comm = comm
+
+    def fit(self, X: Any, y: Any = None, *, sharded: bool = False) -> SGDRegressor:
+        """Train on every rank of ``comm`` together (collective).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or hpcml.data.H5Dataset
+            See :meth:`SGDClassifier.fit`.
+        y : array-like of shape (n_samples,), optional
+            Targets (``None`` with a dataset).
+        sharded : bool, default=False
+            ``X``/``y`` hold only this rank's rows.
+
+        Returns
+        -------
+        self
+        """
+        comm = resolve_sgd_comm(self.comm)
+        Xl, yl, n, start, stop, d = self._fit_setup(comm, X, y, sharded)
+        if self.epsilon < 0:
+            raise ValueError(f"epsilon must be >= 0; got {self.epsilon!r}")
+        T = L.encode_target(self.loss, yl, 1, dtype=Xl.dtype)
+        self.n_features_in_ = d
+        self._train(comm, Xl, T, n, start, stop, 1)
+        self.coef_ = self._W[:, 0].copy()
+        self.intercept_ = self._b.copy()
+        del self._W, self._b
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted values."""
+        return self._scores(X)[:, 0]
+
+
+def _mpi_max() -> Any:
+    from mpi4py import MPI
+
+    return MPI.MAX
+
+
+def _mpi_sum() -> Any:
+    from mpi4py import MPI
+
+    return MPI.SUM
+
+
+def _mpi_in_place() -> Any:
+    from mpi4py import MPI
+
+    return MPI.IN_PLACE

@@ -1,0 +1,166 @@
+"""Unit tests (no MPI launch) of hpcml.sgd losses, prox, schedules and sampling plans."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from hpcml.sgd import losses as L
+from hpcml.sgd.sampling import global_epoch_plan, local_epoch_plan, shard_range, validation_mask
+from hpcml.sgd.schedules import Schedule, linear_scaled_eta0
+
+CASES = [
+    ("log_loss", 2),
+    ("log_loss", 4),
+    ("hinge", 2),
+    ("hinge", 3),
+    ("squared_error", 0),
+    ("huber", 0),
+]
+
+
+def _objective(loss, X, T, W, b, eps):
+    Z = X @ W + b
+    return L.loss_and_dz(loss, Z, T, eps)[0]
+
+
+@pytest.mark.parametrize("loss,n_classes", CASES)
+def test_gradient_matches_finite_differences(loss, n_classes):
+    rng = np.random.default_rng(1)
+    n, d = 17, 5
+    X = rng.normal(size=(n, d))
+    k = L.n_outputs(loss, n_classes)
+    if n_classes:
+        y = rng.integers(0, n_classes, size=n)
+    else:
+        y = rng.normal(scale=2.0, size=n)
+    T = L.encode_target(loss, y, n_classes)
+    W = rng.normal(scale=0.3, size=(d, k))
+    b = rng.normal(scale=0.3, size=k)
+    eps = 0.7
+    value, gW, gb = L.batch_gradient(loss, X, T, W, b, eps)
+    assert value == pytest.approx(_objective(loss, X, T, W, b, eps))
+    h = 1e-6
+    num_W = np.zeros_like(W)
+    for i in range(d):
+        for j in range(k):
+            Wp, Wm = W.copy(), W.copy()
+            Wp[i, j] += h
+            Wm[i, j] -= h
+            num_W[i, j] = (_objective(loss, X, T, Wp, b, eps) - _objective(loss, X, T, Wm, b, eps)) / (2 * h)
+    num_b = np.zeros_like(b)
+    for j in range(k):
+        bp, bm = b.copy(), b.copy()
+        bp[j] += h
+        bm[j] -= h
+        num_b[j] = (_objective(loss, X, T, W, bp, eps) - _objective(loss, X, T, W, bm, eps)) / (2 * h)
+    # hinge and huber have kinks; random points are almost surely away from them
+    np.testing.assert_allclose(gW, num_W, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gb, num_b, rtol=1e-5, atol=1e-6)
+
+
+def test_log_loss_is_stable_for_huge_scores():
+    Z = np.array([[800.0], [-800.0]])
+    T = np.array([[1.0], [1.0]])
+    value, dz = L.loss_and_dz("log_loss", Z, T)
+    assert np.isfinite(value) and value == pytest.approx(800.0)
+    assert np.all(np.isfinite(dz))
+    Zm = np.array([[1000.0, 0.0, -1000.0]])
+    value, dz = L.loss_and_dz("log_loss", Zm, np.array([2]))
+    assert value == pytest.approx(2000.0)
+    assert np.all(np.isfinite(dz))
+
+
+def test_multinomial_matches_sklearn_log_loss():
+    from sklearn.metrics import log_loss
+
+    rng = np.random.default_rng(0)
+    Z = rng.normal(size=(30, 3))
+    y = rng.integers(0, 3, size=30)
+    value, _ = L.loss_and_dz("log_loss", Z, y)
+    assert value / 30 == pytest.approx(log_loss(y, L.softmax(Z.copy()), labels=[0, 1, 2]))
+
+
+def test_prox_l1_soft_thresholds_to_exact_zero():
+    W = np.array([[0.5, -0.05], [0.02, -2.0]])
+    L.prox_l1(W, 0.1)
+    np.testing.assert_array_equal(W, [[0.4, 0.0], [0.0, -1.9]])
+    assert np.signbit(W[0, 1]) or W[0, 1] == 0.0
+
+
+def test_penalty_parts():
+    assert L.penalty_parts("l2", 0.1, 0.3) == (0.1, 0.0)
+    assert L.penalty_parts("l1", 0.1, 0.3) == (0.0, 0.1)
+    l2, l1 = L.penalty_parts("elasticnet", 0.1, 0.3)
+    assert l2 == pytest.approx(0.07) and l1 == pytest.approx(0.03)
+    assert L.penalty_parts(None, 0.1, 0.3) == (0.0, 0.0)
+    with pytest.raises(ValueError):
+        L.penalty_parts("l3", 0.1, 0.3)
+    W = np.array([[1.0, -2.0]])
+    assert L.penalty_value(W, 0.5, 0.1) == pytest.approx(0.5 * 0.5 * 5 + 0.1 * 3)
+
+
+def test_schedules():
+    c = Schedule("constant", 0.4, total_steps=100, warmup_steps=4)
+    assert [c(t) for t in range(5)] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4])
+    inv = Schedule("invscaling", 1.0, power_t=0.5)
+    assert inv(0) == 1.0 and inv(3) == pytest.approx(0.5)
+    cos = Schedule("cosine", 1.0, total_steps=110, warmup_steps=10, eta_min=0.1)
+    assert cos(10) == pytest.approx(1.0)
+    assert cos(60) == pytest.approx(0.55)
+    assert cos(110) == pytest.approx(0.1)
+    assert cos(500) == pytest.approx(0.1)
+    assert all(cos(t) >= cos(t + 1) for t in range(10, 120))
+    assert linear_scaled_eta0(0.1, 256, 1024) == pytest.approx(0.4)
+    with pytest.raises(ValueError):
+        Schedule("step", 0.1)
+    with pytest.raises(ValueError):
+        Schedule("constant", 0.0)
+    assert math.isclose(Schedule("cosine", 1.0, total_steps=1)(0), 1.0)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 7])
+def test_global_plan_partitions_each_global_batch(size):
+    n, B, seed = 103, 10, 5
+    train = np.flatnonzero(~validation_mask(n, 0.2, seed))
+    serial = list(global_epoch_plan(train, 0, n, B, seed, epoch=3))
+    plans = []
+    for r in range(size):
+        start, stop = shard_range(n, r, size)
+        plans.append((start, list(global_epoch_plan(train, start, stop, B, seed, epoch=3))))
+    assert len(serial) == -(-len(train) // B)
+    for j, (rows, gsize) in enumerate(serial):
+        union = np.concatenate([p[j][0] + start for start, p in plans])
+        assert sorted(union.tolist()) == sorted(rows.tolist())
+        assert all(p[j][1] == gsize for _, p in plans)
+    # every training row exactly once per epoch
+    allrows = np.concatenate([r for r, _ in serial])
+    assert sorted(allrows.tolist()) == train.tolist()
+    # a different epoch is a different permutation
+    other = np.concatenate([r for r, _ in global_epoch_plan(train, 0, n, B, seed, epoch=4)])
+    assert not np.array_equal(allrows, other)
+
+
+def test_validation_mask_is_rank_independent():
+    n = 50
+    full = validation_mask(n, 0.1, 3)
+    assert full.sum() == 5
+    parts = [validation_mask(n, 0.1, 3, *shard_range(n, r, 3)) for r in range(3)]
+    np.testing.assert_array_equal(np.concatenate(parts), full)
+    assert validation_mask(3, 0.01, 0).sum() == 1  # at least one row held out
+
+
+def test_local_plan_covers_own_rows_and_pads_with_empty_steps():
+    rows = np.arange(10)
+    steps = list(local_epoch_plan(rows, 4, 5, seed=0, epoch=0, rank=1))
+    assert [len(s) for s in steps] == [4, 4, 2, 0, 0]
+    assert sorted(np.concatenate(steps).tolist()) == list(range(10))
+    other_rank = np.concatenate(list(local_epoch_plan(rows, 4, 5, seed=0, epoch=0, rank=2)))
+    assert not np.array_equal(np.concatenate(steps), other_rank)
+
+
+def test_shard_range_balanced():
+    ranges = [shard_range(10, r, 4) for r in range(4)]
+    assert ranges == [(0, 2), (2, 5), (5, 7), (7, 10)]
