@@ -328,6 +328,10 @@ def _cv(t: Table | None, source: str) -> tuple[Any, str]:
     for key in kwargs:
         if key not in accepted and not has_var_kw:
             raise t.error(key, f"unknown key for splitter {name} (it takes: {', '.join(accepted) or 'nothing'})")
+    for key, types in (("n_splits", int), ("n_repeats", int), ("shuffle", bool), ("random_state", int)):
+        value = kwargs.get(key)
+        if value is not None and (not isinstance(value, types) or (types is int and isinstance(value, bool))):
+            raise t.error(key, f"expected {'an integer' if types is int else 'a boolean'}, got {value!r}")
     try:
         splitter = cls(**kwargs)
     except Exception as exc:  # noqa: BLE001 - sklearn raises ValueError/TypeError

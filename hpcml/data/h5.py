@@ -399,7 +399,8 @@ def _read_dense_indices(ds: h5py.Dataset, uniq: np.ndarray) -> np.ndarray:
     gap_rows = max(1, GAP_BYTES // row_bytes)
     span_rows = max(1, SPAN_BYTES // row_bytes)
     runs = _runs(uniq, gap_rows, span_rows)
-    widest = max((int(uniq[b - 1]) + 1 - int(uniq[a]) for a, b in runs if uniq[b - 1] + 1 - uniq[a] != b - a), default=0)
+    spans = [int(uniq[b - 1]) + 1 - int(uniq[a]) for a, b in runs]
+    widest = max((w for w, (a, b) in zip(spans, runs, strict=True) if w != b - a), default=0)
     scratch = np.empty((widest, *ds.shape[1:]), dtype=ds.dtype)  # one buffer, reused for every span
     for a, b in runs:
         lo, hi = int(uniq[a]), int(uniq[b - 1]) + 1

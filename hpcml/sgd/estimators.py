@@ -237,6 +237,8 @@ class _BaseSGD(BaseEstimator):
         same = X.dtype == np.float64
         Wc, bc = (W, b) if same else (W.astype(X.dtype), b.astype(X.dtype))
         val_buf = np.zeros(5, dtype=np.float64)
+        # Preallocated batch buffer: a fresh multi-100-KiB array per step would cost page faults.
+        xbuf = np.empty((B if self.sampling == "global" else local_batch, d), dtype=X.dtype)
 
         history: list[dict[str, Any]] = []
         loss_curve: list[float] = []
@@ -261,7 +263,7 @@ class _BaseSGD(BaseEstimator):
             for rows, gsize in plan:
                 c0 = time.perf_counter()
                 if rows.shape[0]:
-                    Xb = X[rows]
+                    Xb = np.take(X, rows, axis=0, out=xbuf[: rows.shape[0]])
                     Z = Xb @ Wc
                     Z += bc
                     value, dz = L.loss_and_dz(self.loss, Z, T[rows], eps)

@@ -78,12 +78,10 @@ def _log1pexp(x: np.ndarray) -> np.ndarray:
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    out = np.empty_like(x)
-    pos = x >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
-    ex = np.exp(x[~pos])
-    out[~pos] = ex / (1.0 + ex)
-    return out
+    """Logistic function (SciPy's ``expit``: stable, one pass)."""
+    from scipy.special import expit
+
+    return expit(x)
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -119,10 +117,14 @@ def loss_and_dz(loss: str, Z: np.ndarray, T: np.ndarray, epsilon: float = 0.1) -
         return 0.0, np.zeros_like(Z)
     if loss == "log_loss":
         if Z.shape[1] == 1:
+            # one exp for both: e = exp(-|m|); loss = max(-m, 0) + log1p(e); sigmoid(-m) from e
             m = T * Z
-            value = float(_log1pexp(-m).sum())
-            dz = -T * _sigmoid(-m)
-            return value, dz
+            e = np.exp(-np.abs(m))
+            value = float(np.maximum(-m, 0.0).sum() + np.log1p(e).sum())
+            inv = 1.0 / (1.0 + e)
+            sig = np.where(m >= 0, e * inv, inv)  # sigmoid(-m)
+            sig *= -T
+            return value, sig
         zmax = Z.max(axis=1, keepdims=True)
         shifted = Z - zmax
         lse = np.log(np.exp(shifted).sum(axis=1))

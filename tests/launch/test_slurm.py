@@ -296,9 +296,9 @@ SLOW_GRID = """\
 [[model]]
 name = "slowknn"
 estimator = "hpcml_slurm_test_slow.SlowKNN"
-grid = { n_neighbors = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], weights = ["uniform", "distance"], p = [1, 2] }"""
-SLOW_UNITS = 10 * 2 * 2 * 5  # candidates x folds
-SLOW_SLEEP = 1.0  # 200 units x 1 s / 2 ranks = 100 s of work: needs at least two 1-minute jobs
+grid = { n_neighbors = [1, 2, 3, 4, 5, 6], weights = ["uniform", "distance"], p = [1, 2] }"""
+SLOW_UNITS = 6 * 2 * 2 * 5  # candidates x folds
+SLOW_SLEEP = 1.0  # 120 units x 1 s / 2 ranks = 60 s of work: more than one 1-minute job can do
 
 
 @pytest.mark.timeout(900)
@@ -311,29 +311,36 @@ def test_cv_long_chain_resumes_to_the_uninterrupted_result(slurm_env: dict[str, 
         PYTHONPATH=os.pathsep.join(filter(None, [str(tmp_path), slurm_env.get("PYTHONPATH")])),
         HPCML_TEST_SLEEP=str(SLOW_SLEEP),
         # SBATCH_* is read by every sbatch of the chain (the environment is exported).
-        SBATCH_SIGNAL="B:USR1@20",
+        # Slurm checks time limits every 30 s: @10 on a 1-minute job signals 20-50 s in.
+        SBATCH_SIGNAL="B:USR1@10",
+        HPCML_SIGNAL_DELAY="10",
         HPCML_MAX_RESTARTS="8",
     )
     t0 = time.monotonic()
-    first = sbatch(["--time=1", "--ntasks=2", str(SLURM / "cv-long.sbatch"), str(config), "out", "--grace", "15"],
+    first = sbatch(["--time=1", "--ntasks=2", str(SLURM / "cv-long.sbatch"), str(config), "out", "--grace", "5"],
                    env, tmp_path)
     # The uninterrupted reference, without the sleep, while the chain runs.
     want = reference(tmp_path, 2, config, "ref", env={"HPCML_TEST_SLEEP": "0", "PYTHONPATH": env["PYTHONPATH"]})
 
+    # Follow the chain: each job queues its successor at its start; an
+    # incomplete job leaves it queued, the completing one cancels it.
     jobs = [first]
     states: list[dict[str, str]] = []
     deadline = time.monotonic() + 600
+    successor = None
     try:
         while True:
             records = wait_job(jobs[-1], env, tmp_path, timeout=max(1.0, deadline - time.monotonic()))
             states.extend(records)
             log = (tmp_path / f"hpcml-{jobs[-1]}.log").read_text()
-            nxt = re.search(r"resubmitted as job (\d+)", log)
-            if not nxt:
+            nxt = re.search(r"successor job (\d+) queued", log)
+            successor = int(nxt.group(1)) if nxt else None
+            if "search complete" in log or successor is None or "incomplete" not in log:
                 break
-            jobs.append(int(nxt.group(1)))
+            jobs.append(successor)
     finally:
-        scancel([j for j in jobs if any(r.get("JobState") not in FINAL_STATES for r in job_records(j, env))], env)
+        pending = [j for j in [*jobs, successor] if j is not None]
+        scancel([j for j in pending if any(r.get("JobState") not in FINAL_STATES for r in job_records(j, env))], env)
     elapsed = time.monotonic() - t0
     print(f"\ncv-long.sbatch chain: {len(jobs)} jobs {jobs} in {elapsed:.1f} s")
 
@@ -342,8 +349,11 @@ def test_cv_long_chain_resumes_to_the_uninterrupted_result(slurm_env: dict[str, 
     assert "received SIGUSR1" in first_log, logs(tmp_path)
     assert_exit(states[:-1], 3, tmp_path)  # interrupted, resumable
     assert_exit(states[-1:], 0, tmp_path)  # the last one completed the search
-    for job in jobs[1:]:
-        assert "restart" in (tmp_path / f"hpcml-{job}.log").read_text()
+    for i, job in enumerate(jobs):
+        assert f"(restart {i} of" in (tmp_path / f"hpcml-{job}.log").read_text()
+    # The completing job cancelled its own (now useless) successor.
+    if successor is not None:
+        assert all(r.get("JobState") == "CANCELLED" for r in job_records(successor, env)), logs(tmp_path)
 
     out = tmp_path / "out"
     for name in RESULT_FILES:

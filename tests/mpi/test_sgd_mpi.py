@@ -115,10 +115,12 @@ def test_accuracy_matches_sklearn_at_this_rank_count(name):
         lambda: lm.LogisticRegression(max_iter=2000).fit(Xtr, ytr).score(Xte, yte),
     )
     assert ours >= sk - 0.01 and ours >= lr - 0.01, (COMM.size, ours, sk, lr)
-    # local sampling (different batches per rank count) is also close
-    local = SGDClassifier(comm=COMM, sampling="local", **CLF).fit(Xtr, ytr)
-    assert local.score(Xte, yte) >= lr - 0.02
-    assert same_on_all_ranks(local.coef_)
+    if name == "make_classification":
+        # local sampling (batches depend on the rank count) is also close, and ranks agree
+        local = SGDClassifier(comm=COMM, sampling="local", **CLF).fit(Xtr, ytr)
+        assert local.score(Xte, yte) >= lr - 0.01, (COMM.size, local.score(Xte, yte), lr)
+        assert same_on_all_ranks(local.coef_)
+        assert local.history_[0]["samples"] == len(ytr)
 
 
 @pytest.mark.mpi(min_size=1)

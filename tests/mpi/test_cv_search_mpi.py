@@ -1,0 +1,275 @@
+"""hpcml's Python API under MPI equals scikit-learn, at whatever size mpiexec gave.
+
+Run as ``mpiexec -n N python -m pytest --with-mpi tests/mpi`` for N = 1, 2, 4
+(tests/test_mpi_tier.py does exactly that).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+import pytest
+from mpi4py import MPI
+from sklearn import model_selection as skms
+from sklearn.datasets import load_diabetes, load_digits
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+import hpcml
+from compare import assert_cv_results_equal
+
+COMM = MPI.COMM_WORLD
+
+
+def digits(n: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    X, y = load_digits(return_X_y=True)
+    return X[:n], y[:n]
+
+
+def groups_for(n: int) -> np.ndarray:
+    return np.arange(n) % 7
+
+
+CASES = [
+    ("svc-kfold-single", lambda: SVC(), {"C": [0.5, 5], "gamma": [1e-3, 1e-2]}, lambda: skms.KFold(3), "accuracy"),
+    (
+        "logreg-strat-shuffle-multi",
+        lambda: LogisticRegression(max_iter=300),
+        {"C": [0.01, 1.0]},
+        lambda: skms.StratifiedKFold(4, shuffle=True, random_state=1),
+        ["accuracy", "f1_macro"],
+    ),
+    (
+        "rf-groupkfold",
+        lambda: RandomForestClassifier(n_estimators=8, random_state=0),
+        {"max_depth": [3, None], "min_samples_leaf": [1, 3]},
+        lambda: skms.GroupKFold(3),
+        "balanced_accuracy",
+    ),
+    (
+        "pipeline-repeated",
+        lambda: Pipeline([("scale", StandardScaler()), ("clf", SVC())]),
+        {"clf__C": [1, 10]},
+        lambda: skms.RepeatedStratifiedKFold(n_splits=3, n_repeats=2, random_state=0),
+        None,
+    ),
+]
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("name,make_est,grid,make_cv,scoring", CASES, ids=[c[0] for c in CASES])
+def test_grid_search_equals_sklearn(name, make_est, grid, make_cv, scoring):
+    X, y = digits()
+    fit_kw = {"groups": groups_for(len(y))} if "group" in name else {}
+    refit = "accuracy" if isinstance(scoring, list) else True
+    ours = hpcml.GridSearchCV(make_est(), grid, cv=make_cv(), scoring=scoring, refit=refit).fit(X, y, **fit_kw)
+    theirs = skms.GridSearchCV(make_est(), grid, cv=make_cv(), scoring=scoring, refit=refit).fit(X, y, **fit_kw)
+    assert_cv_results_equal(ours.cv_results_, theirs.cv_results_)
+    assert ours.best_index_ == theirs.best_index_
+    assert ours.best_params_ == theirs.best_params_
+    assert ours.best_score_ == pytest.approx(theirs.best_score_, abs=1e-12)
+    np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))
+    # every rank holds the same results
+    gathered = COMM.allgather(np.asarray(ours.cv_results_[f"mean_test_{'accuracy' if refit == 'accuracy' else 'score'}"]))
+    for other in gathered:
+        np.testing.assert_array_equal(other, gathered[0])
+
+
+@pytest.mark.mpi
+def test_ridge_regression_with_train_scores():
+    X, y = load_diabetes(return_X_y=True)
+    grid = {"alpha": [0.01, 0.1, 1.0, 10.0]}
+    kw = dict(cv=skms.KFold(5, shuffle=True, random_state=3), scoring=["r2", "neg_mean_squared_error"], refit="r2",
+              return_train_score=True)
+    ours = hpcml.GridSearchCV(Ridge(), grid, **kw).fit(X, y)
+    theirs = skms.GridSearchCV(Ridge(), grid, **kw).fit(X, y)
+    assert_cv_results_equal(ours.cv_results_, theirs.cv_results_)
+    np.testing.assert_allclose(ours.best_estimator_.coef_, theirs.best_estimator_.coef_, rtol=0, atol=1e-12)
+
+
+@pytest.mark.mpi
+def test_randomized_search_unseeded_is_consistent_across_ranks():
+    from scipy.stats import loguniform
+
+    X, y = digits(300)
+    search = hpcml.RandomizedSearchCV(SVC(), {"C": loguniform(1e-2, 1e2)}, n_iter=5, cv=3).fit(X, y)
+    params = COMM.allgather(search.cv_results_["params"])
+    assert all(p == params[0] for p in params)
+    seeded = hpcml.RandomizedSearchCV(SVC(), {"C": loguniform(1e-2, 1e2)}, n_iter=5, cv=3, random_state=0).fit(X, y)
+    ref = skms.RandomizedSearchCV(SVC(), {"C": loguniform(1e-2, 1e2)}, n_iter=5, cv=3, random_state=0).fit(X, y)
+    assert_cv_results_equal(seeded.cv_results_, ref.cv_results_)
+
+
+class Exploding(LogisticRegression):
+    """Fails to fit when C == 123 (an error_score test)."""
+
+    def fit(self, X, y, sample_weight=None):
+        if self.C == 123:
+            raise ValueError("C=123 is cursed")
+        return super().fit(X, y, sample_weight=sample_weight)
+
+
+@pytest.mark.mpi
+def test_failing_fit_error_score_nan_matches_sklearn():
+    X, y = digits(300)
+    grid = {"C": [0.1, 123, 1.0]}
+    with warnings.catch_warnings(record=True) as ours_w:
+        warnings.simplefilter("always")
+        ours = hpcml.GridSearchCV(Exploding(max_iter=200), grid, cv=3).fit(X, y)
+    with warnings.catch_warnings(record=True) as theirs_w:
+        warnings.simplefilter("always")
+        theirs = skms.GridSearchCV(Exploding(max_iter=200), grid, cv=3).fit(X, y)
+    assert_cv_results_equal(ours.cv_results_, theirs.cv_results_)
+    assert np.isnan(ours.cv_results_["mean_test_score"][1])
+
+    def kinds(ws):
+        return sorted(type(w.message).__name__ for w in ws if "ConvergenceWarning" not in type(w.message).__name__)
+
+    assert kinds(ours_w) == kinds(theirs_w)
+
+
+@pytest.mark.mpi
+def test_failing_fit_error_score_raise_raises_on_every_rank():
+    X, y = digits(300)
+    with pytest.raises(ValueError, match="cursed"):
+        hpcml.GridSearchCV(Exploding(max_iter=200), {"C": [0.1, 123]}, cv=3, error_score="raise").fit(X, y)
+    COMM.Barrier()  # all ranks got here: nobody hangs
+
+
+@pytest.mark.mpi
+def test_cross_validate_equals_sklearn():
+    X, y = digits(300)
+    kw = dict(cv=skms.StratifiedKFold(5, shuffle=True, random_state=0), scoring=["accuracy", "f1_macro"],
+              return_train_score=True, return_indices=True)
+    ours = hpcml.cross_validate(SVC(), X, y, **kw)
+    theirs = skms.cross_validate(SVC(), X, y, **kw)
+    assert set(ours) == set(theirs)
+    for key in ("test_accuracy", "test_f1_macro", "train_accuracy", "train_f1_macro"):
+        np.testing.assert_allclose(ours[key], theirs[key], rtol=0, atol=1e-12)
+    for a, b in zip(ours["indices"]["test"], theirs["indices"]["test"]):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.mpi
+def test_comm_self_runs_alone():
+    X, y = digits(200)
+    ours = hpcml.GridSearchCV(SVC(), {"C": [1, 10]}, cv=3, comm=MPI.COMM_SELF).fit(X, y)
+    theirs = skms.GridSearchCV(SVC(), {"C": [1, 10]}, cv=3).fit(X, y)
+    assert_cv_results_equal(ours.cv_results_, theirs.cv_results_)
+    assert len(ours.schedule_reports_[0].busy) == 1
+
+
+@pytest.mark.mpi
+def test_sub_communicator_is_honoured():
+    X, y = digits(200)
+    sub = COMM.Split(COMM.Get_rank() % 2, COMM.Get_rank())
+    ours = hpcml.GridSearchCV(SVC(), {"C": [1, 10]}, cv=3, comm=sub).fit(X, y)
+    assert len(ours.schedule_reports_[0].busy) == sub.Get_size()
+    theirs = skms.GridSearchCV(SVC(), {"C": [1, 10]}, cv=3).fit(X, y)
+    assert_cv_results_equal(ours.cv_results_, theirs.cv_results_)
+    sub.Free()
+
+
+@pytest.mark.mpi
+def test_h5dataset_input(mpi_tmp_path):
+    from hpcml.data import write_dataset
+
+    X, y = digits(300)
+    path = mpi_tmp_path / "d.h5"
+    if COMM.Get_rank() == 0:
+        write_dataset(path, X, y)
+    COMM.Barrier()
+    ours = hpcml.GridSearchCV(SVC(), {"C": [1, 10]}, cv=3).fit(hpcml.H5Dataset(path, X="X", y="y"))
+    theirs = skms.GridSearchCV(SVC(), {"C": [1, 10]}, cv=3).fit(X, y)
+    assert_cv_results_equal(ours.cv_results_, theirs.cv_results_)
+
+
+# --- the scheduler --------------------------------------------------------------------
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("n_units", [1, 3, 50, 1000])
+def test_scheduler_runs_each_unit_exactly_once(n_units):
+    from hpcml.cv.schedule import UnitQueue, run_units
+
+    queue = UnitQueue([], range(n_units), COMM.Get_size()) if COMM.Get_rank() == 0 else None
+    ran = []
+
+    def work(unit):
+        ran.append(unit)
+        return unit * unit
+
+    report = run_units(COMM, work, queue=queue)
+    everything = sorted(u for part in COMM.allgather(ran) for u in part)
+    assert everything == list(range(n_units))
+    if COMM.Get_rank() == 0:
+        assert report.results == {u: u * u for u in range(n_units)}
+    assert len(report.busy) == COMM.Get_size()
+
+
+@pytest.mark.mpi
+def test_scheduler_balances_uneven_costs_and_rank0_works():
+    from hpcml.cv.schedule import UnitQueue, run_units
+
+    size = COMM.Get_size()
+    costs = [0.2 if u % 10 == 0 else 0.01 for u in range(60)]  # 20x spread
+    queue = UnitQueue([], range(60), size, group_of=lambda u: u % 10 == 0) if COMM.Get_rank() == 0 else None
+
+    def work(unit):
+        end = time.perf_counter() + costs[unit]
+        while time.perf_counter() < end:
+            pass
+        return COMM.Get_rank()
+
+    report = run_units(COMM, work, queue=queue)
+    if COMM.Get_rank() == 0:
+        ranks = set(report.results.values())
+        assert 0 in ranks or size == 1 or len(ranks) == size  # rank 0 took units too
+        assert ranks == set(range(size)) or size > 2
+    busy = np.array(report.busy)
+    assert busy.sum() == pytest.approx(sum(costs), rel=0.5)
+
+
+@pytest.mark.mpi
+def test_scheduler_error_reaches_every_rank():
+    from hpcml.cv.schedule import UnitQueue, run_units
+
+    queue = UnitQueue([], range(20), COMM.Get_size()) if COMM.Get_rank() == 0 else None
+
+    def work(unit):
+        if unit == 7:
+            raise KeyError("unit seven")
+        return unit
+
+    with pytest.raises(KeyError, match="unit seven"):
+        run_units(COMM, work, queue=queue)
+    COMM.Barrier()
+
+
+@pytest.mark.mpi
+def test_scheduler_stop_leaves_rest_undone():
+    from hpcml.cv.schedule import UnitQueue, run_units
+
+    queue = UnitQueue([], range(200), COMM.Get_size()) if COMM.Get_rank() == 0 else None
+    count = {"n": 0}
+
+    def should_stop():
+        return count["n"] >= 5
+
+    def work(unit):
+        time.sleep(0.002)
+        return unit
+
+    def on_results(rank, items):
+        count["n"] += len(items)
+
+    report = run_units(COMM, work, queue=queue, on_results=on_results if COMM.Get_rank() == 0 else None,
+                       should_stop=should_stop if COMM.Get_rank() == 0 else None)
+    assert report.stopped
+    if COMM.Get_rank() == 0:
+        assert 5 <= len(report.results) < 200
