@@ -227,7 +227,7 @@ def worker_memory(a: argparse.Namespace) -> None:
     _emit(
         comm,
         {"ranks": comm.Get_size(), "dataset_MiB": dset_bytes / 2**20, "shard_MiB": dset_bytes / comm.Get_size() / 2**20,
-         "rss_before_fit_MiB": comm.gather(before / 2**20) if True else None,
+         "rss_before_fit_MiB": comm.gather(before / 2**20),
          "peak_rss_MiB": comm.gather(peak / 2**20)},
     )
 

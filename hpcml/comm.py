@@ -207,11 +207,7 @@ def run_guarded(main: Callable[[], int], comm: MPI.Intracomm | None = None) -> N
         code = _report(exc, comm)
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(code) if _mpi_is_finalized_unsafe() else sys.exit(code)
-
-
-def _mpi_is_finalized_unsafe() -> bool:
-    return False
+    sys.exit(code)
 
 
 def _report(exc: BaseException, comm: MPI.Intracomm | None) -> int:
@@ -228,7 +224,10 @@ def _report(exc: BaseException, comm: MPI.Intracomm | None) -> int:
         code = 130
     if agreed or size == 1:
         if rank == 0:
-            _print_error(exc, prefix="")
+            where = ""
+            if getattr(exc, "rank", None) is not None and not isinstance(exc, RemoteError):
+                where = f"rank {exc.rank}/{size} on {getattr(exc, 'host', '?')}: "
+            _print_error(exc, prefix=where)
         return code
     _print_error(exc, prefix=f"rank {rank}/{size} on {HOST}: ")
     sys.stdout.flush()
@@ -249,6 +248,11 @@ def _print_error(exc: BaseException, prefix: str) -> None:
         return
     if isinstance(exc, KeyboardInterrupt):
         print(f"hpcml: error: {prefix}interrupted", file=sys.stderr)
+        return
+    remote = getattr(exc, "remote_traceback", None)
+    if remote:
+        print(remote.rstrip(), file=sys.stderr)
+        print(f"hpcml: error: {prefix}{describe(exc)}", file=sys.stderr)
         return
     traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
     print(f"hpcml: error: {prefix}{describe(exc)}", file=sys.stderr)

@@ -201,6 +201,13 @@ node_state() {
     sinfo -h -N -n "$NODE" -o '%t' 2>/dev/null | head -n1
 }
 
+# Epoch seconds of the node's last slurmd registration (0 if unknown).
+slurmd_registered_at() {
+    local when
+    when=$(scontrol show node "$NODE" 2>/dev/null | grep -o 'SlurmdStartTime=[^ ]*' | cut -d= -f2)
+    date -d "$when" +%s 2>/dev/null || echo 0
+}
+
 all_running() {
     pid_alive munged "$STATE/run/munged.pid" &&
         pid_alive slurmctld "$STATE/run/slurmctld.pid" &&
@@ -218,12 +225,21 @@ cmd_start() {
     t_install=$(date +%s.%N)
     write_config
     link_etc_conf
+    local launched=0
+    if ! pid_alive slurmd "$STATE/run/slurmd.pid"; then
+        launched=$(($(date +%s) - 1))
+    fi
     start_munged
     start_slurmctld
     start_slurmd
+    # slurmctld restores the node's last state from its state dir: count the
+    # node as up only once this slurmd has registered.
     local deadline=$((SECONDS + TIMEOUT)) state=""
     while ((SECONDS < deadline)); do
         state=$(node_state)
+        if [[ -n $state ]] && (($(slurmd_registered_at) < launched)); then
+            state="registering"
+        fi
         case $state in
         idle | mix | alloc) break ;;
         down* | drain* | inval*)

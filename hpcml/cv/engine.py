@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from hpcml._faults import inject
 from hpcml.cv.fitting import FitRaised, FoldCache, Problem, fit_and_score
 from hpcml.cv.plan import UnitIndex, broadcast, unit_order
 from hpcml.cv.schedule import ScheduleReport, UnitQueue, run_units
@@ -75,7 +76,10 @@ def evaluate(
     index = UnitIndex(problem.n_candidates, problem.n_splits)
     cache = FoldCache(problem)
 
+    rank = comm.Get_rank()
+
     def work(unit: int) -> dict[str, Any]:
+        inject("unit", rank)
         cand, split = index.pair(unit)
         return fit_and_score(problem, cache, cand, split)
 
@@ -99,10 +103,10 @@ def evaluate(
         report = run_units(
             comm,
             work,
+            poll_hook=poll_hook if poll_hook is not None else (lambda: inject("worker", rank)),
             queue=queue,
             on_results=on_results,
             should_stop=should_stop,
-            poll_hook=poll_hook,
             watchdog=watchdog,
         )
     out: list[dict[str, Any] | None] | None = None

@@ -89,7 +89,9 @@ class Journal:
             self.sync()
 
     def sync(self) -> None:
-        """Flush and fsync."""
+        """Flush and fsync (nothing once closed)."""
+        if self._fh.closed:
+            return
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self._last_sync = time.monotonic()

@@ -25,6 +25,7 @@ from sklearn.metrics import check_scoring
 from sklearn.model_selection import check_cv
 
 from hpcml import __version__
+from hpcml._faults import inject
 from hpcml._compat import _check_multimetric_scoring, _MultimetricScorer, _warn_or_raise_about_fit_failures
 from hpcml.comm import HOST, idle_barrier, raise_if_any
 from hpcml.cv import output
@@ -59,30 +60,62 @@ class Options:
 
 
 class StopFlag:
-    """Signals (SIGTERM, SIGINT, SIGUSR1) turn into a graceful stop request."""
+    """Signals (SIGTERM, SIGINT, SIGUSR1) turn into a graceful stop request.
+
+    Python runs signal handlers in the main thread only, and only between
+    bytecodes: while rank 0's main thread is inside a long fit the handler
+    waits.  The C-level handler also writes the signal number to a wake-up
+    pipe (``signal.set_wakeup_fd``), which the dispatcher thread reads, so the
+    stop takes effect at once.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
     def __init__(self) -> None:
         self.signum: int | None = None
-        self.at: float | None = None
+        self._lock = threading.Lock()
         self._on_first: list[Any] = []
+        self._read_fd: int | None = None
 
     def install(self) -> None:
-        """Install the handlers (main thread only)."""
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        """Install the handlers and the wake-up pipe (main thread only)."""
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        os.set_blocking(write_fd, False)
+        self._read_fd = read_fd
+        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        for sig in self.SIGNALS:
             signal.signal(sig, self._handle)
 
     def on_first(self, callback: Any) -> None:
-        """Run ``callback()`` when the first signal arrives."""
+        """Run ``callback()`` once, when the first signal is noticed."""
         self._on_first.append(callback)
 
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum is None:
+    def _set(self, signum: int) -> None:
+        with self._lock:
+            if self.signum is not None:
+                return
             self.signum = signum
-            self.at = time.monotonic()
-            for callback in self._on_first:
-                callback()
+        for callback in self._on_first:
+            callback()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self._set(signum)
+
+    def _poll(self) -> None:
+        if self._read_fd is None or self.signum is not None:
+            return
+        try:
+            data = os.read(self._read_fd, 64)
+        except (BlockingIOError, OSError):
+            return
+        for byte in data:
+            if byte in {int(s) for s in self.SIGNALS}:
+                self._set(byte)
+                return
 
     def __bool__(self) -> bool:
+        self._poll()
         return self.signum is not None
 
 
@@ -130,6 +163,7 @@ def _load_data(config: SearchConfig, comm: MPI.Intracomm) -> tuple[dict[str, Any
 
     d = config.data
     dataset = H5Dataset(d.path, X=d.X, y=d.y, groups=d.groups, sample_weight=d.sample_weight)
+    _agree(comm, inject, "load", comm.Get_rank())
     arrays, info = load_arrays(dataset, comm)
 
     def check() -> str:
@@ -369,10 +403,9 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
 
 def _fit_raised_error(exc: FitRaised, comm: MPI.Intracomm) -> Exception:
     original = exc.original
-    if comm.Get_rank() == 0:
-        print(exc.tb.rstrip(), file=sys.stderr)
     error = RuntimeError(f"a fit raised with error_score='raise': {type(original).__name__}: {original}")
     error.agreed = True  # type: ignore[attr-defined]
+    error.remote_traceback = exc.tb  # type: ignore[attr-defined]  # printed once, by rank 0
     return error
 
 

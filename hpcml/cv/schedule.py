@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
@@ -236,6 +237,11 @@ class _Dispatcher:
                 self.on_results(rank, items)
 
     def fail(self, rank: int, error: BaseException) -> None:
+        from hpcml.comm import HOST
+
+        error.rank = rank  # type: ignore[attr-defined]
+        if rank == 0:
+            error.host = HOST  # type: ignore[attr-defined]
         with self.lock:
             if self.error is None:
                 self.error = (rank, error)
@@ -302,6 +308,7 @@ def _run_local(
         try:
             result = work(unit)
         except Exception as exc:  # noqa: BLE001 - shipped to rank 0, re-raised everywhere
+            exc.remote_traceback = traceback.format_exc()  # type: ignore[attr-defined]
             return items, exc
         items.append((unit, result, time.perf_counter() - start))
     return items, None
@@ -373,9 +380,10 @@ def run_units(
         report.busy = comm.bcast(report.busy if comm.Get_rank() == 0 else None, root=0)
         report.stopped = comm.bcast(report.stopped, root=0)
         if payload is not None:
-            if comm.Get_rank() == 0 and error is not None:
-                raise error
-            raise payload
+            # Every rank raises the same error: entry points need not Abort.
+            raised = error if comm.Get_rank() == 0 and error is not None else payload
+            raised.agreed = True  # type: ignore[attr-defined]
+            raise raised
         return report
     finally:
         comm.Free()
@@ -457,7 +465,11 @@ def _run_worker(comm, work, poll_hook):  # noqa: ANN001, ANN202
             stopped = True
         return stopped
 
+    from hpcml.comm import HOST
+
     while True:
+        if error is not None:
+            error.host = HOST  # type: ignore[attr-defined]
         comm.send((items, _picklable(error) if error is not None else None), dest=0, tag=Tag.REQUEST)
         items, error = [], None
         backoff.reset()

@@ -71,9 +71,7 @@ def _cluster_problem(env: dict[str, str]) -> str | None:
     if shutil.which("sinfo", path=env["PATH"]) is None:
         return "Slurm client commands (sinfo) not installed"
     try:
-        proc = subprocess.run(
-            ["sinfo", "-h", "-N", "-o", "%N %t"], env=env, capture_output=True, text=True, timeout=15
-        )
+        proc = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %t"], env=env, capture_output=True, text=True, timeout=15)
     except subprocess.TimeoutExpired:
         return "sinfo did not answer within 15 s"
     if proc.returncode != 0:
@@ -102,9 +100,7 @@ def slurm_env() -> dict[str, str]:
 
 def sbatch(args: list[str], env: dict[str, str], cwd: Path) -> int:
     """Submit; return the job id."""
-    proc = subprocess.run(
-        ["sbatch", "--parsable", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=30
-    )
+    proc = subprocess.run(["sbatch", "--parsable", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, f"sbatch {args} failed: {proc.stderr}{proc.stdout}"
     return int(proc.stdout.strip().split(";")[0])
 
@@ -317,8 +313,9 @@ def test_cv_long_chain_resumes_to_the_uninterrupted_result(slurm_env: dict[str, 
         HPCML_MAX_RESTARTS="8",
     )
     t0 = time.monotonic()
-    first = sbatch(["--time=1", "--ntasks=2", str(SLURM / "cv-long.sbatch"), str(config), "out", "--grace", "5"],
-                   env, tmp_path)
+    first = sbatch(
+        ["--time=1", "--ntasks=2", str(SLURM / "cv-long.sbatch"), str(config), "out", "--grace", "10"], env, tmp_path
+    )
     # The uninterrupted reference, without the sleep, while the chain runs.
     want = reference(tmp_path, 2, config, "ref", env={"HPCML_TEST_SLEEP": "0", "PYTHONPATH": env["PYTHONPATH"]})
 
@@ -405,8 +402,11 @@ def test_array_sbatch_runs_one_search_per_line(slurm_env: dict[str, str], tmp_pa
     print(f"\narray.sbatch (3 x 2 tasks): job {job} done in {time.monotonic() - t0:.1f} s")
     assert sorted(r.get("ArrayTaskId") for r in records) == ["1", "2", "3"], records
     assert_exit(records, 0, tmp_path)
-    folders = [tmp_path / "hpcml-out" / str(job) / "1-svc", tmp_path / "hpcml-out" / str(job) / "2-logreg",
-               tmp_path / "results" / "knn"]
+    folders = [
+        tmp_path / "hpcml-out" / str(job) / "1-svc",
+        tmp_path / "hpcml-out" / str(job) / "2-logreg",
+        tmp_path / "results" / "knn",
+    ]
     for folder in folders:
         for name in RESULT_FILES:
             assert (folder / name).is_file(), f"{folder / name} missing\n{logs(tmp_path)}"
