@@ -20,6 +20,10 @@ Contenders, all measured in this one script run, interleaved ``--repeats`` times
 * ``static_ideal``: two independent Python processes running n/2 units each,
   no communication -- the ideal under the machine's current load (other users);
   ``busy_efficiency_vs_static`` = its wall / a contender's wall in the same repetition;
+* optional engine experiments (not in the default set): ``hpcml:inline``
+  (``run_units(..., threaded=False)``: rank 0 answers requests between its own
+  units) and ``hpcml:si0.0005`` (``sys.setswitchinterval(0.0005)`` on every rank
+  before ``run_units``);
 * ``bare_mpi``: ``mpiexec -n 2``; a hand-written request/reply loop, one unit per
   message, blocking receives on the worker, rank 0 serving inline between its
   own units (the floor).
@@ -62,14 +66,20 @@ def worker_hpcml(args: argparse.Namespace) -> None:
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
     out = {"contender": "hpcml", "ranks": size, "thread_level": MPI.Query_thread()}
+    threaded = None
+    if args.variant == "inline":  # experiment: dispatcher polled by the main thread between units
+        threaded = False
+    elif args.variant.startswith("si"):  # experiment: shorter GIL switch interval, e.g. si0.0005
+        sys.setswitchinterval(float(args.variant[2:]))
+    out["variant"] = args.variant or None
     for kind, n in (("empty", args.units), ("busy", args.busy_units)):
         work = _work(kind, args.busy_ms)
         # warm-up (thread creation, Dup, first messages)
-        run_units(comm, work, queue=UnitQueue([], range(4 * size), size) if rank == 0 else None)
+        run_units(comm, work, queue=UnitQueue([], range(4 * size), size) if rank == 0 else None, threaded=threaded)
         comm.Barrier()
         t0 = time.perf_counter()
         queue = UnitQueue([], range(n), size) if rank == 0 else None
-        report = run_units(comm, work, queue=queue)
+        report = run_units(comm, work, queue=queue, threaded=threaded)
         wall = time.perf_counter() - t0
         units_done = comm.gather(len(report.results) if rank == 0 else 0, root=0)
         if rank == 0:
@@ -186,11 +196,16 @@ def run_mpi(args: argparse.Namespace, contender: str, extra_env: dict | None = N
     if contender == "mpi4py_futures":
         cmd = [C.mpiexec(), "-n", "3", C.PYTHON, "-m", "mpi4py.futures", SCRIPT, "--worker", "futures"] + common
     else:
-        name = {"hpcml": "hpcml", "bare_mpi": "bare"}[contender]
+        name = {"bare_mpi": "bare"}.get(contender, "hpcml")
+        variant = contender.split(":", 1)[1] if ":" in contender else ""
         cmd = [C.mpiexec(), "-n", "2", C.PYTHON, SCRIPT, "--worker", name] + common
+        if variant:
+            cmd += ["--variant", variant]
     wall, stdout, _ = C.run(cmd, env=C.child_env(extra_env), timeout=args.timeout)
     doc = C.last_json(stdout)
     doc["process_wall"] = wall
+    if ":" in contender:
+        doc["contender"] = contender
     doc["command"] = " ".join(os.path.relpath(c) if c == SCRIPT else c for c in cmd)
     if extra_env:
         doc["contender"] += "+yield"
@@ -248,6 +263,7 @@ def main() -> None:
     p.add_argument("--plot", metavar="FILE.png")
     p.add_argument("--json", metavar="FILE.json")
     p.add_argument("--worker", choices=["hpcml", "bare", "futures"], help=argparse.SUPPRESS)
+    p.add_argument("--variant", default="", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         {"hpcml": worker_hpcml, "bare": worker_bare, "futures": worker_futures}[args.worker](args)

@@ -70,10 +70,9 @@ def write_config(work: str, grid: str) -> str:
 # --------------------------------------------------------------------------- plain mpi4py + sklearn worker
 def worker_plain(args: argparse.Namespace) -> None:
     t_start = time.perf_counter()
-    from mpi4py import MPI
-
     import h5py
     import numpy as np
+    from mpi4py import MPI
     from sklearn.base import clone
     from sklearn.metrics import get_scorer
     from threadpoolctl import threadpool_info, threadpool_limits

@@ -7,7 +7,6 @@ module never loads NumPy (thread limits must be applied first).
 
 from __future__ import annotations
 
-import os
 import socket
 import sys
 import time

@@ -118,7 +118,9 @@ class Table:
             if required:
                 raise self.error(None, f"required table [{key}] is missing")
             return None
-        return Table(self.data[key], f"{self.where.rstrip(']')}.{key}]" if "[" in self.where else f"{self.where} [{key}]")
+        return Table(
+            self.data[key], f"{self.where.rstrip(']')}.{key}]" if "[" in self.where else f"{self.where} [{key}]"
+        )
 
     def rest(self) -> dict[str, Any]:
         """All keys not read yet (marks them read): for pass-through keyword arguments."""

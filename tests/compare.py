@@ -9,7 +9,9 @@ import numpy as np
 TIME_KEYS = ("mean_fit_time", "std_fit_time", "mean_score_time", "std_score_time")
 
 
-def assert_cv_results_equal(ours: dict[str, Any], theirs: dict[str, Any], atol: float = 1e-12, extra: tuple[str, ...] = ()) -> None:
+def assert_cv_results_equal(
+    ours: dict[str, Any], theirs: dict[str, Any], atol: float = 1e-12, extra: tuple[str, ...] = ()
+) -> None:
     """Same keys (ours may add ``extra``), same params, scores within ``atol``, same ranks."""
     assert set(ours) - set(extra) == set(theirs), set(ours) ^ set(theirs)
     for key, value in theirs.items():

@@ -11,14 +11,26 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from helpers import PYTHON, ROOT, mpiexec_path, run
 
 
 @pytest.mark.parametrize("n", [1, 2, 4])
 def test_mpi_tier(n):
-    cmd = [mpiexec_path(), "-n", str(n), PYTHON, "-m", "pytest", "--with-mpi", "-q", "-p", "no:cacheprovider",
-           "-o", "addopts=", str(ROOT / "tests" / "mpi")]
+    cmd = [
+        mpiexec_path(),
+        "-n",
+        str(n),
+        PYTHON,
+        "-m",
+        "pytest",
+        "--with-mpi",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "addopts=",
+        str(ROOT / "tests" / "mpi"),
+    ]
     proc = run(cmd, timeout=900, cwd=ROOT)
     tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
     assert proc.returncode == 0, f"mpi tier at -n {n} failed:\n{tail}"

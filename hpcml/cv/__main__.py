@@ -34,17 +34,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("config", nargs="?", help="search config (TOML)")
     parser.add_argument("--demo", action="store_true", help="run the built-in digits demo (SVC + LogisticRegression)")
     parser.add_argument("--out", help="output folder (default: [run] out, else hpcml-out; hpcml-demo for --demo)")
-    parser.add_argument("--threads-per-rank", type=int, metavar="T", help="BLAS/OpenMP threads per rank "
-                        "(default: SLURM_CPUS_PER_TASK, else the node's CPUs / its ranks)")
+    parser.add_argument(
+        "--threads-per-rank",
+        type=int,
+        metavar="T",
+        help="BLAS/OpenMP threads per rank (default: SLURM_CPUS_PER_TASK, else the node's CPUs / its ranks)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="validate config and data, print the plan, fit nothing")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue the search journaled in the output folder")
     group.add_argument("--overwrite", action="store_true", help="replace results already in the output folder")
-    parser.add_argument("--grace", type=float, default=60.0, metavar="S",
-                        help="after SIGTERM/SIGINT/SIGUSR1, seconds running units may take to finish (default 60)")
-    parser.add_argument("--time-limit", type=float, metavar="S",
-                        help="stop starting units that would not finish within S seconds of the start")
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="after SIGTERM/SIGINT/SIGUSR1, seconds running units may take to finish (default 60)",
+    )
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        metavar="S",
+        help="stop starting units that would not finish within S seconds of the start",
+    )
     args = parser.parse_args(argv)
     if args.demo == (args.config is not None):
         parser.error("give a CONFIG.toml or --demo (one of them)")

@@ -282,7 +282,9 @@ def _distributions(t: Table, valid: set[str], label: str) -> dict[str, Any]:
             out[name] = _none(spec)
             continue
         if not isinstance(spec, dict) or "dist" not in spec:
-            raise t.error(key, 'expected a list of choices or a table like { dist = "loguniform", low = 1e-3, high = 1e3 }')
+            raise t.error(
+                key, 'expected a list of choices or a table like { dist = "loguniform", low = 1e-3, high = 1e3 }'
+            )
         kwargs = {k: v for k, v in spec.items() if k != "dist"}
         dist_name = spec["dist"]
         dist = getattr(scipy.stats, str(dist_name), None)
@@ -398,5 +400,5 @@ def _error_score(run: Table) -> Any:
             return math.nan
         if value == "raise":
             return "raise"
-        raise run.error("error_score", f"expected \"nan\", \"raise\" or a number, got {value!r}")
+        raise run.error("error_score", f'expected "nan", "raise" or a number, got {value!r}')
     return value

@@ -91,9 +91,7 @@ def evaluate(
             costs.setdefault(unit // index.n_splits, []).append(result["fit_time"] + result["score_time"])
         prior = {cand: sum(v) / len(v) for cand, v in costs.items()}
         first, rest = unit_order(index, done=done.keys(), known_cost=prior.keys())
-        queue = UnitQueue(
-            first, rest, comm.Get_size(), group_of=index.candidate, prior_costs=prior, deadline=deadline
-        )
+        queue = UnitQueue(first, rest, comm.Get_size(), group_of=index.candidate, prior_costs=prior, deadline=deadline)
     limits = contextlib.nullcontext()
     if threads is not None:
         from threadpoolctl import threadpool_limits

@@ -148,4 +148,6 @@ def check_header(header: dict[str, Any] | None, expected: dict[str, Any], path: 
         ("plan_hash", "the candidates or splits changed (seed the splitter/sampler with random_state to resume)"),
     ):
         if header.get(key) != expected.get(key):
-            raise ConfigError(f"{path}: cannot resume: {what} since this journal was written (use --overwrite to start over)")
+            raise ConfigError(
+                f"{path}: cannot resume: {what} since this journal was written (use --overwrite to start over)"
+            )

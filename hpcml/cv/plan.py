@@ -41,7 +41,9 @@ class UnitIndex:
         return unit // self.n_splits
 
 
-def unit_order(index: UnitIndex, done: Iterable[int] = (), known_cost: Iterable[int] = ()) -> tuple[list[int], list[int]]:
+def unit_order(
+    index: UnitIndex, done: Iterable[int] = (), known_cost: Iterable[int] = ()
+) -> tuple[list[int], list[int]]:
     """Default order: first one split of every candidate of unknown cost, then the rest by split.
 
     The first pass measures every candidate's cost, after which the scheduler

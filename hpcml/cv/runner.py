@@ -25,8 +25,8 @@ from sklearn.metrics import check_scoring
 from sklearn.model_selection import check_cv
 
 from hpcml import __version__
-from hpcml._faults import inject
 from hpcml._compat import _check_multimetric_scoring, _MultimetricScorer, _warn_or_raise_about_fit_failures
+from hpcml._faults import inject
 from hpcml.comm import HOST, idle_barrier, raise_if_any
 from hpcml.cv import output
 from hpcml.cv.config import SearchConfig, load_config
@@ -213,7 +213,14 @@ def _result_of(record: dict[str, Any]) -> dict[str, Any]:
     return {k: record[k] for k in keys if k in record}
 
 
-def _dry_run(config: SearchConfig, candidates: list[Any], splits: list[Any], layouts: list[dict[str, Any]], info: dict[str, Any], comm: MPI.Intracomm) -> None:
+def _dry_run(
+    config: SearchConfig,
+    candidates: list[Any],
+    splits: list[Any],
+    layouts: list[dict[str, Any]],
+    info: dict[str, Any],
+    comm: MPI.Intracomm,
+) -> None:
     n_ranks = comm.Get_size()
     hosts = sorted({lay["host"] for lay in layouts})
     print(f"hpcml.cv plan for {config.source}")
@@ -391,8 +398,24 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
         progress.finish()
         try:
             status = _finish(
-                opts, config, folder, evaluation, index, params_per_cand, models_per_cand, scoring_names, problem,
-                layouts, host_of, data_info, fingerprint, started, load_seconds, stop, len(done), config_path,
+                opts,
+                config,
+                folder,
+                evaluation,
+                index,
+                params_per_cand,
+                models_per_cand,
+                scoring_names,
+                problem,
+                layouts,
+                host_of,
+                data_info,
+                fingerprint,
+                started,
+                load_seconds,
+                stop,
+                len(done),
+                config_path,
             )
         except Exception as exc:  # noqa: BLE001 - agreed below
             error = exc
@@ -423,8 +446,26 @@ def _write_partial(
     output.write_cv_results(folder, results, partial=True)
 
 
-def _finish(opts, config, folder, evaluation, index, params, models, scoring_names, problem, layouts, host_of,
-            data_info, fingerprint, started, load_seconds, stop, n_resumed, config_path):  # noqa: ANN001, ANN202
+def _finish(
+    opts,
+    config,
+    folder,
+    evaluation,
+    index,
+    params,
+    models,
+    scoring_names,
+    problem,
+    layouts,
+    host_of,
+    data_info,
+    fingerprint,
+    started,
+    load_seconds,
+    stop,
+    n_resumed,
+    config_path,
+):  # noqa: ANN001, ANN202
     out = evaluation.out
     complete = evaluation.complete
     report = evaluation.report
@@ -438,12 +479,18 @@ def _finish(opts, config, folder, evaluation, index, params, models, scoring_nam
         "hosts": sorted(set(host_of)),
         "layout": layouts,
         "versions": _versions(),
-        "units": {"total": len(index), "resumed": n_resumed, "ran": len(report.results) if report.results else 0,
-                  "done": sum(item is not None for item in out)},
+        "units": {
+            "total": len(index),
+            "resumed": n_resumed,
+            "ran": len(report.results) if report.results else 0,
+            "done": sum(item is not None for item in out),
+        },
         "wall_seconds": time.time() - started,
         "schedule_seconds": report.wall,
         "busy_seconds": report.busy,
-        "load_balance": (float(np.mean(report.busy) / max(report.busy)) if report.busy and max(report.busy) > 0 else None),
+        "load_balance": (
+            float(np.mean(report.busy) / max(report.busy)) if report.busy and max(report.busy) > 0 else None
+        ),
         "messages": report.messages,
         "inline_dispatch": report.inline_dispatch,
         "stopped_by": (f"signal {stop.signum}" if stop else ("time limit" if report.stopped else None)),
@@ -484,11 +531,14 @@ def _finish(opts, config, folder, evaluation, index, params, models, scoring_nam
     run_info["wall_seconds"] = time.time() - started
     output.write_json(folder, output.RUN_JSON, run_info)
     for warning in caught:
-        print(f"hpcml: warning: {str(warning.message).strip().splitlines()[0]} (tracebacks in journal.jsonl)", file=sys.stderr)
+        print(
+            f"hpcml: warning: {str(warning.message).strip().splitlines()[0]} (tracebacks in journal.jsonl)",
+            file=sys.stderr,
+        )
     if failure is not None:
         raise UsageError(
             f"all {len(out)} fits failed; the model is probably misconfigured (tracebacks in "
-            f"{os.path.join(folder, 'journal.jsonl')}; set [run] error_score = \"raise\" to stop at the first)"
+            f'{os.path.join(folder, "journal.jsonl")}; set [run] error_score = "raise" to stop at the first)'
         )
     if True:
         print(output.summary_table(results, config.refit_metric))

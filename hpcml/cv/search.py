@@ -137,9 +137,7 @@ class _MPISearchMixin:
             self.schedule_reports_.append(evaluation.report)
             out = evaluation.out
             if len(out) < 1:
-                raise ValueError(
-                    "No fits were performed. Was the CV iterator empty? Were there no candidates?"
-                )
+                raise ValueError("No fits were performed. Was the CV iterator empty? Were there no candidates?")
             _warn_or_raise_about_fit_failures(out, self.error_score)
             if callable(self.scoring):
                 _insert_error_scores(out, self.error_score)

@@ -8,12 +8,11 @@ import sys
 
 import numpy as np
 import pytest
-from sklearn import model_selection as skms
-from sklearn.svm import SVC
-
 from compare import assert_cv_results_equal
 from cvfixtures import BASIC, load_results, write_config, write_digits
 from helpers import PYTHON, run, run_mpi
+from sklearn import model_selection as skms
+from sklearn.svm import SVC
 
 
 def _as_sklearn(columns):
@@ -68,12 +67,19 @@ def test_cli_equals_sklearn(basic, n):
 
 def test_single_metric_uses_score_names(tmp_path):
     X, y = write_digits(tmp_path / "digits.h5", n=300)
-    cfg = write_config(tmp_path / "s.toml", BASIC.replace('metrics = ["accuracy", "f1_macro"]\nrefit = "accuracy"', 'metrics = "f1_macro"'))
+    cfg = write_config(
+        tmp_path / "s.toml",
+        BASIC.replace('metrics = ["accuracy", "f1_macro"]\nrefit = "accuracy"', 'metrics = "f1_macro"'),
+    )
     out = tmp_path / "o"
     proc = run_mpi(2, ["-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet"], timeout=120)
     assert proc.returncode == 0, proc.stderr
-    ref = skms.GridSearchCV(SVC(), {"C": [0.5, 5], "gamma": [1e-3, 1e-2]}, scoring="f1_macro",
-                            cv=skms.StratifiedKFold(3, shuffle=True, random_state=0)).fit(X, y)
+    ref = skms.GridSearchCV(
+        SVC(),
+        {"C": [0.5, 5], "gamma": [1e-3, 1e-2]},
+        scoring="f1_macro",
+        cv=skms.StratifiedKFold(3, shuffle=True, random_state=0),
+    ).fit(X, y)
     assert_cv_results_equal(_as_sklearn(load_results(out)), ref.cv_results_, extra=("model",))
 
 
@@ -115,8 +121,12 @@ n_splits = 3
 
     groups = np.arange(300) % 6
     cv = skms.GroupKFold(3)
-    a = skms.GridSearchCV(Pipeline([("scale", StandardScaler()), ("clf", SVC())]), {"clf__C": [1, 10]}, cv=cv).fit(X, y, groups=groups)
-    b = skms.GridSearchCV(DecisionTreeClassifier(random_state=0), {"max_depth": [2, None]}, cv=cv).fit(X, y, groups=groups)
+    a = skms.GridSearchCV(Pipeline([("scale", StandardScaler()), ("clf", SVC())]), {"clf__C": [1, 10]}, cv=cv).fit(
+        X, y, groups=groups
+    )
+    b = skms.GridSearchCV(DecisionTreeClassifier(random_state=0), {"max_depth": [2, None]}, cv=cv).fit(
+        X, y, groups=groups
+    )
     for k in range(3):
         key = f"split{k}_test_score"
         np.testing.assert_allclose(res[key], list(a.cv_results_[key]) + list(b.cv_results_[key]), rtol=0, atol=1e-12)

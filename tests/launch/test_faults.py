@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from cvfixtures import write_config, write_digits
 from helpers import PYTHON, mpi_env, mpiexec_path, run_mpi
 
@@ -116,8 +115,12 @@ def test_exception_on_rank_2_ends_every_rank(search, point):
     tmp, cfg, _ = search
     out = tmp / f"fault-{point}"
     start = time.monotonic()
-    proc = run_mpi(4, ["-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet"], timeout=90,
-                   env={"HPCML_INJECT_FAULT": f"{point}:2"})
+    proc = run_mpi(
+        4,
+        ["-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet"],
+        timeout=90,
+        env={"HPCML_INJECT_FAULT": f"{point}:2"},
+    )
     elapsed = time.monotonic() - start
     assert proc.returncode != 0
     assert elapsed < 60
@@ -128,10 +131,13 @@ def test_exception_on_rank_2_ends_every_rank(search, point):
 
 def test_fit_raise_ends_cleanly_with_original_message(search, tmp_path):
     tmp, _, _ = search
-    cfg = write_config(tmp_path / "raise.toml", SLOW.replace('path = "digits.h5"', f'path = "{tmp / "digits.h5"}"')
-                       .replace("random_state = 0 }", "random_state = 0, max_depth = -3 }")
-                       .replace('max_depth = [4, 8, "None"]', "min_samples_leaf = [1, 2]")
-                       + '\n[run]\nerror_score = "raise"\n')
+    cfg = write_config(
+        tmp_path / "raise.toml",
+        SLOW.replace('path = "digits.h5"', f'path = "{tmp / "digits.h5"}"')
+        .replace("random_state = 0 }", "random_state = 0, max_depth = -3 }")
+        .replace('max_depth = [4, 8, "None"]', "min_samples_leaf = [1, 2]")
+        + '\n[run]\nerror_score = "raise"\n',
+    )
     proc = run_mpi(2, ["-m", "hpcml.cv", str(cfg), "--out", str(tmp_path / "o"), "--quiet"], timeout=120)
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.count("Traceback") == 1, proc.stderr
@@ -197,8 +203,10 @@ def test_resume_refuses_changed_config_or_data(search, tmp_path):
     import shutil
 
     out = tmp_path / "o"
-    small = write_config(tmp_path / "s.toml", SLOW.replace('path = "digits.h5"', f'path = "{tmp / "digits.h5"}"')
-                         .replace("C = [0.1, 1, 10, 100]", "C = [1]"))
+    small = write_config(
+        tmp_path / "s.toml",
+        SLOW.replace('path = "digits.h5"', f'path = "{tmp / "digits.h5"}"').replace("C = [0.1, 1, 10, 100]", "C = [1]"),
+    )
     assert run_mpi(2, ["-m", "hpcml.cv", str(small), "--out", str(out), "--quiet"], timeout=120).returncode == 0
     changed = write_config(tmp_path / "s.toml", small.read_text().replace("C = [1]", "C = [2]"))
     proc = run_mpi(2, ["-m", "hpcml.cv", str(changed), "--out", str(out), "--quiet", "--resume"], timeout=120)
@@ -206,7 +214,9 @@ def test_resume_refuses_changed_config_or_data(search, tmp_path):
     # same config, different data
     write_config(tmp_path / "s.toml", small.read_text().replace("C = [2]", "C = [1]"))
     shutil.copy(tmp / "digits.h5", tmp_path / "digits.h5")
-    cfg2 = write_config(tmp_path / "s.toml", small.read_text().replace(f'path = "{tmp / "digits.h5"}"', 'path = "digits.h5"'))
+    cfg2 = write_config(
+        tmp_path / "s.toml", small.read_text().replace(f'path = "{tmp / "digits.h5"}"', 'path = "digits.h5"')
+    )
     out2 = tmp_path / "o2"
     assert run_mpi(1, ["-m", "hpcml.cv", str(cfg2), "--out", str(out2), "--quiet"], timeout=120).returncode == 0
     import h5py

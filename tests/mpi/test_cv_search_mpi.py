@@ -11,6 +11,7 @@ import warnings
 
 import numpy as np
 import pytest
+from compare import assert_cv_results_equal
 from mpi4py import MPI
 from sklearn import model_selection as skms
 from sklearn.datasets import load_diabetes, load_digits
@@ -21,7 +22,6 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 import hpcml
-from compare import assert_cv_results_equal
 
 COMM = MPI.COMM_WORLD
 
@@ -75,7 +75,9 @@ def test_grid_search_equals_sklearn(name, make_est, grid, make_cv, scoring):
     assert ours.best_score_ == pytest.approx(theirs.best_score_, abs=1e-12)
     np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))
     # every rank holds the same results
-    gathered = COMM.allgather(np.asarray(ours.cv_results_[f"mean_test_{'accuracy' if refit == 'accuracy' else 'score'}"]))
+    gathered = COMM.allgather(
+        np.asarray(ours.cv_results_[f"mean_test_{'accuracy' if refit == 'accuracy' else 'score'}"])
+    )
     for other in gathered:
         np.testing.assert_array_equal(other, gathered[0])
 
@@ -84,8 +86,12 @@ def test_grid_search_equals_sklearn(name, make_est, grid, make_cv, scoring):
 def test_ridge_regression_with_train_scores():
     X, y = load_diabetes(return_X_y=True)
     grid = {"alpha": [0.01, 0.1, 1.0, 10.0]}
-    kw = dict(cv=skms.KFold(5, shuffle=True, random_state=3), scoring=["r2", "neg_mean_squared_error"], refit="r2",
-              return_train_score=True)
+    kw = dict(
+        cv=skms.KFold(5, shuffle=True, random_state=3),
+        scoring=["r2", "neg_mean_squared_error"],
+        refit="r2",
+        return_train_score=True,
+    )
     ours = hpcml.GridSearchCV(Ridge(), grid, **kw).fit(X, y)
     theirs = skms.GridSearchCV(Ridge(), grid, **kw).fit(X, y)
     assert_cv_results_equal(ours.cv_results_, theirs.cv_results_)
@@ -144,8 +150,12 @@ def test_failing_fit_error_score_raise_raises_on_every_rank():
 @pytest.mark.mpi
 def test_cross_validate_equals_sklearn():
     X, y = digits(300)
-    kw = dict(cv=skms.StratifiedKFold(5, shuffle=True, random_state=0), scoring=["accuracy", "f1_macro"],
-              return_train_score=True, return_indices=True)
+    kw = dict(
+        cv=skms.StratifiedKFold(5, shuffle=True, random_state=0),
+        scoring=["accuracy", "f1_macro"],
+        return_train_score=True,
+        return_indices=True,
+    )
     ours = hpcml.cross_validate(SVC(), X, y, **kw)
     theirs = skms.cross_validate(SVC(), X, y, **kw)
     assert set(ours) == set(theirs)
@@ -268,8 +278,13 @@ def test_scheduler_stop_leaves_rest_undone():
     def on_results(rank, items):
         count["n"] += len(items)
 
-    report = run_units(COMM, work, queue=queue, on_results=on_results if COMM.Get_rank() == 0 else None,
-                       should_stop=should_stop if COMM.Get_rank() == 0 else None)
+    report = run_units(
+        COMM,
+        work,
+        queue=queue,
+        on_results=on_results if COMM.Get_rank() == 0 else None,
+        should_stop=should_stop if COMM.Get_rank() == 0 else None,
+    )
     assert report.stopped
     if COMM.Get_rank() == 0:
         assert 5 <= len(report.results) < 200
