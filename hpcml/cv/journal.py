@@ -123,7 +123,10 @@ def read_journal(folder: str) -> tuple[dict[str, Any] | None, dict[int, dict[str
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
-            if number >= len(lines) - 1:  # torn last line from a kill
+            # A line torn by a kill is the last one, or the one before the
+            # "resume" record the next run appended; anything else is damage.
+            following = next((ln for ln in lines[number:] if ln.strip()), "")
+            if not following or following.startswith('{"type":"resume"'):
                 continue
             raise ConfigError(f"{path}:{number}: corrupt journal line") from None
         kind = record.get("type")

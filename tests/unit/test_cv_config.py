@@ -1,0 +1,106 @@
+"""Config parsing and validation (no MPI, no data)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from hpcml.cv.config import load_config
+from hpcml.errors import ConfigError
+
+BASE = """
+[data]
+path = "d.h5"
+
+[[model]]
+name = "svc"
+estimator = "sklearn.svm.SVC"
+grid = { C = [1, 10] }
+"""
+
+
+def parse(text: str):
+    return load_config(text.encode(), "/tmp/x/search.toml")
+
+
+def test_defaults():
+    cfg = parse(BASE)
+    assert cfg.data.path == "/tmp/x/d.h5" and cfg.data.y == "y"
+    assert cfg.cv == 5 and cfg.scoring is None and cfg.refit_metric == "score"
+    assert math.isnan(cfg.error_score) and cfg.refit and not cfg.return_train_score
+    assert [c for c in cfg.models[0].candidates()] == [{"C": 1}, {"C": 10}]
+
+
+def test_grid_list_none_and_pipeline():
+    cfg = parse(
+        BASE
+        + """
+[[model]]
+name = "tree"
+estimator = "sklearn.tree.DecisionTreeClassifier"
+grid = [ { max_depth = [2, "None"] }, { criterion = ["entropy"] } ]
+
+[[model]]
+name = "pipe"
+steps = [ { name = "s", estimator = "sklearn.preprocessing.StandardScaler" },
+          { name = "c", estimator = "sklearn.linear_model.LogisticRegression", params = { max_iter = 50 } } ]
+grid = { c__C = [0.1] }
+params = { s__with_mean = false }
+
+[cv]
+splitter = "RepeatedStratifiedKFold"
+n_splits = 3
+n_repeats = 2
+random_state = 1
+
+[scoring]
+metrics = { acc = "accuracy", bal = "balanced_accuracy" }
+refit = "bal"
+"""
+    )
+    tree = cfg.models[1].candidates()
+    assert {"max_depth": None} in tree and {"criterion": "entropy"} in tree
+    assert cfg.models[2].estimator.get_params()["s__with_mean"] is False
+    assert cfg.cv.get_n_splits() == 6
+    assert cfg.multimetric and cfg.refit_metric == "bal" and cfg.scoring == {"acc": "accuracy", "bal": "balanced_accuracy"}
+
+
+def test_distributions():
+    cfg = parse(
+        BASE.replace("grid = { C = [1, 10] }", 'distributions = { C = { dist = "loguniform", low = 1e-3, high = 1e3 }, '
+                     'kernel = ["rbf", "linear"] }\nn_iter = 7')
+        + "[run]\nrandom_state = 3\n"
+    )
+    cands = cfg.models[0].candidates()
+    assert len(cands) == 7 and all(1e-3 <= c["C"] <= 1e3 for c in cands)
+    assert cands == cfg.models[0].candidates()  # seeded
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        (BASE + "[cv]\nn_splitz = 3\n", "n_splitz"),
+        (BASE + "[run]\nerror_score = \"maybe\"\n", "error_score"),
+        (BASE + "[run]\nrefit = 1\n", "refit"),
+        (BASE.replace("SVC", "SVQ"), "unknown estimator"),
+        (BASE.replace("sklearn.svm.SVC", "os.system"), "estimator"),
+        (BASE.replace("C = [1, 10]", "Cc = [1]"), "invalid parameter 'Cc'"),
+        (BASE.replace("C = [1, 10]", "C = []"), "empty"),
+        (BASE.replace("C = [1, 10]", "C = 1"), "expected an array"),
+        (BASE + "[cv]\nsplitter = \"Nope\"\n", "unknown splitter"),
+        (BASE + "[cv]\nsplitter = \"KFold\"\nshuffle = false\nrandom_state = 1\n", "[cv]"),
+        (BASE + "[scoring]\nmetrics = [\"acc\"]\n", "unknown scorer 'acc'"),
+        (BASE + "[scoring]\nmetrics = [\"accuracy\", \"f1_macro\"]\nrefit = \"r2\"\n", "refit"),
+        (BASE + "[extra]\n", "unknown key 'extra'"),
+        (BASE.replace("[data]\npath", "[data]\npaht"), "path"),
+        ("[data\n", "line 1"),
+        (BASE + "[[model]]\nname = \"svc\"\nestimator = \"sklearn.svm.SVC\"\n", "duplicate model name"),
+        ("[data]\npath = \"d.h5\"\n", "no [[model]]"),
+    ],
+)
+def test_errors_name_the_key(text, needle):
+    with pytest.raises(ConfigError) as info:
+        parse(text)
+    assert needle in str(info.value)
+    assert str(info.value).startswith("/tmp/x/search.toml")
