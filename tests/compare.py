@@ -10,7 +10,7 @@ TIME_KEYS = ("mean_fit_time", "std_fit_time", "mean_score_time", "std_score_time
 
 
 def assert_cv_results_equal(
-    ours: dict[str, Any], theirs: dict[str, Any], atol: float = 1e-12, extra: tuple[str, ...] = ()
+    ours: dict[str, Any], theirs: dict[str, Any], atol: float = 1e-12, rtol: float = 0.0, extra: tuple[str, ...] = ()
 ) -> None:
     """Same keys (ours may add ``extra``), same params, scores within ``atol``, same ranks."""
     assert set(ours) - set(extra) == set(theirs), set(ours) ^ set(theirs)
@@ -28,7 +28,7 @@ def assert_cv_results_equal(
             np.testing.assert_array_equal(np.asarray(mine), np.asarray(value), err_msg=key)
         else:
             np.testing.assert_allclose(
-                np.asarray(mine, dtype=float), np.asarray(value, dtype=float), rtol=0, atol=atol, err_msg=key
+                np.asarray(mine, dtype=float), np.asarray(value, dtype=float), rtol=rtol, atol=atol, err_msg=key
             )
 
 

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from numbers import Integral
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn import model_selection as _skms
-from sklearn.base import clone, is_classifier
+from sklearn.base import _fit_context, clone, is_classifier
 from sklearn.model_selection import check_cv
 from sklearn.utils import indexable
+from sklearn.utils._param_validation import Interval
 
 from hpcml._compat import (
     _aggregate_score_dicts,
@@ -66,9 +68,16 @@ def _broadcast_after(obj: Any, comm: MPI.Intracomm) -> Any:
     return broadcast(obj, comm)
 
 
+_EXTRA_CONSTRAINTS = {
+    "comm": "no_validation",
+    "threads_per_rank": [Interval(Integral, 1, None, closed="left"), None],
+}
+
+
 class _MPISearchMixin:
     """The MPI ``fit`` shared by the grid and randomized searches."""
 
+    @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X: Any, y: Any = None, **params: Any) -> Any:
         """Run fit with all sets of parameters, over all ranks of ``comm``.
 
@@ -209,6 +218,8 @@ class GridSearchCV(_MPISearchMixin, _skms.GridSearchCV):
         search.fit(X, y)          # every rank gets the same cv_results_
     """
 
+    _parameter_constraints: dict = {**_skms.GridSearchCV._parameter_constraints, **_EXTRA_CONSTRAINTS}
+
     def __init__(
         self,
         estimator: Any,
@@ -249,6 +260,8 @@ class RandomizedSearchCV(_MPISearchMixin, _skms.RandomizedSearchCV):
     ``threads_per_rank`` as in :class:`GridSearchCV`.  The candidates are drawn
     on rank 0 and broadcast, so an unseeded search is still consistent.
     """
+
+    _parameter_constraints: dict = {**_skms.RandomizedSearchCV._parameter_constraints, **_EXTRA_CONSTRAINTS}
 
     def __init__(
         self,

@@ -288,3 +288,38 @@ def test_scheduler_stop_leaves_rest_undone():
     assert report.stopped
     if COMM.Get_rank() == 0:
         assert 5 <= len(report.results) < 200
+
+
+@pytest.mark.mpi
+def test_more_sklearn_behaviours():
+    from sklearn.base import clone
+    from sklearn.cluster import KMeans
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    X, y = digits(240)
+    search = hpcml.GridSearchCV(SVC(), {"C": [1, 10]}, cv=3, comm=COMM)
+    assert clone(search).comm is COMM
+    # callable refit
+    ours = hpcml.GridSearchCV(SVC(), {"C": [0.01, 1, 10]}, cv=3, refit=lambda r: int(np.argmin(r["mean_test_score"])))
+    ours.fit(X, y)
+    assert ours.best_index_ == 0 and not hasattr(ours, "best_score_")
+    # unsupervised, scored by the estimator's own score
+    a = hpcml.GridSearchCV(KMeans(n_init=2, random_state=0), {"n_clusters": [2, 3]}, cv=3).fit(X)
+    b = skms.GridSearchCV(KMeans(n_init=2, random_state=0), {"n_clusters": [2, 3]}, cv=3).fit(X)
+    # inertia ~1e5: OpenMP reductions with 1 vs 2 threads differ in the last bits
+    assert_cv_results_equal(a.cv_results_, b.cv_results_, rtol=1e-12)
+    # an iterable of splits and a sample_weight fit parameter
+    cv = [(np.arange(0, 160), np.arange(160, 240)), (np.arange(80, 240), np.arange(0, 80))]
+    w = np.random.default_rng(0).random(len(y))
+    a = hpcml.GridSearchCV(SVC(), {"C": [1, 10]}, cv=cv).fit(X, y, sample_weight=w)
+    b = skms.GridSearchCV(SVC(), {"C": [1, 10]}, cv=cv).fit(X, y, sample_weight=w)
+    assert_cv_results_equal(a.cv_results_, b.cv_results_)
+    # scikit-learn's parameter validation, and ours
+    with pytest.raises(InvalidParameterError):
+        hpcml.GridSearchCV(SVC(), {"C": [1]}, scoring=3).fit(X, y)
+    with pytest.raises(InvalidParameterError):
+        hpcml.GridSearchCV(SVC(), {"C": [1]}, threads_per_rank=0).fit(X, y)
+    # an invalid parameter name raises, as in scikit-learn, on every rank
+    with pytest.raises(ValueError, match="Invalid parameter"):
+        hpcml.GridSearchCV(SVC(), {"Cc": [1]}, cv=3).fit(X, y)
+    COMM.Barrier()

@@ -63,13 +63,18 @@ refit = "bal"
     assert {"max_depth": None} in tree and {"criterion": "entropy"} in tree
     assert cfg.models[2].estimator.get_params()["s__with_mean"] is False
     assert cfg.cv.get_n_splits() == 6
-    assert cfg.multimetric and cfg.refit_metric == "bal" and cfg.scoring == {"acc": "accuracy", "bal": "balanced_accuracy"}
+    assert (
+        cfg.multimetric and cfg.refit_metric == "bal" and cfg.scoring == {"acc": "accuracy", "bal": "balanced_accuracy"}
+    )
 
 
 def test_distributions():
     cfg = parse(
-        BASE.replace("grid = { C = [1, 10] }", 'distributions = { C = { dist = "loguniform", low = 1e-3, high = 1e3 }, '
-                     'kernel = ["rbf", "linear"] }\nn_iter = 7')
+        BASE.replace(
+            "grid = { C = [1, 10] }",
+            'distributions = { C = { dist = "loguniform", low = 1e-3, high = 1e3 }, '
+            'kernel = ["rbf", "linear"] }\nn_iter = 7',
+        )
         + "[run]\nrandom_state = 3\n"
     )
     cands = cfg.models[0].candidates()
@@ -81,22 +86,22 @@ def test_distributions():
     "text,needle",
     [
         (BASE + "[cv]\nn_splitz = 3\n", "n_splitz"),
-        (BASE + "[run]\nerror_score = \"maybe\"\n", "error_score"),
+        (BASE + '[run]\nerror_score = "maybe"\n', "error_score"),
         (BASE + "[run]\nrefit = 1\n", "refit"),
         (BASE.replace("SVC", "SVQ"), "unknown estimator"),
         (BASE.replace("sklearn.svm.SVC", "os.system"), "estimator"),
         (BASE.replace("C = [1, 10]", "Cc = [1]"), "invalid parameter 'Cc'"),
         (BASE.replace("C = [1, 10]", "C = []"), "empty"),
         (BASE.replace("C = [1, 10]", "C = 1"), "expected an array"),
-        (BASE + "[cv]\nsplitter = \"Nope\"\n", "unknown splitter"),
-        (BASE + "[cv]\nsplitter = \"KFold\"\nshuffle = false\nrandom_state = 1\n", "[cv]"),
-        (BASE + "[scoring]\nmetrics = [\"acc\"]\n", "unknown scorer 'acc'"),
-        (BASE + "[scoring]\nmetrics = [\"accuracy\", \"f1_macro\"]\nrefit = \"r2\"\n", "refit"),
+        (BASE + '[cv]\nsplitter = "Nope"\n', "unknown splitter"),
+        (BASE + '[cv]\nsplitter = "KFold"\nshuffle = false\nrandom_state = 1\n', "[cv]"),
+        (BASE + '[scoring]\nmetrics = ["acc"]\n', "unknown scorer 'acc'"),
+        (BASE + '[scoring]\nmetrics = ["accuracy", "f1_macro"]\nrefit = "r2"\n', "refit"),
         (BASE + "[extra]\n", "unknown key 'extra'"),
         (BASE.replace("[data]\npath", "[data]\npaht"), "path"),
         ("[data\n", "line 1"),
-        (BASE + "[[model]]\nname = \"svc\"\nestimator = \"sklearn.svm.SVC\"\n", "duplicate model name"),
-        ("[data]\npath = \"d.h5\"\n", "no [[model]]"),
+        (BASE + '[[model]]\nname = "svc"\nestimator = "sklearn.svm.SVC"\n', "duplicate model name"),
+        ('[data]\npath = "d.h5"\n', "no [[model]]"),
     ],
 )
 def test_errors_name_the_key(text, needle):

@@ -62,8 +62,9 @@ def test_cv_results_json_nan_and_masked(tmp_path):
 
 
 def test_partial_results_fill_missing_units(tmp_path):
-    res = build_cv_results([{"C": 1}, {"C": 2}], 2, [_unit(0.9), None, None, None], False, ["m", "m"],
-                           scoring_names=None)
+    res = build_cv_results(
+        [{"C": 1}, {"C": 2}], 2, [_unit(0.9), None, None, None], False, ["m", "m"], scoring_names=None
+    )
     assert math.isnan(res["mean_test_score"][0]) and res["split0_test_score"][0] == 0.9
     output.write_cv_results(str(tmp_path), res, partial=True)
     assert (tmp_path / "cv_results.partial.json").exists() and not (tmp_path / "cv_results.json").exists()
