@@ -76,6 +76,9 @@ class FoldCache:
             self.hits += 1
             return hit
         self.misses += 1
+        # Drop the old fold before materialising the new one: never two fold copies at once.
+        while len(self._cache) >= self.size:
+            self._cache.pop(next(iter(self._cache)))
         p = self.problem
         train, test = p.splits[split]
         X_train, y_train = _safe_split(estimator, p.X, p.y, train)
@@ -90,8 +93,6 @@ class FoldCache:
             "score_params_test": _check_method_params(p.X, params=p.score_params, indices=test),
             "n_test_samples": len(test),
         }
-        while len(self._cache) >= self.size:
-            self._cache.pop(next(iter(self._cache)))
         self._cache[key] = entry
         return entry
 

@@ -27,7 +27,14 @@ from hpcml.comm import raise_if_any, resolve_comm
 from hpcml.errors import DataError
 from hpcml.sgd import losses as L
 from hpcml.sgd.allreduce import GradientExchange
-from hpcml.sgd.sampling import SAMPLING, global_epoch_plan, local_epoch_plan, shard_range, validation_mask
+from hpcml.sgd.sampling import (
+    SAMPLING,
+    global_epoch_plan,
+    local_block_rows,
+    local_epoch_plan,
+    shard_range,
+    validation_mask,
+)
 from hpcml.sgd.schedules import SCHEDULES, Schedule
 
 
@@ -237,8 +244,15 @@ class _BaseSGD(BaseEstimator):
         same = X.dtype == np.float64
         Wc, bc = (W, b) if same else (W.astype(X.dtype), b.astype(X.dtype))
         val_buf = np.zeros(5, dtype=np.float64)
-        # Preallocated batch buffer: a fresh multi-100-KiB array per step would cost page faults.
-        xbuf = np.empty((B if self.sampling == "global" else local_batch, d), dtype=X.dtype)
+        # Preallocated batch buffers and loss workspace: a fresh multi-100-KiB array per
+        # step would cost page faults, and small temporaries cost Python time.
+        n_max = B if self.sampling == "global" else local_batch
+        xbuf = np.empty((n_max, d), dtype=X.dtype)
+        tbuf = np.empty((n_max, *T.shape[1:]), dtype=T.dtype)
+        kernel = L.BatchKernel(self.loss, n_max, d, k, X.dtype, eps)
+        wtmp = np.empty_like(W)
+        # local mode: shuffle blocks of consecutive rows (contiguous copies, see sampling.py)
+        block = local_block_rows(d * X.dtype.itemsize, local_batch) if self.sampling == "local" else 1
 
         history: list[dict[str, Any]] = []
         loss_curve: list[float] = []
@@ -259,22 +273,18 @@ class _BaseSGD(BaseEstimator):
             if self.sampling == "global":
                 plan = global_epoch_plan(train_rows_global, start, stop, B, seed, epoch)
             else:
-                plan = ((r, -1) for r in local_epoch_plan(train_local, local_batch, steps_per_epoch, seed, epoch, rank))
+                plan = (
+                    (r, -1)
+                    for r in local_epoch_plan(train_local, local_batch, steps_per_epoch, seed, epoch, rank, block)
+                )
             for rows, gsize in plan:
                 c0 = time.perf_counter()
-                if rows.shape[0]:
-                    Xb = np.take(X, rows, axis=0, out=xbuf[: rows.shape[0]])
-                    Z = Xb @ Wc
-                    Z += bc
-                    value, dz = L.loss_and_dz(self.loss, Z, T[rows], eps)
-                    if same:
-                        np.matmul(Xb.T, dz, out=ex.gW)
-                        np.sum(dz, axis=0, out=ex.gb)
-                    else:
-                        ex.gW[...] = Xb.T @ dz
-                        ex.gb[...] = dz.sum(axis=0)
-                    ex.extra[0] = value
-                    ex.extra[1] = rows.shape[0]
+                nb = rows.shape[0]
+                if nb:
+                    Xb = np.take(X, rows, axis=0, out=xbuf[:nb])
+                    Tb = np.take(T, rows, axis=0, out=tbuf[:nb])
+                    ex.extra[0] = kernel(Xb, Tb, Wc, bc, ex.gW, ex.gb)
+                    ex.extra[1] = nb
                 else:
                     ex.buf.fill(0.0)
                 c1 = time.perf_counter()
@@ -287,7 +297,7 @@ class _BaseSGD(BaseEstimator):
                     gW *= 1.0 / count
                     gb *= 1.0 / count
                     if l2:
-                        gW += l2 * W
+                        gW += np.multiply(W, l2, out=wtmp)
                     if mu:
                         vW *= mu
                         vW += gW
@@ -298,7 +308,7 @@ class _BaseSGD(BaseEstimator):
                             gb += mu * vb
                         else:
                             gW, gb = vW, vb
-                    W -= lr * gW
+                    W -= np.multiply(gW, lr, out=wtmp)
                     if self.fit_intercept:
                         b -= lr * gb
                     if l1:

@@ -222,3 +222,94 @@ def batch_gradient(
     Z += b.astype(X.dtype, copy=False)
     value, dz = loss_and_dz(loss, Z, T, epsilon)
     return value, X.T @ dz, dz.sum(axis=0)
+
+
+class BatchKernel:
+    """Loss sum and gradient sums of one mini-batch into preallocated buffers (the training hot path).
+
+    Same mathematics as :func:`batch_gradient`, but every intermediate lives in
+    a buffer allocated once per fit and the two most common losses have fused
+    kernels: binary ``log_loss`` (one ``exp``, one ``log``, no ``log1p``/
+    ``where``) and ``squared_error``.  Other losses use :func:`loss_and_dz`.
+    Computation is in the data's floating type (float32 data: float32 BLAS);
+    the gradient sums are written into float64 buffers (the exchange buffer).
+
+    Parameters
+    ----------
+    loss : str
+        Loss name.
+    n_max : int
+        Largest batch (rows) that will be passed.
+    n_features, n_outputs : int
+        Shape ``(d, k)`` of the weights.
+    dtype : dtype
+        Floating type of the data.
+    epsilon : float
+        Huber threshold.
+    """
+
+    def __init__(
+        self, loss: str, n_max: int, n_features: int, n_outputs: int, dtype: np.dtype | type, epsilon: float = 0.1
+    ) -> None:
+        self.loss = loss
+        self.epsilon = float(epsilon)
+        self.dtype = np.dtype(dtype)
+        self.k = n_outputs
+        n_max = max(1, int(n_max))
+        self.binary_log = loss == "log_loss" and n_outputs == 1
+        self.z = np.empty((n_max, n_outputs), dtype=self.dtype)
+        if self.binary_log:
+            self.e = np.empty_like(self.z)
+            self.p = np.empty_like(self.z)
+        self.gw = np.empty((n_features, n_outputs), dtype=self.dtype)
+        self.half = self.dtype.type(0.5)
+        self.zero = self.dtype.type(0.0)
+        self.one = self.dtype.type(1.0)
+
+    def __call__(
+        self, Xb: np.ndarray, Tb: np.ndarray, Wc: np.ndarray, bc: np.ndarray, gW: np.ndarray, gb: np.ndarray
+    ) -> float:
+        """Write ``X_b^T dZ`` into ``gW`` and ``sum(dZ)`` into ``gb``; return the loss sum.
+
+        ``Wc``/``bc`` are the weights in the data's type; ``gW``/``gb`` float64 views.
+        """
+        n = Xb.shape[0]
+        Z = self.z[:n]
+        np.matmul(Xb, Wc, out=Z)
+        Z += bc
+        if self.binary_log:
+            value, dz = self._binary_log_loss(Z, Tb, n)
+        elif self.loss == "squared_error":
+            Z -= Tb
+            flat = Z.ravel()
+            value, dz = 0.5 * float(np.dot(flat, flat)), Z
+        else:
+            value, dz = loss_and_dz(self.loss, Z, Tb, self.epsilon)
+            dz = dz.astype(self.dtype, copy=False)
+        if gW.dtype == self.dtype:
+            np.matmul(Xb.T, dz, out=gW)
+        else:
+            np.matmul(Xb.T, dz, out=self.gw)
+            gW[...] = self.gw
+        gb[...] = dz.sum(axis=0)
+        return value
+
+    def _binary_log_loss(self, Z: np.ndarray, T: np.ndarray, n: int) -> tuple[float, np.ndarray]:
+        """``sum softplus(-m)`` and ``dZ = -T sigmoid(-m)`` for margins ``m = T Z``; ``Z`` is overwritten."""
+        e, p = self.e[:n], self.p[:n]
+        m = np.multiply(Z, T, out=Z)
+        np.abs(m, out=e)
+        np.negative(e, out=e)
+        np.exp(e, out=e)  # e = exp(-|m|) in (0, 1]
+        np.add(e, self.one, out=p)  # 1 + e in (1, 2]: log is accurate enough for a loss *sum*
+        np.log(p, out=p)
+        value = float(p.sum())
+        np.minimum(m, self.zero, out=p)  # softplus(-m) = max(-m, 0) + log(1 + exp(-|m|))
+        value -= float(p.sum())
+        np.add(e, self.one, out=p)
+        np.divide(e, p, out=e)  # s = sigmoid(-|m|)
+        np.subtract(self.half, e, out=e)
+        np.copysign(e, m, out=e)
+        e -= self.half  # sign(m) (1/2 - s) - 1/2 = -sigmoid(-m)
+        e *= T
+        return value, e

@@ -13,7 +13,12 @@ contiguous shard ``[start, stop)`` of :func:`shard_range`.
     Each rank shuffles its own training rows with ``(random_state, epoch,
     rank)`` and takes ``B // N`` rows per step; the number of steps per epoch
     is agreed (the largest shard decides, shorter shards contribute fewer rows
-    at the end).
+    at the end).  The shuffle permutes *blocks* of consecutive rows
+    (:func:`local_block_rows`: about 16 KiB of row data per block, at least 8
+    blocks per local batch), with block boundaries moved by a random offset
+    every epoch, so gathering a batch copies a few contiguous runs instead of
+    hundreds of scattered rows (see ``docs/sgd.md``).  A local batch of fewer
+    than 16 rows uses a plain row permutation.
 """
 
 from __future__ import annotations
@@ -105,6 +110,38 @@ def global_epoch_plan(
         yield local[bounds[j] : bounds[j + 1]], min(batch_size, n - j * batch_size)
 
 
+#: Target bytes of row data per shuffled block in ``local`` mode.
+LOCAL_BLOCK_BYTES = 16384
+#: A local batch is made of at least this many blocks.
+MIN_BLOCKS_PER_BATCH = 8
+
+
+def local_block_rows(row_bytes: int, local_batch: int) -> int:
+    """Rows per shuffled block in ``local`` mode (1 means a plain row permutation).
+
+    About :data:`LOCAL_BLOCK_BYTES` of data per block, but at least
+    :data:`MIN_BLOCKS_PER_BATCH` blocks per local batch.
+    """
+    by_bytes = max(1, LOCAL_BLOCK_BYTES // max(1, int(row_bytes)))
+    return max(1, min(by_bytes, int(local_batch) // MIN_BLOCKS_PER_BATCH))
+
+
+def block_permutation(n: int, block: int, rng: np.random.Generator) -> np.ndarray:
+    """A permutation of ``0 .. n-1`` that keeps runs of ``block`` consecutive positions together.
+
+    Block boundaries sit at ``off + i * block`` with a random ``off`` in
+    ``[0, block)``, so the first and last blocks may be shorter and a row is
+    grouped with different neighbours from one call to the next.
+    """
+    if block <= 1 or n <= 1:
+        return rng.permutation(n)
+    off = int(rng.integers(block))
+    n_blocks = -(-(n + off) // block)
+    order = rng.permutation(n_blocks)
+    pos = (order[:, None] * block - off + np.arange(block)).ravel()
+    return pos[(pos >= 0) & (pos < n)]
+
+
 def local_epoch_plan(
     local_rows: np.ndarray,
     local_batch: int,
@@ -112,6 +149,7 @@ def local_epoch_plan(
     seed: int,
     epoch: int,
     rank: int,
+    block: int = 1,
 ) -> Iterator[np.ndarray]:
     """Batches of one epoch in ``local`` mode: this rank's own shuffle.
 
@@ -125,6 +163,8 @@ def local_epoch_plan(
         Steps per epoch, agreed by all ranks.
     seed, epoch, rank : int
         Stream of the shuffle.
+    block : int
+        Rows per shuffled block (:func:`block_permutation`); 1: a plain permutation.
 
     Yields
     ------
@@ -132,6 +172,9 @@ def local_epoch_plan(
         Rows of the step (possibly empty at the end of a short shard).
     """
     rng = np.random.default_rng([seed, epoch, rank + 1])
-    perm = rng.permutation(local_rows)
+    if block <= 1:
+        perm = rng.permutation(local_rows)
+    else:
+        perm = local_rows[block_permutation(local_rows.shape[0], block, rng)]
     for j in range(n_steps):
         yield perm[j * local_batch : (j + 1) * local_batch]
