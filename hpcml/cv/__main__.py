@@ -69,6 +69,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Entry point (every rank)."""
     args = parse_args(argv)
+    from hpcml.signals import StopFlag
+
+    stop = StopFlag()
+    stop.install()  # before anything slow: a signal during imports or data loading is kept
     from mpi4py import MPI  # does not import NumPy
 
     from hpcml.threads import apply_layout, plan_layout
@@ -88,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         overwrite=args.overwrite,
         grace=args.grace,
         time_limit=args.time_limit,
+        stop=stop,
     )
     return run(opts, layout, comm)
 

@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import platform
-import signal
 import sys
 import threading
 import time
@@ -37,6 +36,7 @@ from hpcml.cv.plan import UnitIndex, broadcast, compute_splits
 from hpcml.cv.progress import Progress, best_so_far_score
 from hpcml.cv.reduce import best_candidate, build_cv_results
 from hpcml.errors import EXIT_INCOMPLETE, ConfigError, DataError, UsageError
+from hpcml.signals import StopFlag
 from hpcml.threads import RankLayout, describe_layouts, limit_loaded_pools
 from hpcml.tomlconf import read_config_bytes
 
@@ -57,66 +57,7 @@ class Options:
     overwrite: bool
     grace: float
     time_limit: float | None
-
-
-class StopFlag:
-    """Signals (SIGTERM, SIGINT, SIGUSR1) turn into a graceful stop request.
-
-    Python runs signal handlers in the main thread only, and only between
-    bytecodes: while rank 0's main thread is inside a long fit the handler
-    waits.  The C-level handler also writes the signal number to a wake-up
-    pipe (``signal.set_wakeup_fd``), which the dispatcher thread reads, so the
-    stop takes effect at once.
-    """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._lock = threading.Lock()
-        self._on_first: list[Any] = []
-        self._read_fd: int | None = None
-
-    def install(self) -> None:
-        """Install the handlers and the wake-up pipe (main thread only)."""
-        read_fd, write_fd = os.pipe()
-        os.set_blocking(read_fd, False)
-        os.set_blocking(write_fd, False)
-        self._read_fd = read_fd
-        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-        for sig in self.SIGNALS:
-            signal.signal(sig, self._handle)
-
-    def on_first(self, callback: Any) -> None:
-        """Run ``callback()`` once, when the first signal is noticed."""
-        self._on_first.append(callback)
-
-    def _set(self, signum: int) -> None:
-        with self._lock:
-            if self.signum is not None:
-                return
-            self.signum = signum
-        for callback in self._on_first:
-            callback()
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self._set(signum)
-
-    def _poll(self) -> None:
-        if self._read_fd is None or self.signum is not None:
-            return
-        try:
-            data = os.read(self._read_fd, 64)
-        except (BlockingIOError, OSError):
-            return
-        for byte in data:
-            if byte in {int(s) for s in self.SIGNALS}:
-                self._set(byte)
-                return
-
-    def __bool__(self) -> bool:
-        self._poll()
-        return self.signum is not None
+    stop: StopFlag | None = None
 
 
 def _agree(comm: MPI.Intracomm, func: Any, *args: Any, root_only: bool = False) -> Any:
@@ -306,11 +247,13 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
         return_train_score=config.return_train_score,
     )
 
-    stop = StopFlag()
-    stop.install()
+    stop = opts.stop if opts.stop is not None else StopFlag()
+    if opts.stop is None:
+        stop.install()
     journal = None
     progress = None
     lock = threading.Lock()
+    timers: list[threading.Timer] = []
     finished: dict[int, dict[str, Any]] = dict(done)
     metric = config.refit_metric
     if rank == 0:
@@ -366,13 +309,16 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
         comm.Abort(EXIT_INCOMPLETE)
 
     if rank == 0:
-        stop.on_first(lambda: threading.Timer(opts.grace, abandon).start() if opts.grace >= 0 else None)
 
-    deadline = None
-    if opts.time_limit is not None:
-        deadline = started + opts.time_limit
-    elif os.environ.get("SLURM_JOB_END_TIME", "").isdigit():
-        deadline = float(os.environ["SLURM_JOB_END_TIME"]) - max(opts.grace, 0)
+        def start_grace_timer() -> None:
+            timer = threading.Timer(max(opts.grace, 0.0), abandon)
+            timer.daemon = True
+            timers.append(timer)
+            timer.start()
+
+        stop.on_first(start_grace_timer)
+
+    deadline = _deadline(opts, started)
 
     try:
         evaluation = evaluate(
@@ -388,6 +334,8 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
             journal.close()
         raise _fit_raised_error(exc, comm) from None
     finally:
+        for timer in timers:  # the units finished in time: no abandonment
+            timer.cancel()
         if rank == 0 and journal is not None:
             journal.sync()
 
@@ -422,6 +370,21 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
     idle_barrier(comm)
     raise_if_any(comm, error)
     return int(comm.bcast(status, root=0))
+
+
+def _deadline(opts: Options, started: float) -> float | None:
+    """When to stop starting units: ``--time-limit``, else Slurm's job end time less a margin.
+
+    The margin is the grace period, but at most a tenth of the job's remaining
+    time, so that a short job is not stopped at once.
+    """
+    if opts.time_limit is not None:
+        return started + opts.time_limit
+    end = os.environ.get("SLURM_JOB_END_TIME", "")
+    if end.isdigit():
+        remaining = max(0.0, float(end) - started)
+        return float(end) - min(max(opts.grace, 0.0), 0.1 * remaining)
+    return None
 
 
 def _fit_raised_error(exc: FitRaised, comm: MPI.Intracomm) -> Exception:

@@ -281,8 +281,8 @@ class _BaseSGD(BaseEstimator):
                 c0 = time.perf_counter()
                 nb = rows.shape[0]
                 if nb:
-                    Xb = np.take(X, rows, axis=0, out=xbuf[:nb])
-                    Tb = np.take(T, rows, axis=0, out=tbuf[:nb])
+                    Xb = np.take(X, rows, axis=0, out=xbuf[:nb], mode="clip")  # "raise" would copy via a temporary
+                    Tb = np.take(T, rows, axis=0, out=tbuf[:nb], mode="clip")
                     ex.extra[0] = kernel(Xb, Tb, Wc, bc, ex.gW, ex.gb)
                     ex.extra[1] = nb
                 else:

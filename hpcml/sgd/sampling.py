@@ -138,8 +138,12 @@ def block_permutation(n: int, block: int, rng: np.random.Generator) -> np.ndarra
     off = int(rng.integers(block))
     n_blocks = -(-(n + off) // block)
     order = rng.permutation(n_blocks)
-    pos = (order[:, None] * block - off + np.arange(block)).ravel()
-    return pos[(pos >= 0) & (pos < n)]
+    pos = np.add((order * block - off)[:, None], np.arange(block), dtype=np.intp).ravel()
+    # only block 0 (starts before row 0) and the last block (may end after row n-1) are partial
+    cut = [i * block + j for i in np.flatnonzero((order == 0) | (order == n_blocks - 1)).tolist() for j in range(block)]
+    cut_rows = np.asarray(cut, dtype=np.intp)
+    bad = cut_rows[(pos[cut_rows] < 0) | (pos[cut_rows] >= n)]
+    return np.delete(pos, bad) if bad.size else pos
 
 
 def local_epoch_plan(
@@ -172,9 +176,12 @@ def local_epoch_plan(
         Rows of the step (possibly empty at the end of a short shard).
     """
     rng = np.random.default_rng([seed, epoch, rank + 1])
+    n = local_rows.shape[0]
     if block <= 1:
         perm = rng.permutation(local_rows)
     else:
-        perm = local_rows[block_permutation(local_rows.shape[0], block, rng)]
+        perm = block_permutation(n, block, rng)
+        if not (n and local_rows[0] == 0 and local_rows[-1] == n - 1):  # not simply 0..n-1 (held-out rows)
+            perm = local_rows[perm]
     for j in range(n_steps):
         yield perm[j * local_batch : (j + 1) * local_batch]

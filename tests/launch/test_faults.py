@@ -251,3 +251,32 @@ def test_torn_journal_line_is_tolerated_on_resume(search, tmp_path):
     proc = run_mpi(2, ["-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet", "--resume"], timeout=300)
     assert proc.returncode == 0, proc.stderr
     _assert_same_results(out, reference)
+
+
+def test_time_limit_stops_dispatch_then_resume_completes(search):
+    tmp, cfg, reference = search
+    out = tmp / "timelimit"
+    start = time.monotonic()
+    proc = run_mpi(2, ["-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet", "--time-limit", "6"], timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    assert "time limit" in proc.stderr
+    assert time.monotonic() - start < 60
+    done = _journal_units(out)
+    assert 0 < len(done) < N_UNITS
+    report = json.loads((out / "run.json").read_text())
+    assert report["status"] == "incomplete" and report["stopped_by"] == "time limit"
+    proc = run_mpi(2, ["-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet", "--resume"], timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(_journal_units(out)) == list(range(N_UNITS))
+    _assert_same_results(out, reference)
+
+
+def test_signal_during_start_up_is_not_lost(search):
+    tmp, cfg, _ = search
+    out = tmp / "early"
+    proc = _start(2, ["-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet", "--grace", "5"])
+    time.sleep(1.5)  # ranks are importing scikit-learn / reading data
+    proc.send_signal(signal.SIGUSR1)
+    code, _, err, took = _finish(proc, 90)
+    assert code == 3, err
+    assert len(_journal_units(out)) < N_UNITS
