@@ -15,6 +15,8 @@ every rank reports where its start-up went:
   ``import mpi4py``, ``MPI_Init``);
 * ``layout``: ``plan_layout`` (collective: also waits for the slowest rank);
 * ``imports``: ``plan_layout`` done -> ``run`` entered (NumPy, SciPy, scikit-learn, h5py);
+* ``config``: ``run`` entered -> ``load_arrays`` entered (rank 0 writes the demo
+  files and reads the config, every rank parses it);
 * ``data``: ``load_arrays`` (collective HDF5 read / shared window);
 * ``ready``: process creation -> data loaded.
 
@@ -117,6 +119,7 @@ def breakdown(stamps: list[dict]) -> dict:
         "boot": [s["plan_in"] - s["create"] for s in stamps],
         "layout": [s["plan_out"] - s["plan_in"] for s in stamps],
         "imports": [s["run_in"] - s["plan_out"] for s in stamps],
+        "config": [s["load_in"] - s["run_in"] for s in stamps],
         "data": [s["load_out"] - s["load_in"] for s in stamps],
         "ready": [s["load_out"] - s["create"] for s in stamps],
     }
@@ -169,7 +172,7 @@ def plot(doc: dict, path: str) -> None:
     a1.set_ylabel("seconds")
     a1.set_title("demo (80 units)")
     a1.legend(fontsize=8)
-    parts = ["boot", "layout", "imports", "data"]
+    parts = [p for p in ["boot", "layout", "imports", "config", "data"] if p in rows[0]["startup"]]
     bottom = [0.0] * len(rows)
     for part in parts:
         vals = [r["startup"][part]["median"] for r in rows]

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from hpcml.sgd import losses as L
-from hpcml.sgd.sampling import global_epoch_plan, local_epoch_plan, shard_range, validation_mask
+from hpcml.sgd.sampling import (
+    block_permutation,
+    global_epoch_plan,
+    local_block_rows,
+    local_epoch_plan,
+    shard_range,
+    validation_mask,
+)
 from hpcml.sgd.schedules import Schedule, linear_scaled_eta0
 
 CASES = [
@@ -59,6 +66,35 @@ def test_gradient_matches_finite_differences(loss, n_classes):
     # hinge and huber have kinks; random points are almost surely away from them
     np.testing.assert_allclose(gW, num_W, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(gb, num_b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("loss,n_classes", CASES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_batch_kernel_matches_batch_gradient(loss, n_classes, dtype):
+    rng = np.random.default_rng(2)
+    n, d = 40, 6
+    k = L.n_outputs(loss, n_classes)
+    y = rng.integers(0, n_classes, size=n) if n_classes else rng.normal(scale=2.0, size=n)
+    X = rng.normal(size=(n, d)).astype(dtype)
+    T = L.encode_target(loss, y, n_classes, dtype=dtype)
+    W = rng.normal(scale=2.0, size=(d, k))  # large scores: both tails of the logistic
+    b = rng.normal(scale=0.3, size=k)
+    kern = L.BatchKernel(loss, 64, d, k, dtype, epsilon=0.7)
+    gW, gb = np.empty((d, k)), np.empty(k)
+    rtol = 1e-12 if dtype == np.float64 else 2e-5
+    for m in (n, 7):  # a shorter batch uses the front of the buffers
+        value = kern(X[:m], T[:m], W.astype(dtype), b.astype(dtype), gW, gb)
+        ref_value, ref_gW, ref_gb = L.batch_gradient(loss, X[:m].astype(np.float64), T[:m], W, b, 0.7)
+        assert value == pytest.approx(ref_value, rel=rtol)
+        np.testing.assert_allclose(gW, ref_gW, rtol=rtol, atol=rtol)
+        np.testing.assert_allclose(gb, ref_gb, rtol=rtol, atol=rtol)
+
+
+def test_batch_kernel_binary_log_loss_is_stable_for_huge_scores():
+    kern = L.BatchKernel("log_loss", 2, 1, 1, np.float64)
+    gW, gb = np.empty((1, 1)), np.empty(1)
+    value = kern(np.array([[800.0], [-800.0]]), np.array([[1.0], [1.0]]), np.ones((1, 1)), np.zeros(1), gW, gb)
+    assert value == pytest.approx(800.0) and np.isfinite(gW).all() and gb[0] == pytest.approx(-1.0)
 
 
 def test_log_loss_is_stable_for_huge_scores():
@@ -164,3 +200,31 @@ def test_local_plan_covers_own_rows_and_pads_with_empty_steps():
 def test_shard_range_balanced():
     ranges = [shard_range(10, r, 4) for r in range(4)]
     assert ranges == [(0, 2), (2, 5), (5, 7), (7, 10)]
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 63, 64, 65, 1000])
+@pytest.mark.parametrize("block", [1, 2, 7, 64])
+def test_block_permutation_is_a_permutation_of_runs(n, block):
+    for seed in range(4):
+        perm = block_permutation(n, block, np.random.default_rng(seed))
+        assert sorted(perm.tolist()) == list(range(n))
+        if block > 1 and n > 2 * block:
+            # consecutive runs: most neighbours differ by exactly one
+            assert np.mean(np.diff(perm) == 1) >= 1 - 2.0 / block
+    if n >= 4 * block and block > 1:
+        a = block_permutation(n, block, np.random.default_rng(0))
+        assert not np.array_equal(a, block_permutation(n, block, np.random.default_rng(1)))
+
+
+def test_local_block_rows():
+    assert local_block_rows(400, 1024) == 40  # 16 KiB of float32 rows of 100 features
+    assert local_block_rows(400, 128) == 16  # at least 8 blocks per local batch
+    assert local_block_rows(8, 4) == 1  # tiny batches: plain row permutation
+    assert local_block_rows(10**6, 4096) == 1
+
+
+def test_local_block_plan_covers_held_out_gaps():
+    rows = np.flatnonzero(np.random.default_rng(0).random(500) > 0.1)  # training rows with gaps
+    steps = list(local_epoch_plan(rows, 64, 8, seed=0, epoch=0, rank=0, block=8))
+    assert [len(s) for s in steps[:-1]] == [64] * 7
+    assert sorted(np.concatenate(steps).tolist()) == rows.tolist()
