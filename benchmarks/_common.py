@@ -112,8 +112,9 @@ def child_env(extra: dict[str, str] | None = None, drop: tuple[str, ...] = ()) -
     return env
 
 
-def run(cmd: list[str], env: dict[str, str] | None = None, timeout: float | None = None,
-        cwd: str | None = None) -> tuple[float, str, str]:
+def run(
+    cmd: list[str], env: dict[str, str] | None = None, timeout: float | None = None, cwd: str | None = None
+) -> tuple[float, str, str]:
     """Run ``cmd``; returns (process wall seconds, stdout, stderr).  Raises on failure."""
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
@@ -173,5 +174,14 @@ def write_digits(folder: str) -> str:
 
 
 def pin_blas_env(threads: int = 1) -> dict[str, str]:
-    return {v: str(threads) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                                       "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")}
+    return {
+        v: str(threads)
+        for v in (
+            "OMP_NUM_THREADS",
+            "OPENBLAS_NUM_THREADS",
+            "MKL_NUM_THREADS",
+            "BLIS_NUM_THREADS",
+            "VECLIB_MAXIMUM_THREADS",
+            "NUMEXPR_NUM_THREADS",
+        )
+    }

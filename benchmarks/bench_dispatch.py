@@ -84,8 +84,14 @@ def worker_hpcml(args: argparse.Namespace) -> None:
         units_done = comm.gather(len(report.results) if rank == 0 else 0, root=0)
         if rank == 0:
             assert units_done[0] == n, units_done
-            out[kind] = {"n": n, "wall": wall, "messages": report.messages, "busy": report.busy,
-                         "units_per_rank": report.units_done, "inline_dispatch": report.inline_dispatch}
+            out[kind] = {
+                "n": n,
+                "wall": wall,
+                "messages": report.messages,
+                "busy": report.busy,
+                "units_per_rank": report.units_done,
+                "inline_dispatch": report.inline_dispatch,
+            }
     if rank == 0:
         print(__import__("json").dumps(out), flush=True)
 
@@ -183,8 +189,10 @@ def run_static(args: argparse.Namespace) -> dict:
     out = {"contender": "static_ideal"}
     for kind, n in (("empty", args.units), ("busy", args.busy_units)):
         f = "empty" if kind == "empty" else "busy_1ms"
-        code = ("import sys, time; sys.path.insert(0, %r); import _common as C; n = %d; t = time.perf_counter()\n"
-                "for i in range(n): C.%s(i)\nprint(time.perf_counter() - t)") % (C.HERE, n // 2, f)
+        code = (
+            "import sys, time; sys.path.insert(0, %r); import _common as C; n = %d; t = time.perf_counter()\n"
+            "for i in range(n): C.%s(i)\nprint(time.perf_counter() - t)"
+        ) % (C.HERE, n // 2, f)
         procs = [subprocess.Popen([C.PYTHON, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(2)]
         walls = [float(p.communicate()[0]) for p in procs]
         out[kind] = {"n": n, "wall": max(walls), "walls": walls}
@@ -234,7 +242,9 @@ def plot(doc: dict, path: str) -> None:
     effs = [rows[n].get("busy_efficiency_vs_static", {}).get("median", float("nan")) for n in names]
     ys = range(len(names))
     a2.barh([y - 0.2 for y in ys], eff, 0.4, color=colors, label="ideal (n x t / 2) / wall")
-    a2.barh([y + 0.2 for y in ys], effs, 0.4, color=colors, alpha=0.45, hatch="//", label="static 2-process wall / wall")
+    a2.barh(
+        [y + 0.2 for y in ys], effs, 0.4, color=colors, alpha=0.45, hatch="//", label="static 2-process wall / wall"
+    )
     a2.set_yticks(list(ys), names)
     a2.axvline(0.95, color="k", ls="--", lw=0.8)
     a2.set_xlim(0, 1.25)
@@ -244,8 +254,9 @@ def plot(doc: dict, path: str) -> None:
     for i, (v, w) in enumerate(zip(eff, effs)):
         a2.text(v, i - 0.2, f" {v:.3f}", va="center", fontsize=7)
         a2.text(w, i + 0.2, f" {w:.3f}", va="center", fontsize=7)
-    fig.suptitle(f"bench_dispatch (median of {doc['params']['repeats']}; load {doc['environment']['loadavg_start']})",
-                 fontsize=9)
+    fig.suptitle(
+        f"bench_dispatch (median of {doc['params']['repeats']}; load {doc['environment']['loadavg_start']})", fontsize=9
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -257,8 +268,9 @@ def main() -> None:
     p.add_argument("--busy-ms", type=float, default=1.0, help="busy-wait per busy unit, ms (default 1)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--contenders", default="hpcml,loky_auto,loky_b1,mpi4py_futures,bare_mpi,static_ideal")
-    p.add_argument("--yield-variant", action="store_true",
-                   help="also run the MPI contenders with MPIR_CVAR_POLLS_BEFORE_YIELD=1")
+    p.add_argument(
+        "--yield-variant", action="store_true", help="also run the MPI contenders with MPIR_CVAR_POLLS_BEFORE_YIELD=1"
+    )
     p.add_argument("--timeout", type=float, default=600)
     p.add_argument("--plot", metavar="FILE.png")
     p.add_argument("--json", metavar="FILE.json")
@@ -269,14 +281,25 @@ def main() -> None:
         {"hpcml": worker_hpcml, "bare": worker_bare, "futures": worker_futures}[args.worker](args)
         return
 
-    doc = {"benchmark": "dispatch", "environment": C.environment(),
-           "params": {"units": args.units, "busy_units": args.busy_units, "busy_ms": args.busy_ms,
-                      "repeats": args.repeats, "workers": 2}}
+    doc = {
+        "benchmark": "dispatch",
+        "environment": C.environment(),
+        "params": {
+            "units": args.units,
+            "busy_units": args.busy_units,
+            "busy_ms": args.busy_ms,
+            "repeats": args.repeats,
+            "workers": 2,
+        },
+    }
     contenders = args.contenders.split(",")
     plan = [(c, None) for c in contenders]
     if args.yield_variant:
-        plan += [(c, {"MPIR_CVAR_POLLS_BEFORE_YIELD": "1"}) for c in contenders
-                 if c in ("hpcml", "bare_mpi", "mpi4py_futures")]
+        plan += [
+            (c, {"MPIR_CVAR_POLLS_BEFORE_YIELD": "1"})
+            for c in contenders
+            if c in ("hpcml", "bare_mpi", "mpi4py_futures")
+        ]
     raw: dict[str, list[dict]] = {}
     for rep in range(args.repeats):
         for name, extra in plan:
@@ -286,8 +309,11 @@ def main() -> None:
                 r = run_loky(args, "auto" if name == "loky_auto" else 1)
             else:
                 r = run_mpi(args, name, extra)
-            print(f"[rep {rep}] {r['contender']}: empty {r['empty']['wall']:.3f} s, busy {r['busy']['wall']:.3f} s",
-                  file=sys.stderr, flush=True)
+            print(
+                f"[rep {rep}] {r['contender']}: empty {r['empty']['wall']:.3f} s, busy {r['busy']['wall']:.3f} s",
+                file=sys.stderr,
+                flush=True,
+            )
             raw.setdefault(r["contender"], []).append(r)
     ideal = args.busy_units * args.busy_ms / 1000.0 / 2
     results = {}
@@ -300,7 +326,8 @@ def main() -> None:
         }
         if "static_ideal" in raw:  # the same units split statically over 2 processes, same repetition
             results[name]["busy_efficiency_vs_static"] = C.summary(
-                [raw["static_ideal"][i]["busy"]["wall"] / r["busy"]["wall"] for i, r in enumerate(runs)])
+                [raw["static_ideal"][i]["busy"]["wall"] / r["busy"]["wall"] for i, r in enumerate(runs)]
+            )
         if "process_wall" in runs[0]:
             results[name]["process_wall"] = C.summary([r["process_wall"] for r in runs])
             results[name]["command"] = runs[0]["command"]
@@ -324,8 +351,10 @@ def main() -> None:
         "hpcml_units_per_s_ge_loky_auto": results.get("hpcml", {}).get("empty_units_per_s", {}).get("median", 0)
         >= results.get("loky_auto", {}).get("empty_units_per_s", {}).get("median", float("inf")),
         "hpcml_busy_efficiency_ge_0.95": results.get("hpcml", {}).get("busy_efficiency", {}).get("median", 0) >= 0.95,
-        "hpcml_busy_efficiency_vs_static_ge_0.95":
-            results.get("hpcml", {}).get("busy_efficiency_vs_static", {}).get("median", 0) >= 0.95,
+        "hpcml_busy_efficiency_vs_static_ge_0.95": results.get("hpcml", {})
+        .get("busy_efficiency_vs_static", {})
+        .get("median", 0)
+        >= 0.95,
     }
     doc["raw"] = raw
     if args.plot:

@@ -104,22 +104,35 @@ def worker_plain(args: argparse.Namespace) -> None:
         scores = {name: float(sc(model, X[test], y[test])) for name, sc in scorers.items()}
         busy += time.perf_counter() - u0
         mine.append((c, s, scores))
-    every = comm.gather((mine, busy, [{k: p.get(k) for k in ("internal_api", "num_threads")} for p in threadpool_info()]),
-                        root=0)
+    every = comm.gather(
+        (mine, busy, [{k: p.get(k) for k in ("internal_api", "num_threads")} for p in threadpool_info()]), root=0
+    )
     wall = time.perf_counter() - t0
     if rank == 0:
         results = sorted(r for part in every for r in part[0])
         first = metrics[0]
         mean = [float(np.mean([sc[first] for c, s, sc in results if c == cand])) for cand in range(len(cands))]
-        print(json.dumps({"search_wall": wall, "startup": t0 - t_start, "busy_seconds": [e[1] for e in every],
-                          "pools": [e[2] for e in every], "units": len(results), "mean_test_first": mean}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "search_wall": wall,
+                    "startup": t0 - t_start,
+                    "busy_seconds": [e[1] for e in every],
+                    "pools": [e[2] for e in every],
+                    "units": len(results),
+                    "mean_test_first": mean,
+                }
+            ),
+            flush=True,
+        )
 
 
 # --------------------------------------------------------------------------- driver
 def run_cmd(cmd: list[str], env: dict, timeout: float) -> tuple[float | None, str]:
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -140,31 +153,54 @@ def run_contender(args: argparse.Namespace, name: str, config: str, work: str, c
         cmd = mpi + ["-m", "hpcml.cv", config, "--out", out, "--quiet"] + extra
         env = C.child_env(drop=tuple(C.pin_blas_env()))
         wall, _ = run_cmd(cmd, env, args.timeout)
-        row = {"contender": name, "command": " ".join(["mpiexec -n 2 python -m hpcml.cv CONFIG.toml --out DIR --quiet"] + extra),
-               "process_wall": wall, "timed_out": wall is None}
+        row = {
+            "contender": name,
+            "command": " ".join(["mpiexec -n 2 python -m hpcml.cv CONFIG.toml --out DIR --quiet"] + extra),
+            "process_wall": wall,
+            "timed_out": wall is None,
+        }
         if wall is not None:
             with open(os.path.join(out, "run.json"), encoding="utf-8") as fh:
                 info = json.load(fh)
             with open(os.path.join(out, "cv_results.json"), encoding="utf-8") as fh:
                 res = json.load(fh)
-            row.update({
-                "search_wall": info["schedule_seconds"], "run_wall_seconds": info["wall_seconds"],
-                "busy_seconds": info["busy_seconds"], "load_balance": info["load_balance"],
-                "layout": [{"rank": lay["rank"], "threads": lay["threads"], "pinned": lay["pinned"], "cpus": lay["cpus"],
+            row.update(
+                {
+                    "search_wall": info["schedule_seconds"],
+                    "run_wall_seconds": info["wall_seconds"],
+                    "busy_seconds": info["busy_seconds"],
+                    "load_balance": info["load_balance"],
+                    "layout": [
+                        {
+                            "rank": lay["rank"],
+                            "threads": lay["threads"],
+                            "pinned": lay["pinned"],
+                            "cpus": lay["cpus"],
                             "env_applied": lay["env_applied"],
-                            "pools": {f"{p['internal_api']}:{os.path.basename(p['filepath'] or '')}": p["num_threads"]
-                                      for p in lay["pools"]}} for lay in info["layout"]],
-                "mean_test_first": res[next(k for k in res if k.startswith("mean_test_"))],
-            })
+                            "pools": {
+                                f"{p['internal_api']}:{os.path.basename(p['filepath'] or '')}": p["num_threads"]
+                                for p in lay["pools"]
+                            },
+                        }
+                        for lay in info["layout"]
+                    ],
+                    "mean_test_first": res[next(k for k in res if k.startswith("mean_test_"))],
+                }
+            )
         return row
     limited = name == "plain_limited"
+    threads = 1 if limited else cores
     env = C.child_env(C.pin_blas_env(1 if limited else cores))
     cmd = mpi + [SCRIPT, "--worker", "plain", "--config", config] + (["--limited"] if limited else [])
     wall, stdout = run_cmd(cmd, env, args.timeout)
-    row = {"contender": name, "process_wall": wall, "timed_out": wall is None,
-           "command": f"{'OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1' if limited else f'OMP_NUM_THREADS={cores} OPENBLAS_NUM_THREADS={cores}'} "
-                      f"mpiexec -n 2 python benchmarks/bench_pinning.py --worker plain --config CONFIG.toml"
-                      + (" --limited" if limited else "")}
+    row = {
+        "contender": name,
+        "process_wall": wall,
+        "timed_out": wall is None,
+        "command": f"OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads} "
+        f"mpiexec -n 2 python benchmarks/bench_pinning.py --worker plain --config CONFIG.toml"
+        + (" --limited" if limited else ""),
+    }
     if wall is not None:
         row.update(C.last_json(stdout))
     return row
@@ -190,11 +226,15 @@ def plot(doc: dict, path: str) -> None:
     ax.set_xticks(list(x), names)
     ax.set_ylabel("seconds (median)")
     r = doc["ratios"]
-    ax.set_title(f"{doc['params']['grid']} grid, mpiexec -n 2 on {doc['environment']['nproc']} cores; "
-                 f"unlimited/hpcml search {r['search_plain_unlimited_over_hpcml']['median']:.2f}x", fontsize=9)
+    ax.set_title(
+        f"{doc['params']['grid']} grid, mpiexec -n 2 on {doc['environment']['nproc']} cores; "
+        f"unlimited/hpcml search {r['search_plain_unlimited_over_hpcml']['median']:.2f}x",
+        fontsize=9,
+    )
     ax.legend(fontsize=8)
-    fig.suptitle(f"bench_pinning (median of {doc['params']['repeats']}; load {doc['environment']['loadavg_start']})",
-                 fontsize=9)
+    fig.suptitle(
+        f"bench_pinning (median of {doc['params']['repeats']}; load {doc['environment']['loadavg_start']})", fontsize=9
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -216,8 +256,11 @@ def main() -> None:
         worker_plain(args)
         return
     cores = os.cpu_count() or 1
-    doc = {"benchmark": "pinning", "environment": C.environment(),
-           "params": {"grid": args.grid, "repeats": args.repeats, "cores": cores, "timeout": args.timeout}}
+    doc = {
+        "benchmark": "pinning",
+        "environment": C.environment(),
+        "params": {"grid": args.grid, "repeats": args.repeats, "cores": cores, "timeout": args.timeout},
+    }
     work = args.workdir or tempfile.mkdtemp(prefix="hpcml-bench-pinning-")
     os.makedirs(work, exist_ok=True)
     config = write_config(work, args.grid)
@@ -227,7 +270,11 @@ def main() -> None:
     for rep in range(args.repeats):
         for n in names:
             r = run_contender(args, n, config, work, cores)
-            print(f"[rep {rep}] {n}: process {r['process_wall']}, search {r.get('search_wall')}", file=sys.stderr, flush=True)
+            print(
+                f"[rep {rep}] {n}: process {r['process_wall']}, search {r.get('search_wall')}",
+                file=sys.stderr,
+                flush=True,
+            )
             raw[n].append(r)
 
     def med(vals: list) -> dict:
@@ -236,9 +283,14 @@ def main() -> None:
         s["timed_out"] = sum(x is None for x in vals)
         return s
 
-    results = {n: {"process_wall": med([r["process_wall"] for r in raw[n]]),
-                   "search_wall": med([r.get("search_wall") if not r["timed_out"] else None for r in raw[n]]),
-                   "command": raw[n][0]["command"]} for n in names}
+    results = {
+        n: {
+            "process_wall": med([r["process_wall"] for r in raw[n]]),
+            "search_wall": med([r.get("search_wall") if not r["timed_out"] else None for r in raw[n]]),
+            "command": raw[n][0]["command"],
+        }
+        for n in names
+    }
     reps = range(args.repeats)
 
     def ratio(a: str, b: str, key: str) -> dict | None:
@@ -265,8 +317,12 @@ def main() -> None:
     for r in raw.get("hpcml", []):
         if r["timed_out"]:
             continue
-        checks.append(all(lay["threads"] == 1 and all(n == 1 for n in lay["pools"].values()) and lay["pools"]
-                          for lay in r["layout"]))
+        checks.append(
+            all(
+                lay["threads"] == 1 and all(n == 1 for n in lay["pools"].values()) and lay["pools"]
+                for lay in r["layout"]
+            )
+        )
     doc["limits_effective_every_rank"] = bool(checks) and all(checks)
     if raw.get("hpcml"):
         doc["hpcml_layout"] = raw["hpcml"][0].get("layout")
@@ -279,9 +335,12 @@ def main() -> None:
     ref = [r for r in raw.get("hpcml", []) if not r["timed_out"]]
     if ref:
         a = np.array(ref[0]["mean_test_first"])
-        doc["scores_agree"] = {n: all(np.allclose(np.array(r["mean_test_first"]), a) for r in raw[n] if not r["timed_out"])
-                               for n in names}
-    doc["raw"] = {n: [{k: v for k, v in r.items() if k not in ("mean_test_first", "layout")} for r in raw[n]] for n in names}
+        doc["scores_agree"] = {
+            n: all(np.allclose(np.array(r["mean_test_first"]), a) for r in raw[n] if not r["timed_out"]) for n in names
+        }
+    doc["raw"] = {
+        n: [{k: v for k, v in r.items() if k not in ("mean_test_first", "layout")} for r in raw[n]] for n in names
+    }
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
     if args.plot:

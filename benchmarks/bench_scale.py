@@ -123,7 +123,9 @@ def breakdown(stamps: list[dict]) -> dict:
         "data": [s["load_out"] - s["load_in"] for s in stamps],
         "ready": [s["load_out"] - s["create"] for s in stamps],
     }
-    out = {k: {"median": float(np.median(v)), "max": float(np.max(v)), "min": float(np.min(v))} for k, v in parts.items()}
+    out = {
+        k: {"median": float(np.median(v)), "max": float(np.max(v)), "min": float(np.min(v))} for k, v in parts.items()
+    }
     out["all_ranks_ready_after_first_create"] = max(s["load_out"] for s in stamps) - t0
     out["process_creation_spread"] = max(s["create"] for s in stamps) - t0
     return out
@@ -133,8 +135,22 @@ def run_one(args: argparse.Namespace, n: int, work: str, rep: int) -> dict:
     out = os.path.join(work, f"n{n}-r{rep}")
     shutil.rmtree(out, ignore_errors=True)
     timings = os.path.join(work, f"timings-n{n}-r{rep}.json")
-    cmd = [C.mpiexec(), "-n", str(n), C.PYTHON, SCRIPT, "--worker", "cli", "--timings", timings, "--",
-           "--demo", "--out", out, "--quiet"]
+    cmd = [
+        C.mpiexec(),
+        "-n",
+        str(n),
+        C.PYTHON,
+        SCRIPT,
+        "--worker",
+        "cli",
+        "--timings",
+        timings,
+        "--",
+        "--demo",
+        "--out",
+        out,
+        "--quiet",
+    ]
     wall, _, _ = C.run(cmd, env=C.child_env(), timeout=args.timeout)
     with open(os.path.join(out, "run.json"), encoding="utf-8") as fh:
         info = json.load(fh)
@@ -143,14 +159,20 @@ def run_one(args: argparse.Namespace, n: int, work: str, rep: int) -> dict:
     with open(timings, encoding="utf-8") as fh:
         stamps = json.load(fh)
     return {
-        "ranks": n, "process_wall": wall, "run_wall_seconds": info["wall_seconds"],
-        "schedule_seconds": info["schedule_seconds"], "load_seconds_rank0": info["data"]["load_seconds"],
-        "data_method": info["data"].get("method"), "load_balance": info["load_balance"],
-        "busy_seconds_sum": sum(info["busy_seconds"]), "messages": info["messages"],
+        "ranks": n,
+        "process_wall": wall,
+        "run_wall_seconds": info["wall_seconds"],
+        "schedule_seconds": info["schedule_seconds"],
+        "load_seconds_rank0": info["data"]["load_seconds"],
+        "data_method": info["data"].get("method"),
+        "load_balance": info["load_balance"],
+        "busy_seconds_sum": sum(info["busy_seconds"]),
+        "messages": info["messages"],
         "threads": sorted({lay["threads"] for lay in info["layout"]}),
         "pinned": sorted({lay["pinned"] for lay in info["layout"]}),
         "pool_threads": sorted({p["num_threads"] for lay in info["layout"] for p in lay["pools"]}),
-        "startup": breakdown(stamps), "cv_results": res,
+        "startup": breakdown(stamps),
+        "cv_results": res,
         "command": f"mpiexec -n {n} python benchmarks/bench_scale.py --worker cli -- --demo --out DIR --quiet",
     }
 
@@ -197,7 +219,7 @@ def main() -> None:
         a = p.parse_args(sys.argv[1:i])
         from hpcml.comm import run_guarded
 
-        run_guarded(lambda: worker_cli(sys.argv[i + 1:], a.timings))
+        run_guarded(lambda: worker_cli(sys.argv[i + 1 :], a.timings))
         return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ranks", default="1,2,4", help="comma-separated rank counts (default 1,2,4)")
@@ -220,9 +242,12 @@ def main() -> None:
     for rep in range(args.repeats):
         for n in ranks:
             r = run_one(args, n, work, rep)
-            print(f"[rep {rep}] n={n}: process {r['process_wall']:.1f} s, run {r['run_wall_seconds']:.1f} s, "
-                  f"schedule {r['schedule_seconds']:.1f} s, ready(max) {r['startup']['ready']['max']:.1f} s",
-                  file=sys.stderr, flush=True)
+            print(
+                f"[rep {rep}] n={n}: process {r['process_wall']:.1f} s, run {r['run_wall_seconds']:.1f} s, "
+                f"schedule {r['schedule_seconds']:.1f} s, ready(max) {r['startup']['ready']['max']:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
             runs.setdefault(n, []).append(r)
     ref = runs[2][0]["cv_results"]
     results = []
@@ -236,7 +261,9 @@ def main() -> None:
     doc["results"] = results
     doc["goals"] = {"all_equal_to_2_ranks": all(r["all_repeats_equal_to_2_ranks"] for r in results)}
     if 64 in ranks:
-        doc["goals"]["64_ranks_completed_and_equal"] = next(r for r in results if r["ranks"] == 64)["all_repeats_equal_to_2_ranks"]
+        doc["goals"]["64_ranks_completed_and_equal"] = next(r for r in results if r["ranks"] == 64)[
+            "all_repeats_equal_to_2_ranks"
+        ]
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
     if args.plot:

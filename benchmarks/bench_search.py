@@ -130,26 +130,47 @@ def worker_sklearn(args: argparse.Namespace) -> None:
     else:
         # one estimator slot holding both model classes (like hpcml's two [[model]] entries)
         est = Pipeline([("clf", SVC(kernel="rbf"))])
-        grid = [{"clf": [SVC(kernel="rbf")], "clf__C": [1e-3, 1e-2, 1e-1, 1, 10, 100, 1000]},
-                {"clf": [RandomForestClassifier(n_estimators=200, random_state=0)]}]
+        grid = [
+            {"clf": [SVC(kernel="rbf")], "clf__C": [1e-3, 1e-2, 1e-1, 1, 10, 100, 1000]},
+            {"clf": [RandomForestClassifier(n_estimators=200, random_state=0)]},
+        ]
     search = GridSearchCV(est, grid, cv=cv, scoring="accuracy", n_jobs=args.n_jobs, refit=False)
     t0 = time.perf_counter()
     search.fit(X, y)
     fit_wall = time.perf_counter() - t0
     res = search.cv_results_
-    print(json.dumps({
-        "contender": f"sklearn_j{args.n_jobs}", "search_wall": fit_wall, "import_and_load": t_ready - t_start,
-        "mean_test_score": [float(v) for v in res["mean_test_score"]],
-        "sum_fit_time": float(np.sum(res["mean_fit_time"]) * 5),
-        "pools": [{k: p.get(k) for k in ("internal_api", "num_threads")} for p in threadpool_info()],
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "contender": f"sklearn_j{args.n_jobs}",
+                "search_wall": fit_wall,
+                "import_and_load": t_ready - t_start,
+                "mean_test_score": [float(v) for v in res["mean_test_score"]],
+                "sum_fit_time": float(np.sum(res["mean_fit_time"]) * 5),
+                "pools": [{k: p.get(k) for k in ("internal_api", "num_threads")} for p in threadpool_info()],
+            }
+        ),
+        flush=True,
+    )
 
 
 # --------------------------------------------------------------------------- driver
 def run_hpcml(args: argparse.Namespace, config: str, out: str) -> dict:
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [C.mpiexec(), "-n", str(args.ranks), C.PYTHON, "-m", "hpcml.cv", config, "--out", out, "--quiet",
-           "--threads-per-rank", "1"]
+    cmd = [
+        C.mpiexec(),
+        "-n",
+        str(args.ranks),
+        C.PYTHON,
+        "-m",
+        "hpcml.cv",
+        config,
+        "--out",
+        out,
+        "--quiet",
+        "--threads-per-rank",
+        "1",
+    ]
     wall, _, _ = C.run(cmd, env=C.child_env(C.pin_blas_env(1)), timeout=args.timeout)
     with open(os.path.join(out, "run.json"), encoding="utf-8") as fh:
         info = json.load(fh)
@@ -158,10 +179,16 @@ def run_hpcml(args: argparse.Namespace, config: str, out: str) -> dict:
     key = next(k for k in res if k.startswith("mean_test_"))
     pools = sorted({(p["internal_api"], p["num_threads"]) for lay in info["layout"] for p in lay["pools"]})
     return {
-        "contender": "hpcml", "process_wall": wall, "search_wall": info["schedule_seconds"],
-        "run_wall_seconds": info["wall_seconds"], "load_seconds": info["data"]["load_seconds"],
-        "busy_seconds": info["busy_seconds"], "load_balance": info["load_balance"],
-        "messages": info["messages"], "mean_test_score": res[key], "pools": [list(p) for p in pools],
+        "contender": "hpcml",
+        "process_wall": wall,
+        "search_wall": info["schedule_seconds"],
+        "run_wall_seconds": info["wall_seconds"],
+        "load_seconds": info["data"]["load_seconds"],
+        "busy_seconds": info["busy_seconds"],
+        "load_balance": info["load_balance"],
+        "messages": info["messages"],
+        "mean_test_score": res[key],
+        "pools": [list(p) for p in pools],
         "command": " ".join(cmd[:1] + ["-n", str(args.ranks)] + cmd[3:5] + ["CONFIG.toml"] + cmd[6:]),
     }
 
@@ -171,7 +198,9 @@ def run_sklearn(args: argparse.Namespace, search: str, data: str, n_jobs: int) -
     wall, stdout, _ = C.run(cmd, env=C.child_env(C.pin_blas_env(1)), timeout=args.timeout)
     doc = C.last_json(stdout)
     doc["process_wall"] = wall
-    doc["command"] = f"python benchmarks/bench_search.py --worker sklearn --search {search} --data DATA --n-jobs {n_jobs}"
+    doc["command"] = (
+        f"python benchmarks/bench_search.py --worker sklearn --search {search} --data DATA --n-jobs {n_jobs}"
+    )
     return doc
 
 
@@ -197,13 +226,17 @@ def plot(doc: dict, path: str) -> None:
         ax.set_xticks(list(x), names)
         ax.set_ylabel("seconds (median)")
         r = doc["searches"][s]["ratios"]
-        extra = f"hpcml/sk_j2 search {r['search_hpcml_over_sklearn_j2']['median']:.2f}, process {r['process_hpcml_over_sklearn_j2']['median']:.2f}"
+        extra = (
+            f"hpcml/sk_j2 search {r['search_hpcml_over_sklearn_j2']['median']:.2f}, "
+            f"process {r['process_hpcml_over_sklearn_j2']['median']:.2f}"
+        )
         if "load_balance_hpcml" in doc["searches"][s]:
             extra += f"\nhpcml load balance {doc['searches'][s]['load_balance_hpcml']['median']:.3f}"
         ax.set_title(f"{s}: {doc['searches'][s]['units']} fits, 2 workers\n{extra}", fontsize=9)
         ax.legend(fontsize=8)
-    fig.suptitle(f"bench_search (median of {doc['params']['repeats']}; load {doc['environment']['loadavg_start']})",
-                 fontsize=9)
+    fig.suptitle(
+        f"bench_search (median of {doc['params']['repeats']}; load {doc['environment']['loadavg_start']})", fontsize=9
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -227,8 +260,11 @@ def main() -> None:
         worker_sklearn(args)
         return
 
-    doc = {"benchmark": "search", "environment": C.environment(),
-           "params": {"repeats": args.repeats, "ranks": args.ranks, "blas_threads": 1}}
+    doc = {
+        "benchmark": "search",
+        "environment": C.environment(),
+        "params": {"repeats": args.repeats, "ranks": args.ranks, "blas_threads": 1},
+    }
     work = args.workdir or tempfile.mkdtemp(prefix="hpcml-bench-search-")
     os.makedirs(work, exist_ok=True)
     data = C.write_digits(work)
@@ -243,50 +279,78 @@ def main() -> None:
                     r = run_hpcml(args, config, os.path.join(work, f"out-{search}"))
                 else:
                     r = run_sklearn(args, search, data, int(c[-1]))
-                print(f"[{search} rep {rep}] {c}: process {r['process_wall']:.2f} s, search {r['search_wall']:.2f} s",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"[{search} rep {rep}] {c}: process {r['process_wall']:.2f} s, search {r['search_wall']:.2f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 raw[c].append(r)
         reps = range(args.repeats)
-        results = {c: {"process_wall": C.summary([r["process_wall"] for r in raw[c]]),
-                       "search_wall": C.summary([r["search_wall"] for r in raw[c]]),
-                       "command": raw[c][0]["command"]} for c in contenders}
+        results = {
+            c: {
+                "process_wall": C.summary([r["process_wall"] for r in raw[c]]),
+                "search_wall": C.summary([r["search_wall"] for r in raw[c]]),
+                "command": raw[c][0]["command"],
+            }
+            for c in contenders
+        }
         h = raw["hpcml"]
         results["hpcml"]["run_json_wall_seconds"] = C.summary([r["run_wall_seconds"] for r in h])
         ratios = {
-            "search_hpcml_over_sklearn_j2": C.summary([h[i]["search_wall"] / raw["sklearn_j2"][i]["search_wall"] for i in reps]),
-            "process_hpcml_over_sklearn_j2": C.summary([h[i]["process_wall"] / raw["sklearn_j2"][i]["process_wall"] for i in reps]),
+            "search_hpcml_over_sklearn_j2": C.summary(
+                [h[i]["search_wall"] / raw["sklearn_j2"][i]["search_wall"] for i in reps]
+            ),
+            "process_hpcml_over_sklearn_j2": C.summary(
+                [h[i]["process_wall"] / raw["sklearn_j2"][i]["process_wall"] for i in reps]
+            ),
         }
         if "sklearn_j1" in raw:
             s1 = raw["sklearn_j1"]
-            ratios["efficiency_search"] = C.summary([s1[i]["search_wall"] / (args.ranks * h[i]["search_wall"]) for i in reps])
-            ratios["efficiency_process"] = C.summary([s1[i]["process_wall"] / (args.ranks * h[i]["process_wall"]) for i in reps])
+            ratios["efficiency_search"] = C.summary(
+                [s1[i]["search_wall"] / (args.ranks * h[i]["search_wall"]) for i in reps]
+            )
+            ratios["efficiency_process"] = C.summary(
+                [s1[i]["process_wall"] / (args.ranks * h[i]["process_wall"]) for i in reps]
+            )
             ratios["efficiency_sklearn_j2_search"] = C.summary(
-                [s1[i]["search_wall"] / (2 * raw["sklearn_j2"][i]["search_wall"]) for i in reps])
+                [s1[i]["search_wall"] / (2 * raw["sklearn_j2"][i]["search_wall"]) for i in reps]
+            )
         # load-insensitive split of the efficiency: engine losses vs slower units
         ratios["hpcml_utilization"] = C.summary([sum(r["busy_seconds"]) / (args.ranks * r["search_wall"]) for r in h])
         if "sklearn_j1" in raw:
             ratios["hpcml_work_inflation"] = C.summary(
-                [sum(h[i]["busy_seconds"]) / raw["sklearn_j1"][i]["search_wall"] for i in reps])
+                [sum(h[i]["busy_seconds"]) / raw["sklearn_j1"][i]["search_wall"] for i in reps]
+            )
         import numpy as np
 
         ref = np.array(raw["sklearn_j2"][0]["mean_test_score"])
         agree = all(np.allclose(np.array(r["mean_test_score"]), ref, atol=1e-12) for c in raw for r in raw[c])
         doc["searches"][search] = {
-            "units": len(ref) * 5, "config": open(config, encoding="utf-8").read(),
-            "results": results, "ratios": ratios, "scores_agree": bool(agree),
+            "units": len(ref) * 5,
+            "config": open(config, encoding="utf-8").read(),
+            "results": results,
+            "ratios": ratios,
+            "scores_agree": bool(agree),
             "load_balance_hpcml": C.summary([r["load_balance"] for r in h]),
             "busy_seconds_hpcml": [r["busy_seconds"] for r in h],
-            "hpcml_blas_pools": h[0]["pools"], "sklearn_blas_pools": raw["sklearn_j2"][0]["pools"],
+            "hpcml_blas_pools": h[0]["pools"],
+            "sklearn_blas_pools": raw["sklearn_j2"][0]["pools"],
             "raw": {c: [{k: v for k, v in r.items() if k != "mean_test_score"} for r in raw[c]] for c in raw},
         }
     g = doc["searches"]
     doc["goals"] = {}
     if "grid" in g:
-        doc["goals"]["grid_search_hpcml_over_sklearn_j2_le_0.85"] = g["grid"]["ratios"]["search_hpcml_over_sklearn_j2"]["median"] <= 0.85
-        doc["goals"]["grid_process_hpcml_over_sklearn_j2_le_0.85"] = g["grid"]["ratios"]["process_hpcml_over_sklearn_j2"]["median"] <= 0.85
+        doc["goals"]["grid_search_hpcml_over_sklearn_j2_le_0.85"] = (
+            g["grid"]["ratios"]["search_hpcml_over_sklearn_j2"]["median"] <= 0.85
+        )
+        doc["goals"]["grid_process_hpcml_over_sklearn_j2_le_0.85"] = (
+            g["grid"]["ratios"]["process_hpcml_over_sklearn_j2"]["median"] <= 0.85
+        )
         if "efficiency_search" in g["grid"]["ratios"]:
             doc["goals"]["grid_efficiency_search_ge_0.85"] = g["grid"]["ratios"]["efficiency_search"]["median"] >= 0.85
-            doc["goals"]["grid_efficiency_process_ge_0.85"] = g["grid"]["ratios"]["efficiency_process"]["median"] >= 0.85
+            doc["goals"]["grid_efficiency_process_ge_0.85"] = (
+                g["grid"]["ratios"]["efficiency_process"]["median"] >= 0.85
+            )
     if "mixed" in g:
         doc["goals"]["mixed_load_balance_ge_0.9"] = g["mixed"]["load_balance_hpcml"]["median"] >= 0.9
     if not args.workdir:

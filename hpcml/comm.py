@@ -148,6 +148,7 @@ def raise_if_any(comm: MPI.Intracomm, exc: BaseException | None) -> None:
 
     size = comm.Get_size()
     rank = comm.Get_rank()
+    idle_barrier(comm)  # ranks that arrive early sleep instead of spinning in the allreduce
     first = comm.allreduce(rank if exc is not None else size, op=MPI.MIN)
     if first == size:
         return

@@ -12,7 +12,7 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hpcml.comm import raise_if_any
+from hpcml.comm import idle_barrier, raise_if_any
 
 if TYPE_CHECKING:  # pragma: no cover
     from mpi4py import MPI
@@ -113,4 +113,5 @@ def broadcast(obj: Any, comm: MPI.Intracomm) -> Any:
 
     if comm.Get_size() == 1:
         return obj
+    idle_barrier(comm)  # ranks waiting for rank 0 sleep instead of spinning in the bcast
     return pkl5.Intracomm(comm).bcast(obj, root=0)

@@ -6,9 +6,13 @@ the order of the units and optional callbacks.
 
 Protocol (tags on a private duplicate of the caller's communicator):
 
-* worker -> 0, ``REQUEST``: ``(results_of_previous_batch, error)``;
-* 0 -> worker, ``WORK``: ``(batch, stop_sent)``; an empty batch means "done";
+* worker -> 0, ``REQUEST``: ``(results_of_previous_batch, error, holding)``;
+* 0 -> worker, ``WORK``: ``(Reply.WORK | Reply.WAIT | Reply.DONE, batch, stop_sent)``;
 * 0 -> worker, ``STOP``: stop after the unit in hand (error, signal, time limit).
+
+A worker asks for its next batch before it runs the one in hand ("holding"),
+so the round trip is hidden behind work; rank 0 grants such a prefetch only for
+short batches (:data:`PREFETCH_MAX_SECONDS`) and answers ``WAIT`` otherwise.
 
 On rank 0 a dispatcher thread answers requests while the main thread runs units
 (threadpoolctl and signal handlers want the main thread).  Where MPI gives less
@@ -25,6 +29,7 @@ and at least one; before any cost is known a batch is one unit.
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
 import traceback
@@ -45,12 +50,27 @@ if TYPE_CHECKING:  # pragma: no cover
 TARGET_BATCH_SECONDS = 0.1
 
 
+#: Longest estimated batch a busy worker may receive in advance (prefetch).
+#: Hides the request round trip behind work for short units; longer units are
+#: not queued behind a running one, so that the tail stays balanced
+#: (benchmarks/bench_dispatch.py).
+PREFETCH_MAX_SECONDS = 0.5
+
+
 class Tag(IntEnum):
     """Message tags of the dispatch protocol."""
 
     REQUEST = 11
     WORK = 12
     STOP = 13
+
+
+class Reply(IntEnum):
+    """Kinds of answer to a request."""
+
+    WORK = 1
+    WAIT = 2
+    DONE = 3
 
 
 class UnitQueue:
@@ -272,17 +292,39 @@ class _Dispatcher:
         if not self.comm.Iprobe(source=MPI.ANY_SOURCE, tag=Tag.REQUEST, status=self._status):
             return False
         source = self._status.Get_source()
-        items, error = self.comm.recv(source=source, tag=Tag.REQUEST)
+        items, error, holding = self.comm.recv(source=source, tag=Tag.REQUEST)
         self.report.messages += 1
         if items:
             self.record(source, items)
         if error is not None:
             self.fail(source, error)
-        batch = self.take()
-        self.comm.send((batch, source in self.stop_sent), dest=source, tag=Tag.WORK)
-        if not batch:
-            self.active.discard(source)
+        if holding and not self.prefetch_ok():
+            reply: tuple[Reply, list[int]] = (Reply.WAIT, [])
+        else:
+            batch = self.take()
+            if batch:
+                reply = (Reply.WORK, batch)
+            elif holding:  # it still runs a batch and will ask again
+                reply = (Reply.WAIT, [])
+            else:
+                reply = (Reply.DONE, [])
+                self.active.discard(source)
+        self.comm.send((*reply, source in self.stop_sent), dest=source, tag=Tag.WORK)
         return True
+
+    def prefetch_ok(self) -> bool:
+        """Whether a worker that is still busy may get its next batch now.
+
+        Prefetching hides the request round trip (and rank 0's GIL) behind
+        work, but a queued batch cannot move to a rank that falls idle, so only
+        short batches are prefetched.
+        """
+        with self.lock:
+            if self.stopping or len(self.queue) == 0:
+                return True  # the answer (WAIT) is the same either way
+            head = self.queue._head()[0]
+            cost = self.queue.cost(head)
+            return cost is not None and cost <= PREFETCH_MAX_SECONDS
 
     def serve_until_done(self) -> None:
         backoff = Backoff()
@@ -410,7 +452,12 @@ def _run_root(comm, work, queue, on_results, should_stop, poll_hook, watchdog, t
     threaded = threaded and size > 1
     dispatcher.report.inline_dispatch = size > 1 and not threaded
     thread = None
+    switch_interval = sys.getswitchinterval()
     if threaded:
+        # The dispatcher needs the GIL for a moment per request; with the
+        # default 5 ms switch interval a worker waits ~15 ms per request while
+        # rank 0 runs Python code (benchmarks/bench_dispatch.py).
+        sys.setswitchinterval(min(switch_interval, 5e-4))
         thread = threading.Thread(target=dispatcher.serve_until_done, name="hpcml-dispatch", daemon=True)
         thread.start()
 
@@ -435,12 +482,11 @@ def _run_root(comm, work, queue, on_results, should_stop, poll_hook, watchdog, t
             dispatcher.fail(0, error)
             break
     if thread is not None:
-        backoff = Backoff()
         while thread.is_alive():
             thread.join(timeout=0.05)
             if poll_hook is not None:
                 poll_hook()
-            backoff.sleep()
+        sys.setswitchinterval(switch_interval)
     elif size > 1:
         dispatcher.serve_until_done()
     error = dispatcher.error[1] if dispatcher.error else None
@@ -467,22 +513,52 @@ def _run_worker(comm, work, poll_hook):  # noqa: ANN001, ANN202
 
     from hpcml.comm import HOST
 
-    while True:
+    def request(items: list[tuple[int, Any, float]], error: BaseException | None, holding: bool) -> None:
         if error is not None:
             error.host = HOST  # type: ignore[attr-defined]
-        comm.send((items, _picklable(error) if error is not None else None), dest=0, tag=Tag.REQUEST)
-        items, error = [], None
+        payload = _picklable(error) if error is not None else None
+        comm.send((items, payload, holding), dest=0, tag=Tag.REQUEST)
+
+    def reply() -> tuple[Reply, list[int], bool]:
         backoff.reset()
         while not comm.Iprobe(source=0, tag=Tag.WORK):
             if poll_hook is not None:
                 poll_hook()
             backoff.sleep()
-        batch, stop_sent = comm.recv(source=0, tag=Tag.WORK)
-        if not batch:
-            if stop_sent and not stopped:
-                comm.recv(source=0, tag=Tag.STOP)
-            break
+        return comm.recv(source=0, tag=Tag.WORK)
+
+    # Every request gets exactly one reply.  A request sent while a batch is
+    # still to be run ("holding") asks for the next one early (prefetch); it is
+    # answered WORK or WAIT, never DONE, so a worker is released only once it
+    # has reported everything.
+    in_hand: list[int] | None = None
+    request([], None, holding=False)
+    outstanding = True
+    while True:
+        if in_hand is None:
+            kind, batch, stop_sent = reply()
+            outstanding = False
+            if kind == Reply.DONE:
+                if stop_sent and not stopped:
+                    comm.recv(source=0, tag=Tag.STOP)
+                break
+            if kind == Reply.WORK:
+                in_hand = batch
+            else:  # WAIT to a request without a batch in hand cannot happen; ask again
+                request([], None, holding=False)
+                outstanding = True
+                continue
+        if not outstanding:
+            request([], None, holding=True)
+            outstanding = True
+        batch, in_hand = in_hand, None
         items, error = _run_local(work, batch, stop_requested)
         report.messages += 1
+        kind, nxt, stop_sent = reply()
+        outstanding = False
+        if kind == Reply.WORK and error is None and not stopped:
+            in_hand = nxt
+        request(items, error, holding=in_hand is not None)
+        outstanding = True
     del MPI
     return report, None

@@ -31,7 +31,7 @@ from hpcml._compat import (
     _warn_or_raise_about_fit_failures,
     run_search,
 )
-from hpcml.comm import idle_barrier, resolve_comm
+from hpcml.comm import resolve_comm
 from hpcml.cv.engine import evaluate
 from hpcml.cv.fitting import FitRaised, Problem, check_error_score
 from hpcml.cv.plan import broadcast, compute_splits
@@ -64,7 +64,6 @@ def _default_threads(comm: MPI.Intracomm) -> int:
 
 def _broadcast_after(obj: Any, comm: MPI.Intracomm) -> Any:
     """Broadcast from rank 0 once it is ready, letting the other ranks sleep meanwhile."""
-    idle_barrier(comm)
     return broadcast(obj, comm)
 
 
