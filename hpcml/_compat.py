@@ -35,6 +35,21 @@ def run_search(search: Any, evaluate_candidates: Any, X: Any, y: Any) -> None:
     root.call_on_fit_task_end(estimator=search, X=X, y=y)
 
 
+def routed_score_params(estimator: Any, scoring: Any, error_score: Any, sample_weight: Any) -> dict[str, Any]:
+    """The scorer parameters ``GridSearchCV.fit(X, y, sample_weight=w)`` would use.
+
+    scikit-learn forwards ``sample_weight`` to the scorers that accept it (and
+    warns about those that do not); asking a ``GridSearchCV`` keeps that rule
+    identical across versions.
+    """
+    if sample_weight is None:
+        return {}
+    from sklearn.model_selection import GridSearchCV
+
+    search = GridSearchCV(estimator, {}, scoring=scoring, error_score=error_score, refit=False)
+    return dict(search._get_routed_params_for_fit({"sample_weight": sample_weight}).scorer.score)
+
+
 def format_results(
     candidate_params: list[dict[str, Any]],
     n_splits: int,

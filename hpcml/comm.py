@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from hpcml.errors import EXIT_FAILURE, HpcmlError, Incomplete, RemoteError, UsageError
+from hpcml.errors import EXIT_FAILURE, HpcmlError, RemoteError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
     from mpi4py import MPI
@@ -155,7 +155,7 @@ def raise_if_any(comm: MPI.Intracomm, exc: BaseException | None) -> None:
     payload = None
     if rank == first:
         assert exc is not None
-        if isinstance(exc, UsageError | Incomplete):
+        if isinstance(exc, HpcmlError) and not isinstance(exc, RemoteError):
             payload = ("usage", type(exc), str(exc))
         else:
             tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
@@ -238,7 +238,7 @@ def _report(exc: BaseException, comm: MPI.Intracomm | None) -> int:
 
 
 def _print_error(exc: BaseException, prefix: str) -> None:
-    if isinstance(exc, UsageError | Incomplete):
+    if isinstance(exc, HpcmlError) and not isinstance(exc, RemoteError):
         print(f"hpcml: error: {prefix}{exc}", file=sys.stderr)
         return
     if isinstance(exc, RemoteError):

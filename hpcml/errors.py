@@ -40,6 +40,10 @@ class DataError(UsageError):
     """A problem with the input data; the message names the file and dataset."""
 
 
+class RunError(HpcmlError):
+    """The run failed for a reason that one line explains (exit status 1); results so far are kept."""
+
+
 class Incomplete(HpcmlError):
     """The run stopped before every unit finished; ``--resume`` continues it."""
 

@@ -12,8 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from sklearn.base import clone
+
 from hpcml._faults import inject
-from hpcml.cv.fitting import FitRaised, FoldCache, Problem, fit_and_score
+from hpcml.cv.fitting import FitRaised, FoldCache, Problem, fit_and_score, serial_estimator
 from hpcml.cv.plan import UnitIndex, broadcast, unit_order
 from hpcml.cv.schedule import ScheduleReport, UnitQueue, run_units
 
@@ -74,6 +76,7 @@ def evaluate(
         On every rank, when a fit raised with ``error_score="raise"``.
     """
     index = UnitIndex(problem.n_candidates, problem.n_splits)
+    problem.estimators = [serial_estimator(clone(est)) for est in problem.estimators]
     cache = FoldCache(problem)
 
     rank = comm.Get_rank()

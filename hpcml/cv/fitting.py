@@ -14,6 +14,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from sklearn.base import clone
 
 from hpcml._compat import _check_method_params, _MultimetricScorer, _safe_split, _score
@@ -83,6 +84,11 @@ class FoldCache:
         train, test = p.splits[split]
         X_train, y_train = _safe_split(estimator, p.X, p.y, train)
         X_test, y_test = _safe_split(estimator, p.X, p.y, test, train)
+        # Read-only, as joblib's memmaps are under scikit-learn's n_jobs > 1:
+        # estimators that work in place (copy=False) copy read-only input first,
+        # so a fold's rows stay intact for the next unit that reuses them.
+        for array in (X_train, y_train, X_test, y_test):
+            _freeze(array)
         entry = {
             "X_train": X_train,
             "y_train": y_train,
@@ -95,6 +101,28 @@ class FoldCache:
         }
         self._cache[key] = entry
         return entry
+
+
+def _freeze(array: Any) -> None:
+    """Make a NumPy array (or a sparse matrix's buffers) read-only; other types are left alone."""
+    if isinstance(array, np.ndarray):
+        array.flags.writeable = False
+    elif hasattr(array, "data") and isinstance(getattr(array, "data", None), np.ndarray):
+        for name in ("data", "indices", "indptr"):
+            part = getattr(array, name, None)
+            if isinstance(part, np.ndarray):
+                part.flags.writeable = False
+
+
+def serial_estimator(estimator: Any) -> Any:
+    """Estimators with a ``comm`` parameter (``hpcml.sgd``) fit serially inside a unit.
+
+    A unit runs on one rank, so an estimator that would otherwise make collective
+    calls on ``COMM_WORLD`` gets ``comm="self"`` (unless a communicator was given).
+    """
+    params = estimator.get_params(deep=True)
+    serial = {k: "self" for k, v in params.items() if (k == "comm" or k.endswith("__comm")) and v in (None, "world")}
+    return estimator.set_params(**serial) if serial else estimator
 
 
 class FitRaised(Exception):

@@ -24,18 +24,23 @@ from sklearn.metrics import check_scoring
 from sklearn.model_selection import check_cv
 
 from hpcml import __version__
-from hpcml._compat import _check_multimetric_scoring, _MultimetricScorer, _warn_or_raise_about_fit_failures
+from hpcml._compat import (
+    _check_multimetric_scoring,
+    _MultimetricScorer,
+    _warn_or_raise_about_fit_failures,
+    routed_score_params,
+)
 from hpcml._faults import inject
 from hpcml.comm import HOST, idle_barrier, raise_if_any
 from hpcml.cv import output
 from hpcml.cv.config import SearchConfig, load_config
 from hpcml.cv.engine import evaluate
-from hpcml.cv.fitting import FitRaised, Problem
+from hpcml.cv.fitting import FitRaised, Problem, serial_estimator
 from hpcml.cv.journal import Journal, check_header, read_journal
 from hpcml.cv.plan import UnitIndex, broadcast, compute_splits
 from hpcml.cv.progress import Progress, best_so_far_score
 from hpcml.cv.reduce import best_candidate, build_cv_results
-from hpcml.errors import EXIT_INCOMPLETE, ConfigError, DataError, UsageError
+from hpcml.errors import EXIT_INCOMPLETE, ConfigError, DataError, RunError, UsageError
 from hpcml.signals import StopFlag
 from hpcml.threads import RankLayout, describe_layouts, limit_loaded_pools
 from hpcml.tomlconf import read_config_bytes
@@ -213,6 +218,12 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
 
     splits = compute_splits(cv, X, y, groups, comm, convert=split_error)
     scorer, scoring_names = _agree(comm, _scorer, config)
+    with warnings.catch_warnings():
+        if rank != 0:  # scikit-learn's warning about scorers without sample_weight: once
+            warnings.simplefilter("ignore")
+        score_params = routed_score_params(
+            config.models[0].estimator, config.scoring, config.error_score, fit_params.get("sample_weight")
+        )
     layouts = comm.gather(layout.as_dict(), root=0)
     models_per_cand = [m for m, _ in candidates]
     params_per_cand = [p for _, p in candidates]
@@ -242,7 +253,7 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
         candidates=[(model_index[m], p) for m, p in candidates],
         scorer=scorer,
         fit_params=fit_params,
-        score_params={},
+        score_params=score_params,
         error_score=config.error_score,
         return_train_score=config.return_train_score,
     )
@@ -480,17 +491,24 @@ def _finish(
     output.write_cv_results(folder, results)
     best = best_candidate(results, config.refit_metric)
     output.write_json(folder, output.BEST_JSON, best)
+    refit_error = None
     if config.refit and failure is None:
         cand = best["best_index"]
         template, cand_params = problem.candidates[cand]
-        estimator = clone(problem.estimators[template]).set_params(**clone(cand_params, safe=False))
+        estimator = serial_estimator(clone(problem.estimators[template]))
         t0 = time.time()
-        if problem.y is None:
-            estimator.fit(problem.X, **problem.fit_params)
+        try:
+            estimator.set_params(**clone(cand_params, safe=False))
+            if problem.y is None:
+                estimator.fit(problem.X, **problem.fit_params)
+            else:
+                estimator.fit(problem.X, problem.y, **problem.fit_params)
+        except Exception as exc:  # noqa: BLE001 - reported as one line below, results kept
+            refit_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            run_info["refit_error"] = refit_error
         else:
-            estimator.fit(problem.X, problem.y, **problem.fit_params)
-        run_info["refit_seconds"] = time.time() - t0
-        output.write_model(folder, estimator)
+            run_info["refit_seconds"] = time.time() - t0
+            output.write_model(folder, estimator)
     run_info["wall_seconds"] = time.time() - started
     output.write_json(folder, output.RUN_JSON, run_info)
     for warning in caught:
@@ -498,12 +516,17 @@ def _finish(
             f"hpcml: warning: {str(warning.message).strip().splitlines()[0]} (tracebacks in journal.jsonl)",
             file=sys.stderr,
         )
+    if refit_error is not None:
+        raise RunError(
+            f"refit of the best candidate ({best['model']} {best['best_params']}) failed: {refit_error}; "
+            f"cv_results are in {folder}/"
+        )
     if failure is not None:
         raise UsageError(
             f"all {len(out)} fits failed; the model is probably misconfigured (tracebacks in "
             f'{os.path.join(folder, "journal.jsonl")}; set [run] error_score = "raise" to stop at the first)'
         )
-    if True:
+    if not opts.quiet:
         print(output.summary_table(results, config.refit_metric))
         print(
             f"\nbest: {best['model']} {best['best_params']} mean {config.refit_metric} = {best['best_score']:.5f}"

@@ -33,7 +33,7 @@ from hpcml._compat import (
 )
 from hpcml.comm import resolve_comm
 from hpcml.cv.engine import evaluate
-from hpcml.cv.fitting import FitRaised, Problem, check_error_score
+from hpcml.cv.fitting import FitRaised, Problem, check_error_score, serial_estimator
 from hpcml.cv.plan import broadcast, compute_splits
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -175,7 +175,8 @@ class _MPISearchMixin:
             # otherwise differ between ranks.
             fitted = None
             if comm.Get_rank() == 0:
-                estimator = clone(base_estimator).set_params(**clone(self.best_params_, safe=False))
+                estimator = serial_estimator(clone(base_estimator))
+                estimator.set_params(**clone(self.best_params_, safe=False))
                 start = time.time()
                 if y is not None:
                     estimator.fit(X, y, **routed.estimator.fit)

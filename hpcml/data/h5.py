@@ -503,9 +503,18 @@ def write_dataset(
         raise DataError(f"{path}: X must be 2-D, got shape {X.shape}")
     n = X.shape[0]
     extras = {"y": y, "groups": groups, "sample_weight": sample_weight}
-    for name, arr in extras.items():
-        if arr is not None and len(arr) != n:
+    for name, arr in list(extras.items()):
+        if arr is None:
+            continue
+        arr = np.asarray(arr)
+        if len(arr) != n:
             raise DataError(f"{path}: X has {n} rows but {name} has {len(arr)}")
+        if arr.dtype.kind not in "biuf":
+            raise DataError(f"{path}: {name} is not numeric (dtype {arr.dtype}); encode labels as integers first")
+        if arr.ndim != 1:
+            raise DataError(f"{path}: {name} must be 1-D, got shape {arr.shape}")
+        extras[name] = arr
+    # Everything is checked before the file is opened: a refused call leaves no file behind.
     with h5py.File(path, "w") as fh:
         if sparse:
             xdt = _target_dtype(X.data, dtype)
@@ -524,9 +533,6 @@ def write_dataset(
             fh.create_dataset("X", data=X.astype(xdt, copy=False), chunks=chunks)
         for name, arr in extras.items():
             if arr is not None:
-                arr = np.asarray(arr)
-                if arr.dtype.kind not in "biuf":
-                    raise DataError(f"{path}: {name} is not numeric (dtype {arr.dtype})")
                 fh.create_dataset(name, data=arr)
         if feature_names is not None:
             fh.create_dataset("feature_names", data=np.asarray(feature_names, dtype=object), dtype=h5py.string_dtype())
