@@ -165,24 +165,19 @@ def import_object(path: str, what: str, where: str) -> Any:
         raise ConfigError(f"{where}: unknown {what} '{path}' ({module_name} has no '{attr}')") from None
 
 
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "a boolean",
+    list: "an array",
+    dict: "a table",
+}
+
+
 def _names(types: tuple[type, ...]) -> str:
-    names = {
-        str: "a string",
-        int: "an integer",
-        float: "a number",
-        bool: "a boolean",
-        list: "an array",
-        dict: "a table",
-    }
-    return " or ".join(names.get(t, t.__name__) for t in types)
+    return " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
 
 
 def _tname(value: Any) -> str:
-    return {
-        str: "a string",
-        int: "an integer",
-        float: "a number",
-        bool: "a boolean",
-        list: "an array",
-        dict: "a table",
-    }.get(type(value), type(value).__name__)
+    return _TYPE_NAMES.get(type(value), type(value).__name__)

@@ -258,6 +258,7 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
         return_train_score=config.return_train_score,
     )
 
+    plan = _Plan(config, folder, index, params_per_cand, models_per_cand, scoring_names, problem)
     stop = opts.stop if opts.stop is not None else StopFlag()
     if opts.stop is None:
         stop.install()
@@ -310,7 +311,7 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
         with lock:
             if journal is not None:
                 journal.sync()
-            _write_partial(folder, config, params_per_cand, models_per_cand, index, finished, scoring_names)
+            _write_partial(plan, finished)
         print(
             f"hpcml: stopped by signal {stop.signum}: {len(finished)}/{len(index)} units finished; "
             f"units still running after the {opts.grace:g} s grace period are lost; continue with --resume",
@@ -356,26 +357,21 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
         journal.close()
         progress.finish()
         try:
-            status = _finish(
-                opts,
-                config,
-                folder,
-                evaluation,
-                index,
-                params_per_cand,
-                models_per_cand,
-                scoring_names,
-                problem,
-                layouts,
-                host_of,
-                data_info,
-                fingerprint,
-                started,
-                load_seconds,
-                stop,
-                len(done),
-                config_path,
-            )
+            static_info = {
+                "config": os.path.abspath(config_path),
+                "config_hash": config.hash,
+                "data": {
+                    "path": config.data.path,
+                    "fingerprint": fingerprint,
+                    "load_seconds": load_seconds,
+                    **data_info,
+                },
+                "n_ranks": len(layouts),
+                "hosts": sorted(set(host_of)),
+                "layout": layouts,
+                "versions": _versions(),
+            }
+            status = _finish(opts, plan, evaluation, static_info, started, stop, len(done))
         except Exception as exc:  # noqa: BLE001 - agreed below
             error = exc
     idle_barrier(comm)
@@ -406,53 +402,39 @@ def _fit_raised_error(exc: FitRaised, comm: MPI.Intracomm) -> Exception:
     return error
 
 
-def _write_partial(
-    folder: str,
-    config: SearchConfig,
-    params: list[dict[str, Any]],
-    models: list[str],
-    index: UnitIndex,
-    finished: dict[int, dict[str, Any]],
-    scoring_names: list[str] | None,
-) -> None:
-    out = [finished.get(unit) for unit in range(len(index))]
-    results = build_cv_results(params, index.n_splits, out, config.return_train_score, models, scoring_names)
-    output.write_cv_results(folder, results, partial=True)
+@dataclass
+class _Plan:
+    """What rank 0 needs to write the results of a run."""
+
+    config: SearchConfig
+    folder: str
+    index: UnitIndex
+    params: list[dict[str, Any]]
+    models: list[str]
+    scoring_names: list[str] | None
+    problem: Problem
 
 
 def _finish(
-    opts,
-    config,
-    folder,
-    evaluation,
-    index,
-    params,
-    models,
-    scoring_names,
-    problem,
-    layouts,
-    host_of,
-    data_info,
-    fingerprint,
-    started,
-    load_seconds,
-    stop,
-    n_resumed,
-    config_path,
-):  # noqa: ANN001, ANN202
+    opts: Options,
+    plan: _Plan,
+    evaluation: Any,
+    static_info: dict[str, Any],
+    started: float,
+    stop: StopFlag,
+    n_resumed: int,
+) -> int:
+    """Rank 0: write cv_results, best.json, the refit model and run.json; return the exit status."""
+    config, folder, index, problem = plan.config, plan.folder, plan.index, plan.problem
     out = evaluation.out
     complete = evaluation.complete
     report = evaluation.report
-    results = build_cv_results(params, index.n_splits, out, config.return_train_score, models, scoring_names)
+    results = build_cv_results(
+        plan.params, index.n_splits, out, config.return_train_score, plan.models, plan.scoring_names
+    )
     run_info: dict[str, Any] = {
         "status": "complete" if complete else "incomplete",
-        "config": os.path.abspath(config_path),
-        "config_hash": config.hash,
-        "data": {"path": config.data.path, "fingerprint": fingerprint, "load_seconds": load_seconds, **data_info},
-        "n_ranks": len(layouts),
-        "hosts": sorted(set(host_of)),
-        "layout": layouts,
-        "versions": _versions(),
+        **static_info,
         "units": {
             "total": len(index),
             "resumed": n_resumed,
@@ -530,10 +512,19 @@ def _finish(
         print(output.summary_table(results, config.refit_metric))
         print(
             f"\nbest: {best['model']} {best['best_params']} mean {config.refit_metric} = {best['best_score']:.5f}"
-            f"\n{len(index)} units on {len(layouts)} ranks in {run_info['wall_seconds']:.1f} s "
+            f"\n{len(index)} units on {run_info['n_ranks']} ranks in {run_info['wall_seconds']:.1f} s "
             f"(load balance {run_info['load_balance'] or 0:.2f}); results in {folder}/"
         )
     return 0
+
+
+def _write_partial(plan: _Plan, finished: dict[int, dict[str, Any]]) -> None:
+    out = [finished.get(unit) for unit in range(len(plan.index))]
+    cfg = plan.config
+    results = build_cv_results(
+        plan.params, plan.index.n_splits, out, cfg.return_train_score, plan.models, plan.scoring_names
+    )
+    output.write_cv_results(plan.folder, results, partial=True)
 
 
 def _versions() -> dict[str, str]:
