@@ -86,7 +86,7 @@ class Progress:
             return
         now = time.monotonic()
         fraction = self.done / self.total if self.total else 1.0
-        if now - self._last >= self.interval or (not self.tty and fraction - self._last_fraction >= 0.1):
+        if now - self._last >= self.interval or (not self.tty and fraction - self._last_fraction >= 0.1 - 1e-9):
             self._emit(now)
 
     def line(self, now: float | None = None) -> str:
@@ -104,7 +104,9 @@ class Progress:
         self._last = now
         self._last_fraction = self.done / self.total if self.total else 1.0
         if self.tty:
-            self.stream.write("\r\033[K" + self.line(now))
+            filled = int(20 * self.done / self.total) if self.total else 20
+            bar = "[" + "#" * filled + "." * (20 - filled) + "] "
+            self.stream.write("\r\033[K" + bar + self.line(now))
         else:
             self.stream.write(self.line(now) + "\n")
         self.stream.flush()

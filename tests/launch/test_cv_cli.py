@@ -243,3 +243,19 @@ def test_numpy_not_loaded_before_thread_limits():
     )
     proc = run([sys.executable, "-c", code], timeout=60)
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr
+
+
+def test_one_rank_without_mpiexec(basic):
+    tmp, cfg, X, y = basic
+    out = tmp / "plain"
+    proc = run([PYTHON, "-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet"], timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    ref = skms.GridSearchCV(
+        SVC(),
+        {"C": [0.5, 5], "gamma": [1e-3, 1e-2]},
+        cv=skms.StratifiedKFold(3, shuffle=True, random_state=0),
+        scoring=["accuracy", "f1_macro"],
+        refit="accuracy",
+    ).fit(X, y)
+    assert_cv_results_equal(_as_sklearn(load_results(out)), ref.cv_results_, extra=("model",))
+    assert json.loads((out / "run.json").read_text())["n_ranks"] == 1
