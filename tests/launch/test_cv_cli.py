@@ -26,6 +26,17 @@ def _as_sklearn(columns):
     return out
 
 
+def _basic_reference(X, y):
+    """scikit-learn's run of the BASIC config."""
+    return skms.GridSearchCV(
+        SVC(),
+        {"C": [0.5, 5], "gamma": [1e-3, 1e-2]},
+        cv=skms.StratifiedKFold(3, shuffle=True, random_state=0),
+        scoring=["accuracy", "f1_macro"],
+        refit="accuracy",
+    ).fit(X, y)
+
+
 @pytest.fixture
 def basic(tmp_path):
     X, y = write_digits(tmp_path / "digits.h5")
@@ -39,13 +50,7 @@ def test_cli_equals_sklearn(basic, n):
     out = tmp / f"out{n}"
     proc = run_mpi(n, ["-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet"], timeout=180)
     assert proc.returncode == 0, proc.stderr
-    ref = skms.GridSearchCV(
-        SVC(),
-        {"C": [0.5, 5], "gamma": [1e-3, 1e-2]},
-        cv=skms.StratifiedKFold(3, shuffle=True, random_state=0),
-        scoring=["accuracy", "f1_macro"],
-        refit="accuracy",
-    ).fit(X, y)
+    ref = _basic_reference(X, y)
     ours = _as_sklearn(load_results(out))
     assert ours["model"] == ["svc"] * 4
     assert_cv_results_equal(ours, ref.cv_results_, extra=("model",))
@@ -250,12 +255,6 @@ def test_one_rank_without_mpiexec(basic):
     out = tmp / "plain"
     proc = run([PYTHON, "-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet"], timeout=180)
     assert proc.returncode == 0, proc.stderr
-    ref = skms.GridSearchCV(
-        SVC(),
-        {"C": [0.5, 5], "gamma": [1e-3, 1e-2]},
-        cv=skms.StratifiedKFold(3, shuffle=True, random_state=0),
-        scoring=["accuracy", "f1_macro"],
-        refit="accuracy",
-    ).fit(X, y)
+    ref = _basic_reference(X, y)
     assert_cv_results_equal(_as_sklearn(load_results(out)), ref.cv_results_, extra=("model",))
     assert json.loads((out / "run.json").read_text())["n_ranks"] == 1
