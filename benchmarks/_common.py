@@ -83,8 +83,18 @@ def _mem_gib() -> float | None:
         return None
 
 
-def finish(doc: dict[str, Any], args: Any) -> None:
-    """Add the end load average, print the JSON document, write ``--json``."""
+def save_figure(fig: Any, doc: dict[str, Any], title: str, path: str) -> None:
+    """Title a figure with the run's load average and write it to ``path``."""
+    fig.suptitle(f"{title} (load {doc['environment']['loadavg_start']})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def finish(doc: dict[str, Any], args: Any, plot: Any = None) -> None:
+    """Draw ``--plot`` with ``plot(doc, path)``, add the end load average, print the JSON, write ``--json``."""
+    if plot is not None and getattr(args, "plot", None):
+        plot(doc, args.plot)
+        doc["plot"] = args.plot
     doc["environment"]["loadavg_end"] = loadavg()
     doc["environment"]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     text = json.dumps(doc, indent=2, default=_default)

@@ -254,11 +254,7 @@ def plot(doc: dict, path: str) -> None:
     for i, (v, w) in enumerate(zip(eff, effs)):
         a2.text(v, i - 0.2, f" {v:.3f}", va="center", fontsize=7)
         a2.text(w, i + 0.2, f" {w:.3f}", va="center", fontsize=7)
-    fig.suptitle(
-        f"bench_dispatch (median of {doc['params']['repeats']}; load {doc['environment']['loadavg_start']})", fontsize=9
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    C.save_figure(fig, doc, f"bench_dispatch, median of {doc['params']['repeats']}", path)
 
 
 def main() -> None:
@@ -357,10 +353,7 @@ def main() -> None:
         >= 0.95,
     }
     doc["raw"] = raw
-    if args.plot:
-        plot(doc, args.plot)
-        doc["plot"] = args.plot
-    C.finish(doc, args)
+    C.finish(doc, args, plot=plot)
 
 
 if __name__ == "__main__":

@@ -83,8 +83,12 @@ def main() -> None:
     results["memory_copy"] = gb / best(lambda: np.copyto(out, X), args.repeats)
     results["memory_fold_take"] = fold_gb / best(lambda: X[idx], args.repeats)
     report = {
-        "rows": args.rows, "features": args.features, "dtype": args.dtype, "gb": gb,
-        "fold_fraction": args.fold_fraction, "gb_per_s": results,
+        "rows": args.rows,
+        "features": args.features,
+        "dtype": args.dtype,
+        "gb": gb,
+        "fold_fraction": args.fold_fraction,
+        "gb_per_s": results,
         "full_read_vs_npload_warm": results["h5_full_warm"] / results["npload_full_warm"],
         "full_read_vs_npload_cold": results["h5_full_cold"] / results["npload_full_cold"],
     }

@@ -70,8 +70,9 @@ def tree_pss(proc: psutil.Process) -> int:
 
 def measure(cmd: list[str], env: dict[str, str], timeout: float) -> dict[str, float]:
     t = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     ps = psutil.Process(proc.pid)
     peak = 0
     while proc.poll() is None:
@@ -103,8 +104,26 @@ def main() -> None:
     tmp = tempfile.mkdtemp(dir=args.dir)
     data = os.path.join(tmp, "data.h5")
     n = int(args.gb * 1e9 / (8 * args.n_features))
-    subprocess.run([mpiexec, "-n", "2", sys.executable, "-m", "hpcml.data", "synth", data, "--n-samples", str(n),
-                    "--n-features", str(args.n_features), "--kind", "classification"], env=env, check=True)
+    subprocess.run(
+        [
+            mpiexec,
+            "-n",
+            "2",
+            sys.executable,
+            "-m",
+            "hpcml.data",
+            "synth",
+            data,
+            "--n-samples",
+            str(n),
+            "--n-features",
+            str(args.n_features),
+            "--kind",
+            "classification",
+        ],
+        env=env,
+        check=True,
+    )
     config = os.path.join(tmp, "search.toml")
     with open(config, "w") as fh:
         fh.write(CONFIG.format(path=data))
@@ -115,7 +134,8 @@ def main() -> None:
             label = f"hpcml.cv -n {ranks} {'shared-window' if shared == '1' else 'per-rank'}"
             results[label] = measure(
                 [mpiexec, "-n", str(ranks), sys.executable, "-m", "hpcml.cv", config, "--out", out, "--quiet"],
-                dict(env, HPCML_SHARED_MEMORY=shared), args.timeout,
+                dict(env, HPCML_SHARED_MEMORY=shared),
+                args.timeout,
             )
             print(label, results[label], file=sys.stderr)
     script = os.path.join(tmp, "sk.py")
@@ -126,8 +146,12 @@ def main() -> None:
         results[label] = measure([sys.executable, script, data, str(jobs)], env, args.timeout)
         print(label, results[label], file=sys.stderr)
     shutil.rmtree(tmp)
-    print(json.dumps({"x_gb": n * args.n_features * 8 / 1e9, "rows": n, "features": args.n_features,
-                      "results": results}, indent=2))
+    print(
+        json.dumps(
+            {"x_gb": n * args.n_features * 8 / 1e9, "rows": n, "features": args.n_features, "results": results},
+            indent=2,
+        )
+    )
     if args.plot:
         import matplotlib
 

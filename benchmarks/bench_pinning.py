@@ -232,11 +232,7 @@ def plot(doc: dict, path: str) -> None:
         fontsize=9,
     )
     ax.legend(fontsize=8)
-    fig.suptitle(
-        f"bench_pinning (median of {doc['params']['repeats']}; load {doc['environment']['loadavg_start']})", fontsize=9
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    C.save_figure(fig, doc, f"bench_pinning, median of {doc['params']['repeats']}", path)
 
 
 def main() -> None:
@@ -343,10 +339,7 @@ def main() -> None:
     }
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
-    if args.plot:
-        plot(doc, args.plot)
-        doc["plot"] = args.plot
-    C.finish(doc, args)
+    C.finish(doc, args, plot=plot)
 
 
 if __name__ == "__main__":

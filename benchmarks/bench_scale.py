@@ -205,9 +205,7 @@ def plot(doc: dict, path: str) -> None:
     a2.set_ylabel("seconds per rank (median)")
     a2.set_title("start-up per rank")
     a2.legend(fontsize=8)
-    fig.suptitle(f"bench_scale (load {doc['environment']['loadavg_start']})", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    C.save_figure(fig, doc, "bench_scale", path)
 
 
 def main() -> None:
@@ -266,10 +264,7 @@ def main() -> None:
         ]
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
-    if args.plot:
-        plot(doc, args.plot)
-        doc["plot"] = args.plot
-    C.finish(doc, args)
+    C.finish(doc, args, plot=plot)
 
 
 if __name__ == "__main__":

@@ -234,11 +234,7 @@ def plot(doc: dict, path: str) -> None:
             extra += f"\nhpcml load balance {doc['searches'][s]['load_balance_hpcml']['median']:.3f}"
         ax.set_title(f"{s}: {doc['searches'][s]['units']} fits, 2 workers\n{extra}", fontsize=9)
         ax.legend(fontsize=8)
-    fig.suptitle(
-        f"bench_search (median of {doc['params']['repeats']}; load {doc['environment']['loadavg_start']})", fontsize=9
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    C.save_figure(fig, doc, f"bench_search, median of {doc['params']['repeats']}", path)
 
 
 def main() -> None:
@@ -355,10 +351,7 @@ def main() -> None:
         doc["goals"]["mixed_load_balance_ge_0.9"] = g["mixed"]["load_balance_hpcml"]["median"] >= 0.9
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
-    if args.plot:
-        plot(doc, args.plot)
-        doc["plot"] = args.plot
-    C.finish(doc, args)
+    C.finish(doc, args, plot=plot)
 
 
 if __name__ == "__main__":

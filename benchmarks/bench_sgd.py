@@ -156,7 +156,7 @@ def worker_step(a: argparse.Namespace) -> None:
     hp, bb, bar = [], [], []
     pc = time.perf_counter
     for i in range(a.reps + 50):
-        for which in ((0, 1) if i % 2 == 0 else (1, 0)):
+        for which in (0, 1) if i % 2 == 0 else (1, 0):
             t0 = pc()
             comm.Barrier()
             t1 = pc()
@@ -198,9 +198,7 @@ def worker_throughput(a: argparse.Namespace) -> None:
 
     sgd = _sgd(a)
     ds = H5Dataset(a.data)
-    est = sgd.SGDClassifier(
-        comm=comm, batch_size=a.batch, max_iter=a.epochs, tol=None, sampling=a.sampling, eta0=0.05
-    )
+    est = sgd.SGDClassifier(comm=comm, batch_size=a.batch, max_iter=a.epochs, tol=None, sampling=a.sampling, eta0=0.05)
     comm.Barrier()
     t0 = time.perf_counter()
     est.fit(ds)
@@ -277,8 +275,15 @@ def worker_accuracy(a: argparse.Namespace) -> None:
     out = []
     for epochs in range(1, 6):
         est = SGDClassifier(
-            comm=comm, max_iter=epochs, tol=None, batch_size=a.batch, eta0=a.eta0, sampling="local",
-            alpha=1e-5, learning_rate="cosine", random_state=0,
+            comm=comm,
+            max_iter=epochs,
+            tol=None,
+            batch_size=a.batch,
+            eta0=a.eta0,
+            sampling="local",
+            alpha=1e-5,
+            learning_rate="cosine",
+            random_state=0,
         )
         comm.Barrier()
         t0 = time.perf_counter()
@@ -327,9 +332,13 @@ def worker_memory(a: argparse.Namespace) -> None:
     dset_bytes = n * d * 4
     _emit(
         comm,
-        {"ranks": comm.Get_size(), "dataset_MiB": dset_bytes / 2**20, "shard_MiB": dset_bytes / comm.Get_size() / 2**20,
-         "rss_before_fit_MiB": comm.gather(before / 2**20),
-         "peak_rss_MiB": comm.gather(peak / 2**20)},
+        {
+            "ranks": comm.Get_size(),
+            "dataset_MiB": dset_bytes / 2**20,
+            "shard_MiB": dset_bytes / comm.Get_size() / 2**20,
+            "rss_before_fit_MiB": comm.gather(before / 2**20),
+            "peak_rss_MiB": comm.gather(peak / 2**20),
+        },
     )
 
 
@@ -475,8 +484,12 @@ def main() -> None:
         tmp = tempfile.TemporaryDirectory(prefix="hpcml-sgd-baseline-")
         path = export_baseline(a.baseline_rev, Path(tmp.name))
         impls.insert(0, ("baseline", ["--impl", "baseline", "--impl-path", str(path)]))
-    report: dict = {"cpus": os.cpu_count(), "argv": sys.argv[1:], "baseline_rev": a.baseline_rev,
-                    "loadavg_start": list(os.getloadavg())}
+    report: dict = {
+        "cpus": os.cpu_count(),
+        "argv": sys.argv[1:],
+        "baseline_rev": a.baseline_rev,
+        "loadavg_start": list(os.getloadavg()),
+    }
     if "step" in parts:
         report["step"] = [
             launch(n, ["--worker", "step", "--batch", "256", "--reps", str(a.reps), *extra])
@@ -508,9 +521,8 @@ def main() -> None:
                     "samples_per_s_2": statistics.median(two),
                     "speedup_2_vs_1": _ratio(two, one),
                     "vs_sklearn_epoch": statistics.median(one) / sk["samples_per_s"],
-                    "vs_sklearn_fit": sk["fit_from_float32_s"] / statistics.median(
-                        r["fit_s"] for r in runs[f"{name}/1/{batch}"]
-                    ),
+                    "vs_sklearn_fit": sk["fit_from_float32_s"]
+                    / statistics.median(r["fit_s"] for r in runs[f"{name}/1/{batch}"]),
                 }
                 summary[f"{name}/B={batch}"] = cell
             if a.baseline_rev:

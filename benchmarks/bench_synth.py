@@ -44,15 +44,36 @@ def main() -> None:
         out = os.path.join(tmp, f"synth-{n}.h5")
         t = time.perf_counter()
         res = subprocess.run(
-            [mpiexec(), "-n", str(n), sys.executable, "-m", "hpcml.data", "synth", out,
-             "--n-samples", str(args.n_samples), "--n-features", str(args.n_features), "--kind", args.kind,
-             "--dtype", args.dtype, "--json"],
-            capture_output=True, text=True, env=env, check=True,
+            [
+                mpiexec(),
+                "-n",
+                str(n),
+                sys.executable,
+                "-m",
+                "hpcml.data",
+                "synth",
+                out,
+                "--n-samples",
+                str(args.n_samples),
+                "--n-features",
+                str(args.n_features),
+                "--kind",
+                args.kind,
+                "--dtype",
+                args.dtype,
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
         )
         wall = time.perf_counter() - t
         info = json.loads(res.stdout)
         runs[str(n)] = {
-            "gb": info["bytes"] / 1e9, "seconds": info["seconds"], "gb_per_s": info["bytes"] / info["seconds"] / 1e9,
+            "gb": info["bytes"] / 1e9,
+            "seconds": info["seconds"],
+            "gb_per_s": info["bytes"] / info["seconds"] / 1e9,
             "wall_seconds_with_startup": wall,
         }
         import hashlib
@@ -70,8 +91,15 @@ def main() -> None:
     t = time.perf_counter()
     np.copyto(b, a)
     copy = nbytes / (time.perf_counter() - t) / 1e9
-    report = {"n_samples": args.n_samples, "n_features": args.n_features, "kind": args.kind, "dtype": args.dtype,
-              "ranks": runs, "memory_copy_gb_per_s": copy, "byte_identical_across_rank_counts": len(digests) == 1}
+    report = {
+        "n_samples": args.n_samples,
+        "n_features": args.n_features,
+        "kind": args.kind,
+        "dtype": args.dtype,
+        "ranks": runs,
+        "memory_copy_gb_per_s": copy,
+        "byte_identical_across_rank_counts": len(digests) == 1,
+    }
     print(json.dumps(report, indent=2))
     if args.plot:
         import matplotlib
