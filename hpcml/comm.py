@@ -12,7 +12,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from hpcml.errors import EXIT_FAILURE, HpcmlError, RemoteError, UsageError
 
@@ -93,17 +93,6 @@ class Backoff:
                 ceiling = self.idle_maximum
             self._delay = min(self._delay * 2.0, ceiling)
         time.sleep(self._delay)
-
-
-def wait(request: MPI.Request, backoff: Backoff | None = None) -> Any:
-    """Wait for ``request`` without busy-polling; returns what ``Test`` returns."""
-    backoff = backoff or Backoff()
-    backoff.reset()
-    while True:
-        done, value = request.test() if hasattr(request, "test") else (request.Test(), None)
-        if done:
-            return value
-        backoff.sleep()
 
 
 def idle_barrier(comm: MPI.Intracomm) -> None:

@@ -85,11 +85,9 @@ def plan_layout(comm: MPI.Intracomm, threads_per_rank: int | None = None) -> Ran
     RankLayout
         This rank's layout (each rank gets its own).
     """
-    from mpi4py import MPI
+    from hpcml.comm import HOST, node_comm
 
-    from hpcml.comm import HOST
-
-    node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
+    node = node_comm(comm)
     local_rank, local_size = node.Get_rank(), node.Get_size()
     mine = _available_cpus()
     masks = node.allgather(mine)

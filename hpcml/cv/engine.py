@@ -39,7 +39,6 @@ def evaluate(
     *,
     done: dict[int, dict[str, Any]] | None = None,
     on_results: Callable[[int, list[tuple[int, Any, float]]], None] | None = None,
-    watchdog: Callable[[], None] | None = None,
     deadline: float | None = None,
     should_stop: Callable[[], bool] | None = None,
     poll_hook: Callable[[], None] | None = None,
@@ -56,7 +55,7 @@ def evaluate(
     done : dict, optional
         Rank 0: results already known (unit -> result), e.g. from a journal; they
         are not run again, and their times seed the cost estimates.
-    on_results, should_stop, poll_hook, watchdog : callable, optional
+    on_results, should_stop, poll_hook : callable, optional
         See :func:`hpcml.cv.schedule.run_units`.
     deadline : float, optional
         ``time.time()`` after which no unit is started that would not finish
@@ -108,7 +107,6 @@ def evaluate(
             queue=queue,
             on_results=on_results,
             should_stop=should_stop,
-            watchdog=watchdog,
         )
     out: list[dict[str, Any] | None] | None = None
     if comm.Get_rank() == 0:

@@ -120,7 +120,6 @@ class UnitQueue:
             self._count[group] = 1
         self._total = sum(self._sum.values())
         self._n = sum(self._count.values())
-        self._sorted = False
         self._queue: deque[int] | None = None
         if not self.first and self._count:
             self._sort_rest()
@@ -165,7 +164,6 @@ class UnitQueue:
             return (-bucket, pos)
 
         self._queue = deque(unit for _, unit in sorted(enumerate(self.rest), key=key))
-        self._sorted = True
 
     def _head(self) -> deque[int]:
         if self.first:
@@ -232,7 +230,6 @@ class _Dispatcher:
         self.stop_sent: set[int] = set()
         self.stopping = False
         self.error: tuple[int, BaseException] | None = None
-        self.watchdog: Callable[[], None] | None = None
         self._status = None
 
     # -- shared by both threads -------------------------------------------------
@@ -329,8 +326,6 @@ class _Dispatcher:
     def serve_until_done(self) -> None:
         backoff = Backoff()
         while self.active:
-            if self.watchdog is not None:
-                self.watchdog()
             if self.poll():
                 backoff.reset()
             else:
@@ -364,7 +359,6 @@ def run_units(
     on_results: Callable[[int, list[tuple[int, Any, float]]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     poll_hook: Callable[[], None] | None = None,
-    watchdog: Callable[[], None] | None = None,
     threaded: bool | None = None,
 ) -> ScheduleReport:
     """Run units over all ranks of ``comm``.  Collective over ``comm``.
@@ -387,9 +381,6 @@ def run_units(
         time limits); units in hand finish.
     poll_hook : callable, optional
         Called on every rank between units (e.g. to notice signals).
-    watchdog : callable, optional
-        Rank 0 only: called regularly by the dispatcher even while rank 0 fits
-        (e.g. to give up on units that outlive a grace period).
     threaded : bool, optional
         Force the dispatcher thread on or off (default: on when MPI allows).
 
@@ -410,7 +401,7 @@ def run_units(
         start = time.perf_counter()
         if comm.Get_rank() == 0:
             assert queue is not None, "rank 0 needs the queue"
-            report, error = _run_root(comm, work, queue, on_results, should_stop, poll_hook, watchdog, threaded, MPI)
+            report, error = _run_root(comm, work, queue, on_results, should_stop, poll_hook, threaded, MPI)
         else:
             report, error = _run_worker(comm, work, poll_hook)
         report.wall = time.perf_counter() - start
@@ -443,9 +434,8 @@ def _picklable(error: BaseException) -> BaseException:
         return RemoteError(getattr(error, "rank", 0), "?", f"{type(error).__name__}: {error}")
 
 
-def _run_root(comm, work, queue, on_results, should_stop, poll_hook, watchdog, threaded, MPI):  # noqa: ANN001, ANN202
+def _run_root(comm, work, queue, on_results, should_stop, poll_hook, threaded, MPI):  # noqa: ANN001, ANN202
     dispatcher = _Dispatcher(comm, queue, on_results, should_stop)
-    dispatcher.watchdog = watchdog
     size = comm.Get_size()
     if threaded is None:
         threaded = MPI.Query_thread() >= MPI.THREAD_SERIALIZED
