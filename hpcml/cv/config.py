@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from hpcml.cv.folds import MODES as FOLD_MODES
 from hpcml.errors import ConfigError
 from hpcml.tomlconf import Table, config_hash, import_object, parse_toml
 
@@ -78,6 +79,7 @@ class SearchConfig:
     return_train_score: bool
     refit: bool
     out: str | None
+    fold_copies: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -106,10 +108,13 @@ def load_config(data: bytes, source: str) -> SearchConfig:
     if out is not None:
         out = os.path.join(base, out)
     random_state = run.get("random_state", int, None)
+    fold_copies = run.get("fold_copies", str, "auto")
+    if fold_copies not in FOLD_MODES:
+        raise run.error("fold_copies", f"expected one of {', '.join(map(repr, FOLD_MODES))}, got {fold_copies!r}")
     for model in models:
         if model.distributions is not None and model.random_state is None:
             model.random_state = random_state
-    run.finish(["error_score", "return_train_score", "refit", "out", "random_state"])
+    run.finish(["error_score", "return_train_score", "refit", "out", "random_state", "fold_copies"])
     top.finish(TOP_KEYS)
     return SearchConfig(
         source=source,
@@ -125,6 +130,7 @@ def load_config(data: bytes, source: str) -> SearchConfig:
         return_train_score=return_train_score,
         refit=refit,
         out=out,
+        fold_copies=fold_copies,
     )
 
 

@@ -8,14 +8,17 @@ scikit-learn's ``_format_results`` expects.  Shared by the Python API and the CL
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from sklearn.base import clone
 
 from hpcml._faults import inject
 from hpcml.cv.fitting import FitRaised, FoldCache, Problem, fit_and_score, serial_estimator
+from hpcml.cv.folds import FoldPlan, NodeFolds, choose
 from hpcml.cv.plan import UnitIndex, broadcast, unit_order
 from hpcml.cv.schedule import ScheduleReport, UnitQueue, run_units
 
@@ -31,6 +34,7 @@ class Evaluation:
     complete: bool
     report: ScheduleReport
     fold_cache: dict[str, int] = field(default_factory=dict)
+    folds: dict[str, Any] = field(default_factory=dict)
 
 
 def evaluate(
@@ -43,6 +47,7 @@ def evaluate(
     should_stop: Callable[[], bool] | None = None,
     poll_hook: Callable[[], None] | None = None,
     threads: int | None = None,
+    fold_copies: str = "auto",
 ) -> Evaluation:
     """Fit and score every (candidate, split) of ``problem``.  Collective over ``comm``.
 
@@ -62,6 +67,10 @@ def evaluate(
         in time (estimated from the costs seen so far).
     threads : int, optional
         BLAS/OpenMP threads per rank while fitting (threadpoolctl).
+    fold_copies : {"auto", "rank", "node"}
+        Where a fold's rows are materialised (:mod:`hpcml.cv.folds`): per rank
+        (units of all splits interleave freely), or once per node in shared
+        memory (the search then runs split by split).
 
     Returns
     -------
@@ -77,37 +86,85 @@ def evaluate(
     index = UnitIndex(problem.n_candidates, problem.n_splits)
     problem.estimators = [serial_estimator(clone(est)) for est in problem.estimators]
     cache = FoldCache(problem)
-
     rank = comm.Get_rank()
+    done = done or {}
+    fold_plan = choose(
+        fold_copies,
+        problem.X,
+        problem.splits,
+        comm,
+        n_candidates=problem.n_candidates,
+        keeps_estimators=problem.return_estimator,
+    )
+    node_folds = None
+    if fold_plan.mode == "node":
+        node_folds, failure = NodeFolds.open(problem.X, problem.splits, comm)
+        if node_folds is None:
+            fold_plan = FoldPlan("rank", f"fold copies per rank: {failure}", fold_plan.fold_bytes)
 
     def work(unit: int) -> dict[str, Any]:
         inject("unit", rank)
         cand, split = index.pair(unit)
         return fit_and_score(problem, cache, cand, split)
 
-    queue = None
-    done = done or {}
-    if comm.Get_rank() == 0:
-        costs: dict[int, list[float]] = {}
-        for unit, result in done.items():
-            costs.setdefault(unit // index.n_splits, []).append(result["fit_time"] + result["score_time"])
+    costs: dict[int, list[float]] = {}
+    for unit, result in done.items():
+        costs.setdefault(index.candidate(unit), []).append(result["fit_time"] + result["score_time"])
+
+    def queue_for(units: set[int] | None) -> UnitQueue | None:
+        """Rank 0: the queue of the units left (of ``units`` only, if given)."""
+        if rank != 0:
+            return None
         prior = {cand: sum(v) / len(v) for cand, v in costs.items()}
-        first, rest = unit_order(index, done=done.keys(), known_cost=prior.keys())
-        queue = UnitQueue(first, rest, comm.Get_size(), group_of=index.candidate, prior_costs=prior, deadline=deadline)
+        skip = set(done) if units is None else set(range(len(index))) - units
+        first, rest = unit_order(index, done=skip, known_cost=prior.keys())
+        return UnitQueue(first, rest, comm.Get_size(), group_of=index.candidate, prior_costs=prior, deadline=deadline)
+
     limits = contextlib.nullcontext()
     if threads is not None:
         from threadpoolctl import threadpool_limits
 
         limits = threadpool_limits(limits=threads)
-    with limits:
-        report = run_units(
-            comm,
-            work,
-            poll_hook=poll_hook if poll_hook is not None else (lambda: inject("worker", rank)),
-            queue=queue,
-            on_results=on_results,
-            should_stop=should_stop,
-        )
+    run = functools.partial(
+        run_units,
+        comm,
+        work,
+        poll_hook=poll_hook if poll_hook is not None else (lambda: inject("worker", rank)),
+        on_results=on_results,
+        should_stop=should_stop,
+    )
+    phases = 0
+    try:
+        with limits:
+            if node_folds is None:
+                report = run(queue=queue_for(None))
+            else:
+                report = ScheduleReport(busy=[0.0] * comm.Get_size())
+                for split, units in _phases(index, done, comm):
+                    cache.clear()
+                    train, test = (_rows(part) for part in problem.splits[split])
+                    cache.adopt(split, *node_folds.load(problem.X, train, test, split))
+                    phase = run(queue=queue_for(units))
+                    phases += 1
+                    _merge(report, phase)
+                    if rank == 0:
+                        for unit, result in phase.results.items():
+                            costs.setdefault(index.candidate(unit), []).append(
+                                result["fit_time"] + result["score_time"]
+                            )
+                    if phase.stopped:  # agreed: run_units broadcasts it
+                        break
+    except BaseException as exc:
+        cache.clear()
+        # Freeing the buffer is collective: only when every rank raises this error
+        # (run_units agrees on errors inside units); otherwise this rank is about
+        # to abort the run and must not wait for the others in MPI_Win_free.
+        if node_folds is not None and getattr(exc, "agreed", False):
+            node_folds.close()
+        raise
+    cache.clear()
+    if node_folds is not None:
+        node_folds.close()
     out: list[dict[str, Any] | None] | None = None
     if comm.Get_rank() == 0:
         merged = dict(done)
@@ -119,7 +176,37 @@ def evaluate(
         complete=all(item is not None for item in out),
         report=report,
         fold_cache={"hits": cache.hits, "misses": cache.misses},
+        folds={**fold_plan.as_dict(), "phases": phases},
     )
+
+
+def _rows(indices: Any) -> np.ndarray:
+    """Integer row indices of a split part (boolean masks and lists too)."""
+    rows = np.asarray(indices)
+    return np.flatnonzero(rows) if rows.dtype == bool else rows
+
+
+def _phases(index: UnitIndex, done: dict[int, Any], comm: MPI.Intracomm) -> list[tuple[int, set[int]]]:
+    """The splits with units left, each with those units (rank 0 knows ``done``; broadcast)."""
+    phases = None
+    if comm.Get_rank() == 0:
+        phases = []
+        for split in range(index.n_splits):
+            units = {index.unit(c, split) for c in range(index.n_candidates)} - set(done)
+            if units:
+                phases.append((split, units))
+    return broadcast(phases, comm)
+
+
+def _merge(total: ScheduleReport, phase: ScheduleReport) -> None:
+    total.results.update(phase.results)
+    total.busy = [a + b for a, b in zip(total.busy, phase.busy)]
+    if phase.units_done:
+        total.units_done = [a + b for a, b in zip(total.units_done or [0] * len(phase.units_done), phase.units_done)]
+    total.messages += phase.messages
+    total.stopped = total.stopped or phase.stopped
+    total.wall += phase.wall
+    total.inline_dispatch = phase.inline_dispatch
 
 
 __all__ = ["Evaluation", "FitRaised", "evaluate"]

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import clone
+from sklearn.utils import _safe_indexing
 
 from hpcml._compat import _check_method_params, _MultimetricScorer, _safe_split, _score
 
@@ -65,12 +66,16 @@ class FoldCache:
         self.problem = problem
         self.size = size
         self._cache: dict[tuple[int, bool], dict[str, Any]] = {}
+        self._shared: tuple[int, dict[str, Any]] | None = None
         self.hits = 0
         self.misses = 0
 
     def get(self, split: int, estimator: Any) -> dict[str, Any]:
         """Train/test arrays of ``split`` as ``_safe_split`` makes them for ``estimator``."""
         pairwise = bool(getattr(estimator.__sklearn_tags__().input_tags, "pairwise", False))
+        if not pairwise and self._shared is not None and self._shared[0] == split:
+            self.hits += 1
+            return self._shared[1]
         key = (split, pairwise)
         hit = self._cache.get(key)
         if hit is not None:
@@ -84,12 +89,38 @@ class FoldCache:
         train, test = p.splits[split]
         X_train, y_train = _safe_split(estimator, p.X, p.y, train)
         X_test, y_test = _safe_split(estimator, p.X, p.y, test, train)
+        self._cache[key] = self._entry(split, X_train, y_train, X_test, y_test)
+        return self._cache[key]
+
+    def adopt(self, split: int, X_train: Any, X_test: Any) -> None:
+        """Use rows of X materialised elsewhere (a node-shared fold) for ``split``.
+
+        They serve every non-pairwise estimator of that split; ``y`` and the
+        fit/score parameters are still indexed here (they are small).
+        """
+        self._cache.clear()
+        self._shared = None
+        self.misses += 1
+        p = self.problem
+        train, test = p.splits[split]
+        y_train = None if p.y is None else _safe_indexing(p.y, train)
+        y_test = None if p.y is None else _safe_indexing(p.y, test)
+        self._shared = (split, self._entry(split, X_train, y_train, X_test, y_test))
+
+    def clear(self) -> None:
+        """Forget every fold (e.g. before a node-shared buffer is reused)."""
+        self._cache.clear()
+        self._shared = None
+
+    def _entry(self, split: int, X_train: Any, y_train: Any, X_test: Any, y_test: Any) -> dict[str, Any]:
+        p = self.problem
+        train, test = p.splits[split]
         # Read-only, as joblib's memmaps are under scikit-learn's n_jobs > 1:
         # estimators that work in place (copy=False) copy read-only input first,
         # so a fold's rows stay intact for the next unit that reuses them.
         for array in (X_train, y_train, X_test, y_test):
             _freeze(array)
-        entry = {
+        return {
             "X_train": X_train,
             "y_train": y_train,
             "X_test": X_test,
@@ -97,10 +128,8 @@ class FoldCache:
             "fit_params": _check_method_params(p.X, params=p.fit_params, indices=train),
             "score_params_train": _check_method_params(p.X, params=p.score_params, indices=train),
             "score_params_test": _check_method_params(p.X, params=p.score_params, indices=test),
-            "n_test_samples": len(test),
+            "n_test_samples": X_test.shape[0] if hasattr(X_test, "shape") else len(X_test),
         }
-        self._cache[key] = entry
-        return entry
 
 
 def _freeze(array: Any) -> None:
@@ -182,7 +211,7 @@ def fit_and_score(problem: Problem, cache: FoldCache, cand: int, split: int) -> 
         result["fit_error"] = tb
         result["fit_time"] = fit_time
         result["score_time"] = 0.0
-        result["n_test_samples"] = len(problem.splits[split][1])
+        result["n_test_samples"] = fold["n_test_samples"]
         if problem.return_estimator:
             result["estimator"] = estimator
         return result

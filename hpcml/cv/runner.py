@@ -36,6 +36,7 @@ from hpcml.cv import output
 from hpcml.cv.config import SearchConfig, load_config
 from hpcml.cv.engine import evaluate
 from hpcml.cv.fitting import FitRaised, Problem, serial_estimator
+from hpcml.cv.folds import choose
 from hpcml.cv.journal import Journal, check_header, read_journal
 from hpcml.cv.plan import UnitIndex, broadcast, compute_splits
 from hpcml.cv.progress import Progress, best_so_far_score
@@ -165,6 +166,7 @@ def _dry_run(
     splits: list[Any],
     layouts: list[dict[str, Any]],
     info: dict[str, Any],
+    folds: str,
     comm: MPI.Intracomm,
 ) -> None:
     n_ranks = comm.Get_size()
@@ -175,7 +177,7 @@ def _dry_run(
         n = sum(1 for m, _ in candidates if m == model.name)
         kind = f"random search, n_iter={model.n_iter}" if model.distributions is not None else "grid"
         print(f"  model    {model.name}: {model.label} ({kind}), {n} candidates")
-    print(f"  cv       {config.cv_label}: {len(splits)} folds")
+    print(f"  cv       {config.cv_label}: {len(splits)} folds; {folds}")
     metrics = config.scoring if config.scoring is not None else "estimator's score"
     print(f"  scoring  {metrics} (refit metric: {config.refit_metric})")
     print(f"  units    {len(candidates)} candidates x {len(splits)} folds = {len(candidates) * len(splits)} units")
@@ -228,8 +230,9 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
     models_per_cand = [m for m, _ in candidates]
     params_per_cand = [p for _, p in candidates]
     if opts.dry_run:
+        fold_plan = choose(config.fold_copies, X, splits, comm, n_candidates=len(candidates))
         if rank == 0:
-            _dry_run(config, candidates, splits, layouts, data_info, comm)
+            _dry_run(config, candidates, splits, layouts, data_info, fold_plan.reason, comm)
         return 0
 
     header = {
@@ -340,6 +343,7 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
             on_results=on_results if rank == 0 else None,
             should_stop=(lambda: bool(stop)) if rank == 0 else None,
             deadline=deadline,
+            fold_copies=config.fold_copies,
         )
     except FitRaised as exc:
         if rank == 0 and journal is not None:
@@ -451,6 +455,7 @@ def _finish(
         "inline_dispatch": report.inline_dispatch,
         "stopped_by": (f"signal {stop.signum}" if stop else ("time limit" if report.stopped else None)),
         "fold_cache": evaluation.fold_cache,
+        "folds": evaluation.folds,
     }
     if not complete:
         output.write_cv_results(folder, results, partial=True)

@@ -143,6 +143,7 @@ class _MPISearchMixin:
             except FitRaised as exc:
                 raise exc.original from None
             self.schedule_reports_.append(evaluation.report)
+            self.folds_ = evaluation.folds
             out = evaluation.out
             if len(out) < 1:
                 raise ValueError("No fits were performed. Was the CV iterator empty? Were there no candidates?")

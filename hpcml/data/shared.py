@@ -92,6 +92,43 @@ def _shm_room() -> int | None:
     return st.f_bavail * st.f_frsize
 
 
+def allocate_shared(node: MPI.Intracomm, nbytes: int) -> tuple[MPI.Win, Any]:
+    """Allocate ``nbytes`` on the node's first rank in a shared window.  Collective over ``node``.
+
+    Returns
+    -------
+    win : mpi4py.MPI.Win
+        The window (free it collectively with ``win.Free()``).
+    mem : numpy.ndarray
+        Every rank's ``uint8`` view of the whole buffer.
+
+    Raises
+    ------
+    MemoryError
+        On every rank of the node, when ``/dev/shm`` lacks the room.
+    Exception
+        Whatever the MPI library raises (possibly on some ranks only).
+    """
+    import numpy as np
+
+    leader = node.Get_rank() == 0
+    shortage = None
+    if leader:
+        room = _shm_room()
+        if room is not None and room < nbytes:
+            shortage = f"/dev/shm has {room} bytes free, {nbytes} are needed"
+    # The leader's check must reach its node before the collective allocation.
+    shortage = node.bcast(shortage, root=0)
+    if shortage is not None:
+        raise MemoryError(shortage)
+    win = _allocate_window(node, max(nbytes, 1) if leader else 0)
+    buf, _ = win.Shared_query(0)
+    mem = np.frombuffer(buf, dtype=np.uint8)
+    if mem.size < nbytes:
+        raise RuntimeError(f"shared window has {mem.size} bytes, need {nbytes}")
+    return win, mem
+
+
 def _layout(meta: dict[str, Any]) -> tuple[dict[str, tuple[int, tuple[int, ...], Any]], int]:
     import numpy as np
 
@@ -235,23 +272,10 @@ def _load_shared(
     except Exception as exc:  # noqa: BLE001 - agreed below
         failure = f"cannot split the communicator by node ({describe(exc)})"
     if node is not None:
-        leader = node.Get_rank() == 0
-        if leader:
-            room = _shm_room()
-            if room is not None and room < total:
-                failure = f"/dev/shm has {room} bytes free, the data need {total}"
-        # The leader's check must reach its node before the collective allocation.
-        if node.bcast(failure, root=0) is None:
-            try:
-                win = _allocate_window(node, max(total, 1) if leader else 0)
-                buf, _ = win.Shared_query(0)
-                mem = np.frombuffer(buf, dtype=np.uint8)
-                if mem.size < total:
-                    raise RuntimeError(f"shared window has {mem.size} bytes, need {total}")
-            except Exception as exc:  # noqa: BLE001 - agreed below
-                failure = f"shared window unavailable ({describe(exc)})"
-        elif failure is None:
-            failure = "shared window not attempted: the node's reader found too little room in /dev/shm"
+        try:
+            win, mem = allocate_shared(node, total)
+        except Exception as exc:  # noqa: BLE001 - agreed below
+            failure = f"shared window unavailable ({describe(exc)})"
     # Agree on the failure (any rank) without raising: fall back instead.
     size = comm.Get_size()
     first = comm.allreduce(comm.Get_rank() if failure is not None else size, op=MPI.MIN)

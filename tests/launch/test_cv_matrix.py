@@ -26,7 +26,7 @@ from sklearn import model_selection as skms
 # --------------------------------------------------------------------------------------
 
 API_SCRIPT = r"""
-import json, sys, traceback, warnings
+import json, os, sys, traceback, warnings
 sys.path.insert(0, sys.argv[1])
 warnings.simplefilter("ignore")
 import numpy as np
@@ -50,6 +50,10 @@ def compare(cls_h, cls_s, make, space, X, y, fit_kw=None, **kw):
     a = cls_h(make(), space, **kw).fit(X, y, **fit_kw)
     b = cls_s(make(), space, **kw).fit(X, y, **fit_kw)
     assert_cv_results_equal(a.cv_results_, b.cv_results_, atol=1e-10)
+    if os.environ.get("HPCML_FOLD_COPIES") == "node" and COMM.Get_size() > 1:
+        dense = type(X) is np.ndarray and X.flags.c_contiguous
+        assert a.folds_["copies"] == ("node" if dense else "rank"), a.folds_
+        assert a.folds_["phases"] == (a.n_splits_ if dense else 0), a.folds_
     for attr in ("best_index_", "best_params_", "best_score_", "multimetric_", "n_splits_"):
         assert hasattr(a, attr) == hasattr(b, attr), attr
         if hasattr(b, attr):
@@ -191,6 +195,16 @@ def in_place_transformer_copy_false():
          {"bin__threshold": [8.0, 0.5, 4.0]}, X, y, cv=3, refit=False)
 
 
+@case
+def precomputed_kernel_svc_pairwise_split():
+    # Pairwise estimators take X[train][:, train]: never the node-shared row fold.
+    from sklearn.svm import SVC
+    X, y = D.load_iris(return_X_y=True)
+    K = X @ X.T
+    grid(lambda: SVC(kernel="precomputed"), {"C": [0.01, 1.0, 100.0]}, K, y,
+         cv=skms.StratifiedKFold(3, shuffle=True, random_state=1))
+
+
 results = {}
 for name, f in CASES.items():
     try:
@@ -217,8 +231,11 @@ API_CASES = [
     "hpcml_sgd_classifier_comm_self",
     "cross_validate_dict_scoring_failing_split",
     "in_place_transformer_copy_false",
+    "precomputed_kernel_svc_pairwise_split",
 ]
-API_RANKS = [1, 3]
+# (ranks, HPCML_FOLD_COPIES): "node" runs every case split by split on one
+# node-shared fold buffer (hpcml.cv.folds) instead of per-rank fold copies.
+API_RUNS = {"1": (1, None), "3": (3, None), "3-node-folds": (3, "node")}
 
 
 @pytest.fixture(scope="module")
@@ -226,15 +243,16 @@ def api_results(tmp_path_factory):
     script = tmp_path_factory.mktemp("api") / "api_matrix.py"
     script.write_text(API_SCRIPT)
     found = {}
-    for n in API_RANKS:
-        proc = run_mpi(n, [str(script), str(ROOT / "tests")], timeout=300)
+    for label, (n, folds) in API_RUNS.items():
+        env = {"HPCML_FOLD_COPIES": folds} if folds else None
+        proc = run_mpi(n, [str(script), str(ROOT / "tests")], timeout=300, env=env)
         line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS ")]
         assert proc.returncode == 0 and line, proc.stderr[-3000:]
-        found[n] = json.loads(line[0][len("RESULTS ") :])
+        found[label] = json.loads(line[0][len("RESULTS ") :])
     return found
 
 
-@pytest.mark.parametrize("n", API_RANKS)
+@pytest.mark.parametrize("n", API_RUNS)
 @pytest.mark.parametrize("name", API_CASES)
 def test_api_equals_sklearn(api_results, n, name):
     assert name in api_results[n], sorted(api_results[n])
@@ -388,6 +406,45 @@ def test_cli_mlp_tuple_grid_more_ranks_than_units(tmp_path):
         """,
         ref,
     )
+
+
+def test_cli_node_shared_folds_equal_sklearn(tmp_path):
+    """[run] fold_copies = "node": split-by-split on one node-shared fold, train scores, 6 splits, 3 ranks."""
+    from sklearn.svm import SVC
+
+    from hpcml.data import write_dataset
+
+    X, y = D.load_digits(return_X_y=True)
+    X, y = X[:600], y[:600]
+    write_dataset(tmp_path / "digits.h5", X, y)
+    cv = skms.RepeatedStratifiedKFold(n_splits=3, n_repeats=2, random_state=0)
+    ref = _fit_quietly(
+        skms.GridSearchCV(SVC(), {"C": [0.5, 5.0], "gamma": [1e-3, 1e-2]}, cv=cv, return_train_score=True), X, y
+    )
+    out = _assert_cli_equals(
+        tmp_path,
+        3,
+        "nodefolds",
+        """
+        [data]
+        path = "digits.h5"
+        [[model]]
+        estimator = "sklearn.svm.SVC"
+        grid = { C = [0.5, 5.0], gamma = [1e-3, 1e-2] }
+        [cv]
+        splitter = "RepeatedStratifiedKFold"
+        n_splits = 3
+        n_repeats = 2
+        random_state = 0
+        [run]
+        return_train_score = true
+        fold_copies = "node"
+        """,
+        ref,
+    )
+    report = json.loads((out / "run.json").read_text())
+    assert report["folds"]["copies"] == "node" and report["folds"]["phases"] == 6, report["folds"]
+    assert report["folds"]["fold_bytes"] == 600 * 64 * 8
 
 
 def test_cli_regression_grid_list_metric_table_error_score_train(tmp_path):

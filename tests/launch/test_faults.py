@@ -110,16 +110,18 @@ def _wait_for_units(folder: Path, count: int, proc: subprocess.Popen, timeout: f
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("point", ["load", "unit", "worker"])
-def test_exception_on_rank_2_ends_every_rank(search, point):
+@pytest.mark.parametrize(
+    ("point", "folds"), [("load", "auto"), ("unit", "auto"), ("worker", "auto"), ("unit", "node"), ("worker", "node")]
+)
+def test_exception_on_rank_2_ends_every_rank(search, point, folds):
     tmp, cfg, _ = search
-    out = tmp / f"fault-{point}"
+    out = tmp / f"fault-{point}-{folds}"
     start = time.monotonic()
     proc = run_mpi(
         4,
         ["-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet"],
         timeout=90,
-        env={"HPCML_INJECT_FAULT": f"{point}:2"},
+        env={"HPCML_INJECT_FAULT": f"{point}:2", "HPCML_FOLD_COPIES": folds},
     )
     elapsed = time.monotonic() - start
     assert proc.returncode != 0
@@ -162,6 +164,29 @@ def test_sigterm_then_resume_gives_identical_results(search):
     assert sorted(units) == list(range(N_UNITS)), "every unit exactly once across both runs"
     _assert_same_results(out, reference)
     assert not (out / "cv_results.partial.json").exists()
+
+
+def test_node_shared_folds_sigterm_then_resume(search):
+    """Split-by-split runs on one node-shared fold: stop part-way, resume only the splits left."""
+    tmp, cfg, reference = search
+    out = tmp / "node-folds"
+    env = {"HPCML_FOLD_COPIES": "node"}
+    proc = _start(3, ["-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet", "--grace", "30"], env=env)
+    _wait_for_units(out, 20, proc)
+    proc.send_signal(signal.SIGTERM)
+    code, _, err, _ = _finish(proc, 60)
+    assert code == 3, err
+    first = _journal_units(out)
+    report = json.loads((out / "run.json").read_text())
+    assert report["folds"]["copies"] == "node", report["folds"]
+    assert 1 <= report["folds"]["phases"] <= 5
+    splits_left = {u % 5 for u in set(range(N_UNITS)) - set(first)}
+    proc = run_mpi(3, ["-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet", "--resume"], timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(_journal_units(out)) == list(range(N_UNITS)), "every unit exactly once across both runs"
+    report = json.loads((out / "run.json").read_text())
+    assert report["folds"]["copies"] == "node" and report["folds"]["phases"] == len(splits_left)
+    _assert_same_results(out, reference)
 
 
 def _rank_pids(mpiexec_pid: int) -> dict[int, int]:

@@ -30,6 +30,8 @@ def test_defaults():
     assert cfg.cv == 5 and cfg.scoring is None and cfg.refit_metric == "score"
     assert math.isnan(cfg.error_score) and cfg.refit and not cfg.return_train_score
     assert [c for c in cfg.models[0].candidates()] == [{"C": 1}, {"C": 10}]
+    assert cfg.fold_copies == "auto"
+    assert parse(BASE + '[run]\nfold_copies = "node"\n').fold_copies == "node"
 
 
 def test_grid_list_none_and_pipeline():
@@ -88,6 +90,7 @@ def test_distributions():
         (BASE + "[cv]\nn_splitz = 3\n", "n_splitz"),
         (BASE + '[run]\nerror_score = "maybe"\n', "error_score"),
         (BASE + "[run]\nrefit = 1\n", "refit"),
+        (BASE + '[run]\nfold_copies = "shared"\n', "fold_copies"),
         (BASE.replace("SVC", "SVQ"), "unknown estimator"),
         (BASE.replace("sklearn.svm.SVC", "os.system"), "estimator"),
         (BASE.replace("C = [1, 10]", "Cc = [1]"), "invalid parameter 'Cc'"),
