@@ -455,7 +455,7 @@ def main() -> None:
     p.add_argument("--parts", default="step,throughput,accuracy,memory")
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--data-dir", default=str(HERE / "results"))
-    p.add_argument("--out", help="also write the JSON report here")
+    p.add_argument("--json", "--out", dest="out", metavar="FILE.json", help="also write the JSON report here")
     p.add_argument("--plot")
     p.add_argument("--baseline-rev", help="git revision whose hpcml/sgd is measured alongside (before/after)")
     p.add_argument("--tp-batches", default="1024,8192", help="global batch sizes of the throughput part")
