@@ -13,12 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from sklearn.base import clone
 
 from hpcml._faults import inject
 from hpcml.cv.fitting import FitRaised, FoldCache, Problem, fit_and_score, serial_estimator
-from hpcml.cv.folds import FoldPlan, NodeFolds, choose
+from hpcml.cv.folds import FoldPlan, NodeFolds, choose, split_rows
 from hpcml.cv.plan import UnitIndex, broadcast, unit_order
 from hpcml.cv.schedule import ScheduleReport, UnitQueue, run_units
 
@@ -142,7 +141,7 @@ def evaluate(
                 report = ScheduleReport(busy=[0.0] * comm.Get_size())
                 for split, units in _phases(index, done, comm):
                     cache.clear()
-                    train, test = (_rows(part) for part in problem.splits[split])
+                    train, test = (split_rows(part) for part in problem.splits[split])
                     cache.adopt(split, *node_folds.load(problem.X, train, test, split))
                     phase = run(queue=queue_for(units))
                     phases += 1
@@ -178,12 +177,6 @@ def evaluate(
         fold_cache={"hits": cache.hits, "misses": cache.misses},
         folds={**fold_plan.as_dict(), "phases": phases},
     )
-
-
-def _rows(indices: Any) -> np.ndarray:
-    """Integer row indices of a split part (boolean masks and lists too)."""
-    rows = np.asarray(indices)
-    return np.flatnonzero(rows) if rows.dtype == bool else rows
 
 
 def _phases(index: UnitIndex, done: dict[int, Any], comm: MPI.Intracomm) -> list[tuple[int, set[int]]]:

@@ -64,9 +64,15 @@ def shareable(X: Any) -> bool:
     return type(X) is np.ndarray and X.ndim == 2 and X.flags.c_contiguous and X.dtype.kind in "biufc"
 
 
+def split_rows(indices: Any) -> np.ndarray:
+    """Integer row indices of a split part (boolean masks and lists too)."""
+    rows = np.asarray(indices)
+    return np.flatnonzero(rows) if rows.dtype == bool else rows
+
+
 def fold_rows(splits: list[tuple[Any, Any]]) -> int:
     """Rows of the largest fold (train + test)."""
-    return max((len(train) + len(test) for train, test in splits), default=0)
+    return max((split_rows(train).size + split_rows(test).size for train, test in splits), default=0)
 
 
 def choose(

@@ -205,6 +205,15 @@ def precomputed_kernel_svc_pairwise_split():
          cv=skms.StratifiedKFold(3, shuffle=True, random_state=1))
 
 
+@case
+def boolean_mask_splits_ridge():
+    # cv given as (train_mask, test_mask) pairs: rows are the True positions.
+    from sklearn.linear_model import Ridge
+    X, y = D.make_regression(120, 5, noise=1.0, random_state=3)
+    mask = np.random.default_rng(0).random(120) < 0.7
+    grid(Ridge, {"alpha": [0.1, 10.0]}, X, y, cv=[(mask, ~mask), (~mask, mask)], scoring="r2")
+
+
 results = {}
 for name, f in CASES.items():
     try:
@@ -232,6 +241,7 @@ API_CASES = [
     "cross_validate_dict_scoring_failing_split",
     "in_place_transformer_copy_false",
     "precomputed_kernel_svc_pairwise_split",
+    "boolean_mask_splits_ridge",
 ]
 # (ranks, HPCML_FOLD_COPIES): "node" runs every case split by split on one
 # node-shared fold buffer (hpcml.cv.folds) instead of per-rank fold copies.

@@ -18,9 +18,14 @@ def test_shareable_only_plain_c_ordered_2d_numeric():
     assert not shareable(np.asfortranarray(X))
     assert not shareable(X[:, ::2])
     assert not shareable(X.ravel())
-    assert not shareable(np.asmatrix(X))
+    with pytest.warns(PendingDeprecationWarning):
+        matrix = np.asmatrix(X)
+    assert not shareable(matrix)
     assert not shareable(X.astype(object))
     assert fold_rows(SPLITS) == 10
+    mask = np.zeros(10, dtype=bool)
+    mask[[1, 4]] = True
+    assert fold_rows([(mask, ~mask)]) == 10 and fold_rows([(mask, [0])]) == 3
 
 
 def test_choose_modes_at_one_rank(monkeypatch):
