@@ -99,7 +99,6 @@ class FoldCache:
         fit/score parameters are still indexed here (they are small).
         """
         self._cache.clear()
-        self._shared = None
         self.misses += 1
         p = self.problem
         train, test = p.splits[split]
