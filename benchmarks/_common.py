@@ -184,14 +184,22 @@ def write_digits(folder: str) -> str:
 
 
 def pin_blas_env(threads: int = 1) -> dict[str, str]:
-    return {
-        v: str(threads)
-        for v in (
-            "OMP_NUM_THREADS",
-            "OPENBLAS_NUM_THREADS",
-            "MKL_NUM_THREADS",
-            "BLIS_NUM_THREADS",
-            "VECLIB_MAXIMUM_THREADS",
-            "NUMEXPR_NUM_THREADS",
-        )
-    }
+    """Thread variables (hpcml's own list, joblib's ``MAX_NUM_THREADS_VARS``) set to ``threads``."""
+    from hpcml.threads import THREAD_VARS
+
+    return {v: str(threads) for v in THREAD_VARS}
+
+
+def bar_walls(ax: Any, rows: dict[str, Any], process_label: str = "process wall") -> None:
+    """Paired bars of the median process and search walls of each contender, labelled with their values."""
+    names = list(rows)
+    x = range(len(names))
+    proc = [rows[n]["process_wall"]["median"] or 0 for n in names]
+    srch = [rows[n]["search_wall"]["median"] or 0 for n in names]
+    ax.bar([i - 0.2 for i in x], proc, 0.4, label=process_label, color="tab:gray")
+    ax.bar([i + 0.2 for i in x], srch, 0.4, label="search wall", color="tab:blue")
+    for i, (a, b) in enumerate(zip(proc, srch)):
+        ax.text(i - 0.2, a, f"{a:.1f}", ha="center", va="bottom", fontsize=8)
+        ax.text(i + 0.2, b, f"{b:.1f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(list(x), names)
+    ax.set_ylabel("seconds (median)")

@@ -212,19 +212,8 @@ def plot(doc: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = doc["results"]
-    names = list(rows)
-    proc = [rows[n]["process_wall"]["median"] or 0 for n in names]
-    srch = [rows[n]["search_wall"]["median"] or 0 for n in names]
     fig, ax = plt.subplots(figsize=(8, 4))
-    x = range(len(names))
-    ax.bar([i - 0.2 for i in x], proc, 0.4, label="process wall", color="tab:gray")
-    ax.bar([i + 0.2 for i in x], srch, 0.4, label="search wall", color="tab:blue")
-    for i, (a, b) in enumerate(zip(proc, srch)):
-        ax.text(i - 0.2, a, f"{a:.1f}", ha="center", va="bottom", fontsize=8)
-        ax.text(i + 0.2, b, f"{b:.1f}", ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(list(x), names)
-    ax.set_ylabel("seconds (median)")
+    C.bar_walls(ax, doc["results"])
     r = doc["ratios"]
     ax.set_title(
         f"{doc['params']['grid']} grid, mpiexec -n 2 on {doc['environment']['nproc']} cores; "

@@ -213,18 +213,7 @@ def plot(doc: dict, path: str) -> None:
     searches = list(doc["searches"])
     fig, axes = plt.subplots(1, len(searches), figsize=(5.5 * len(searches), 4), squeeze=False)
     for ax, s in zip(axes[0], searches):
-        rows = doc["searches"][s]["results"]
-        names = list(rows)
-        x = range(len(names))
-        proc = [rows[n]["process_wall"]["median"] for n in names]
-        srch = [rows[n]["search_wall"]["median"] for n in names]
-        ax.bar([i - 0.2 for i in x], proc, 0.4, label="process wall (start-up incl.)", color="tab:gray")
-        ax.bar([i + 0.2 for i in x], srch, 0.4, label="search wall", color="tab:blue")
-        for i, (a, b) in enumerate(zip(proc, srch)):
-            ax.text(i - 0.2, a, f"{a:.1f}", ha="center", va="bottom", fontsize=8)
-            ax.text(i + 0.2, b, f"{b:.1f}", ha="center", va="bottom", fontsize=8)
-        ax.set_xticks(list(x), names)
-        ax.set_ylabel("seconds (median)")
+        C.bar_walls(ax, doc["searches"][s]["results"], "process wall (start-up incl.)")
         r = doc["searches"][s]["ratios"]
         extra = (
             f"hpcml/sk_j2 search {r['search_hpcml_over_sklearn_j2']['median']:.2f}, "
