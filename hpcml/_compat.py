@@ -22,6 +22,26 @@ from sklearn.utils.metaestimators import _safe_split  # noqa: F401
 from sklearn.utils.validation import _check_method_params  # noqa: F401
 
 
+def validate_data(estimator: Any, X: Any, y: Any = "no_validation", *, reset: bool = True, **check_params: Any) -> Any:
+    """scikit-learn's ``validate_data`` (>= 1.6) or ``BaseEstimator._validate_data`` (older).
+
+    Checks ``X`` (and ``y``), and sets (``reset=True``) or checks (``reset=False``)
+    ``n_features_in_`` and ``feature_names_in_``, with scikit-learn's own messages.
+    """
+    try:
+        from sklearn.utils.validation import validate_data as _validate
+    except ImportError:  # pragma: no cover - scikit-learn < 1.6
+        return estimator._validate_data(X, y, reset=reset, **check_params)
+    return _validate(estimator, X, y, reset=reset, **check_params)
+
+
+def check_sample_weight(sample_weight: Any, X: Any, dtype: Any) -> Any:
+    """scikit-learn's ``_check_sample_weight``: a 1-D float array with one finite weight per row."""
+    from sklearn.utils.validation import _check_sample_weight
+
+    return _check_sample_weight(sample_weight, X, dtype=dtype)
+
+
 def run_search(search: Any, evaluate_candidates: Any, X: Any, y: Any) -> None:
     """Call ``search._run_search`` with the callback context newer scikit-learn wants."""
     from inspect import signature

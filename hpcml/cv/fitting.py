@@ -146,11 +146,20 @@ def serial_estimator(estimator: Any) -> Any:
     """Estimators with a ``comm`` parameter (``hpcml.sgd``) fit serially inside a unit.
 
     A unit runs on one rank, so an estimator that would otherwise make collective
-    calls on ``COMM_WORLD`` gets ``comm="self"`` (unless a communicator was given).
+    calls gets ``comm="self"``: ``None``/``"world"`` and any communicator of more
+    than one rank (a fit on it would wait forever for the other ranks).
     """
     params = estimator.get_params(deep=True)
-    serial = {k: "self" for k, v in params.items() if (k == "comm" or k.endswith("__comm")) and v in (None, "world")}
+    serial = {k: "self" for k, v in params.items() if (k == "comm" or k.endswith("__comm")) and _collective(v)}
     return estimator.set_params(**serial) if serial else estimator
+
+
+def _collective(comm: Any) -> bool:
+    """Whether a ``comm`` parameter value would make a fit wait for other ranks."""
+    if comm is None or (isinstance(comm, str) and comm == "world"):
+        return True
+    get_size = getattr(comm, "Get_size", None)
+    return callable(get_size) and get_size() > 1
 
 
 class FitRaised(Exception):

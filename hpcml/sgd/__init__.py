@@ -8,12 +8,21 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["SGDClassifier", "SGDRegressor", "GradientExchange", "Schedule", "linear_scaled_eta0", "InvalidData"]
+__all__ = [
+    "SGDClassifier",
+    "SGDRegressor",
+    "GradientExchange",
+    "Schedule",
+    "linear_scaled_eta0",
+    "InvalidData",
+    "FitDiverged",
+]
 
 _LAZY = {
     "SGDClassifier": "hpcml.sgd.estimators",
     "SGDRegressor": "hpcml.sgd.estimators",
     "InvalidData": "hpcml.sgd.estimators",
+    "FitDiverged": "hpcml.sgd.estimators",
     "GradientExchange": "hpcml.sgd.allreduce",
     "Schedule": "hpcml.sgd.schedules",
     "linear_scaled_eta0": "hpcml.sgd.schedules",

@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from typing import Any
 
 from hpcml.errors import ConfigError
@@ -79,6 +80,33 @@ def make_demo(out_dir: str, n_samples: int = 20000, n_features: int = 20) -> tup
     return paths[0], paths[1]
 
 
+def check_data(train: Any, test: Any | None) -> None:
+    """Validate the training set and the test set (same number of features) before training."""
+    from hpcml.errors import DataError
+    from hpcml.sgd._io import dataset_rows
+
+    dataset_rows(train)
+    if test is None:
+        return
+    dataset_rows(test)
+    d_train = int(train.validate()["X"][0][1])
+    d_test = int(test.validate()["X"][0][1])
+    if d_train != d_test:
+        raise DataError(f"{test.path}: X has {d_test} features but the training set {train.path} has {d_train}")
+
+
+def save_model(est: Any, out_dir: str) -> None:
+    """``model.npz`` (coef, intercept, classes) and ``model.joblib``, each written atomically."""
+    import joblib
+    import numpy as np
+
+    model = {"coef": est.coef_, "intercept": est.intercept_}
+    if hasattr(est, "classes_"):
+        model["classes"] = est.classes_
+    _write_with(os.path.join(out_dir, "model.npz"), lambda tmp: np.savez(tmp, **model))
+    _write_with(os.path.join(out_dir, "model.joblib"), lambda tmp: joblib.dump(est, tmp))
+
+
 def distributed_score(est: Any, ds: Any, comm: Any) -> dict[str, float]:
     """Accuracy (classifier) or R^2 (regressor) of ``est`` on ``ds``; each rank scores its shard."""
     import numpy as np
@@ -89,7 +117,7 @@ def distributed_score(est: Any, ds: Any, comm: Any) -> dict[str, float]:
 
     n = dataset_rows(ds)
     start, stop = shard_range(n, comm.Get_rank(), comm.Get_size())
-    X, y = read_rows(ds, start, stop)
+    X, y, _ = read_rows(ds, start, stop)
     sums = np.zeros(4)
     if X.shape[0]:
         pred = est.predict(X)
@@ -157,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np  # noqa: F401 - loaded only now, after the thread limits
 
     limit_loaded_pools(layout)
+    from sklearn.exceptions import ConvergenceWarning
+
     from hpcml.data.h5 import H5Dataset
     from hpcml.sgd.estimators import SGDClassifier, SGDRegressor
 
@@ -179,13 +209,34 @@ def main(argv: list[str] | None = None) -> int:
 
     cls = SGDClassifier if cfg.model_type == "classifier" else SGDRegressor
     est = cls(**cfg.estimator_params, verbose=int(cfg.verbose), comm=comm)
-    train = H5Dataset(cfg.data_path, X=cfg.X, y=cfg.y)
+    train = H5Dataset(cfg.data_path, X=cfg.X, y=cfg.y, sample_weight=cfg.sample_weight)
+    test_ds = H5Dataset(cfg.test_path, X=cfg.X, y=cfg.y) if cfg.test_path else None
+    err = None
+    try:  # check both files before any training: a bad test set must not cost a fit
+        check_data(train, test_ds)
+    except Exception as exc:  # noqa: BLE001 - agreed below
+        err = exc
+    raise_if_any(comm, err)
+    if rank != 0:  # one ConvergenceWarning per run, not one per rank
+        warnings.filterwarnings("ignore", category=ConvergenceWarning)
     t_fit = time.perf_counter()
     est.fit(train)
     fit_s = time.perf_counter() - t_fit
+    err = None
+    try:  # the model first: it is kept even if scoring fails
+        if rank == 0:
+            save_model(est, out_dir)
+    except Exception as exc:  # noqa: BLE001 - agreed below
+        err = exc
+    raise_if_any(comm, err)
     test = None
-    if cfg.test_path:
-        test = distributed_score(est, H5Dataset(cfg.test_path, X=cfg.X, y=cfg.y), comm)
+    if test_ds is not None:
+        err = None
+        try:
+            test = distributed_score(est, test_ds, comm)
+        except Exception as exc:  # noqa: BLE001 - agreed below
+            err = exc
+        raise_if_any(comm, err)
 
     per_rank = comm.gather(
         {
@@ -227,13 +278,6 @@ def main(argv: list[str] | None = None) -> int:
         "per_rank": [{k: v for k, v in r.items() if not k.startswith("epochs_")} for r in per_rank],
         "test": test,
     }
-    import joblib
-
-    model = {"coef": est.coef_, "intercept": est.intercept_}
-    if hasattr(est, "classes_"):
-        model["classes"] = est.classes_
-    _write_with(os.path.join(out_dir, "model.npz"), lambda tmp: np.savez(tmp, **model))
-    _write_with(os.path.join(out_dir, "model.joblib"), lambda tmp: joblib.dump(est, tmp))
     note = plot_history(summary["epochs"], os.path.join(out_dir, "loss.png")) if cfg.plot else None
     summary["plot"] = "loss.png" if cfg.plot and not note else None
     if note:

@@ -8,6 +8,7 @@ reference; in short::
     path = "train.h5"
     X = "X"                     # dataset names inside the file
     y = "y"
+    sample_weight = "w"         # optional: per-row weights dataset
     test_path = "test.h5"       # optional: scored after training
 
     [model]
@@ -20,10 +21,10 @@ reference; in short::
     fit_intercept = true
 
     [train]
-    max_iter = 20               # epochs
+    max_iter = 1000             # epochs (stops earlier on tol, like scikit-learn)
     batch_size = 256            # global batch (all ranks together)
     sampling = "global"         # or "local"
-    tol = 1e-4                  # or "none"
+    tol = 1e-3                  # or "none"
     n_iter_no_change = 5
     early_stopping = false
     validation_fraction = 0.1
@@ -72,6 +73,7 @@ class SGDConfig:
     data_path: str | None = None
     X: str = "X"
     y: str = "y"
+    sample_weight: str | None = None
     test_path: str | None = None
     model_type: str = "classifier"
     estimator_params: dict[str, Any] = field(default_factory=dict)
@@ -138,6 +140,7 @@ def parse_config(data: dict[str, Any], source: str, demo: bool = False) -> SGDCo
         cfg.data_path = os.path.join(base, path) if path else None
         cfg.X = dtab.get("X", str, "X")
         cfg.y = dtab.get("y", str, "y")
+        cfg.sample_weight = dtab.get("sample_weight", str, None)
         test = dtab.get("test_path", str, None)
         cfg.test_path = os.path.join(base, test) if test else None
         dtab.finish()
@@ -159,10 +162,10 @@ def parse_config(data: dict[str, Any], source: str, demo: bool = False) -> SGDCo
     mtab.finish()
 
     ttab = top.sub("train") or Table({}, f"{source} [train]")
-    params["max_iter"] = _int(ttab, "max_iter", 20, low=1)
+    params["max_iter"] = _int(ttab, "max_iter", 1000, low=1)
     params["batch_size"] = _int(ttab, "batch_size", 256, low=1)
     params["sampling"] = _choice(ttab, "sampling", _SAMPLING, "global")
-    tol = ttab.get("tol", (float, str), 1e-4)
+    tol = ttab.get("tol", (float, str), 1e-3)
     if isinstance(tol, str):
         if tol != "none":
             raise ttab.error("tol", f'expected a number or "none", got {tol!r}')
@@ -186,6 +189,8 @@ def parse_config(data: dict[str, Any], source: str, demo: bool = False) -> SGDCo
     params["power_t"] = _number(stab, "power_t", 0.5, low=0.0)
     params["warmup_steps"] = _int(stab, "warmup_steps", 0, low=0)
     params["eta_min"] = _number(stab, "eta_min", 0.0, low=0.0)
+    if params["eta_min"] > params["eta0"]:
+        raise stab.error("eta_min", f"must be <= eta0 ({params['eta0']!r}), got {params['eta_min']!r}")
     stab.finish()
 
     otab = top.sub("output") or Table({}, f"{source} [output]")

@@ -16,13 +16,17 @@ needs.  ``clone`` keeps the communicator by reference.
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted
 
+from hpcml._compat import check_sample_weight, validate_data
 from hpcml.comm import raise_if_any, resolve_comm
 from hpcml.errors import DataError
 from hpcml.sgd import losses as L
@@ -40,6 +44,14 @@ from hpcml.sgd.schedules import SCHEDULES, Schedule
 
 class InvalidData(DataError, ValueError):
     """Unusable training data (a :class:`~hpcml.errors.DataError` that is also a ``ValueError``)."""
+
+
+class FitDiverged(InvalidData):
+    """The loss or the weights became NaN or infinite (learning rate too large for the data's scale)."""
+
+
+#: A training loss this many times above the best one so far (plus 1): warn that the fit diverges.
+_EXPLODED = 1e4
 
 
 def resolve_sgd_comm(comm: Any) -> Any:
@@ -95,18 +107,29 @@ class _BaseSGD(BaseEstimator):
             raise ValueError(f"max_iter must be a positive integer; got {self.max_iter!r}")
         if not self.eta0 > 0:
             raise ValueError(f"eta0 must be > 0; got {self.eta0!r}")
+        if not 0.0 <= self.eta_min <= self.eta0:
+            raise ValueError(f"eta_min must be in [0, eta0]; got {self.eta_min!r}")
+        if self.power_t < 0:
+            raise ValueError(f"power_t must be >= 0; got {self.power_t!r}")
+        if self.tol is not None and not self.tol >= 0:
+            raise ValueError(f"tol must be >= 0 or None; got {self.tol!r}")
+        for name in ("fit_intercept", "nesterov", "early_stopping"):
+            if not isinstance(getattr(self, name), bool | np.bool_):
+                raise ValueError(f"{name} must be True or False; got {getattr(self, name)!r}")
+        if self.nesterov and not self.momentum > 0:
+            raise ValueError("nesterov=True needs momentum > 0")
         if self.alpha < 0:
             raise ValueError(f"alpha must be >= 0; got {self.alpha!r}")
         if not 0.0 <= self.l1_ratio <= 1.0:
             raise ValueError(f"l1_ratio must be in [0, 1]; got {self.l1_ratio!r}")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1); got {self.momentum!r}")
-        if self.early_stopping and not 0.0 < self.validation_fraction < 1.0:
+        if not 0.0 < self.validation_fraction < 1.0:
             raise ValueError(f"validation_fraction must be in (0, 1); got {self.validation_fraction!r}")
-        if self.n_iter_no_change < 1:
-            raise ValueError(f"n_iter_no_change must be >= 1; got {self.n_iter_no_change!r}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0; got {self.warmup_steps!r}")
+        if not (isinstance(self.n_iter_no_change, int | np.integer) and self.n_iter_no_change >= 1):
+            raise ValueError(f"n_iter_no_change must be a positive integer; got {self.n_iter_no_change!r}")
+        if not (isinstance(self.warmup_steps, int | np.integer) and self.warmup_steps >= 0):
+            raise ValueError(f"warmup_steps must be a non-negative integer; got {self.warmup_steps!r}")
 
     # ------------------------------------------------------------ clone/pickle
     def __sklearn_clone__(self) -> _BaseSGD:
@@ -127,36 +150,70 @@ class _BaseSGD(BaseEstimator):
         return state
 
     # -------------------------------------------------------------- data setup
-    def _local_data(self, X: Any, y: Any, sharded: bool, rank: int, size: int) -> tuple[Any, Any, int, int, int]:
-        """Rows of the calling rank: ``(X_local, y_local, n_global or -1, start or -1, d)``.  No collectives."""
+    def _local_data(
+        self, X: Any, y: Any, sample_weight: Any, sharded: bool, rank: int, size: int
+    ) -> tuple[Any, Any, Any, int, int, int]:
+        """Rows of the calling rank: ``(X, y, w or None, n_global or -1, start or -1, d)``.  No collectives."""
         if _is_dataset(X):
             if y is not None:
                 raise ValueError("y must be None when X is an H5Dataset (the target is read from the file)")
+            if sample_weight is not None:
+                raise ValueError(
+                    "sample_weight must be None when X is an H5Dataset (name the weights dataset: "
+                    "H5Dataset(path, sample_weight=...))"
+                )
             from hpcml.sgd._io import dataset_rows, read_rows
 
             n = dataset_rows(X)
             start, stop = shard_range(n, rank, size)
-            Xl, yl = read_rows(X, start, stop)
-            self._check_finite(Xl, yl, f"{X.path}: rows {start}:{stop}")
-            return Xl, yl, n, start, Xl.shape[1]
+            Xl, yl, wl = read_rows(X, start, stop)
+            where = f"{X.path}: rows {start}:{stop}"
+            self._check_finite(Xl, yl, where)
+            if self._is_classifier:
+                check_classification_targets(yl)
+            if wl is not None:
+                wl = self._check_weights(wl, Xl, where)
+            for attr in ("feature_names_in_",):
+                if hasattr(self, attr):
+                    delattr(self, attr)
+            return Xl, yl, wl, n, start, Xl.shape[1]
         if y is None:
-            raise ValueError("y is required when X is an array")
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None "
+                "(or pass an H5Dataset as X)"
+            )
         try:
-            Xa, ya = check_X_y(
+            Xa, ya = validate_data(
+                self,
                 X,
                 y,
                 dtype=[np.float64, np.float32],
                 y_numeric=not self._is_classifier,
                 accept_sparse=False,
-                ensure_min_samples=1 if sharded else 2,
+                ensure_min_samples=0 if sharded else 2,
             )
         except ValueError as exc:
             raise InvalidData(str(exc)) from None
+        if self._is_classifier:
+            check_classification_targets(ya)
+        wa = None if sample_weight is None else self._check_weights(sample_weight, Xa, "sample_weight")
         if sharded:
-            return Xa, ya, -1, -1, Xa.shape[1]
+            return Xa, ya, wa, -1, -1, Xa.shape[1]
         n = Xa.shape[0]
         start, stop = shard_range(n, rank, size)
-        return Xa[start:stop], ya[start:stop], n, start, Xa.shape[1]
+        return Xa[start:stop], ya[start:stop], None if wa is None else wa[start:stop], n, start, Xa.shape[1]
+
+    @staticmethod
+    def _check_weights(sample_weight: Any, X: np.ndarray, where: str) -> np.ndarray:
+        try:
+            w = check_sample_weight(sample_weight, X, dtype=X.dtype)
+        except ValueError as exc:
+            raise InvalidData(f"{where}: {exc}") from None
+        if not np.isfinite(w).all():
+            raise InvalidData(f"{where}: sample weights contain NaN or infinity")
+        if (w < 0).any():
+            raise InvalidData(f"{where}: sample weights must be >= 0")
+        return w
 
     @staticmethod
     def _check_finite(X: np.ndarray, y: np.ndarray, where: str) -> None:
@@ -165,22 +222,37 @@ class _BaseSGD(BaseEstimator):
         if y.dtype.kind == "f" and not np.isfinite(y).all():
             raise InvalidData(f"{where}: y contains NaN or infinity")
 
-    def _fit_setup(self, comm: Any, X: Any, y: Any, sharded: bool) -> tuple[Any, ...]:
+    def _agreed_params(self) -> tuple[tuple[str, str], ...]:
+        """The parameters every rank must share (all but ``comm`` and ``verbose``), as comparable text."""
+        return tuple(
+            (k, repr(v)) for k, v in sorted(self.get_params(deep=False).items()) if k not in ("comm", "verbose")
+        )
+
+    def _fit_setup(self, comm: Any, X: Any, y: Any, sample_weight: Any, sharded: bool) -> tuple[Any, ...]:
         rank, size = comm.Get_rank(), comm.Get_size()
-        self._check_params()  # same parameters on every rank: no agreement needed
         if size == 1:
-            local = self._local_data(X, y, sharded, rank, size)
+            self._check_params()
+            local = self._local_data(X, y, sample_weight, sharded, rank, size)
         else:
             err: BaseException | None = None
             local = None
             try:
-                local = self._local_data(X, y, sharded, rank, size)
+                self._check_params()
+                local = self._local_data(X, y, sample_weight, sharded, rank, size)
             except Exception as exc:  # noqa: BLE001 - agreed below, re-raised everywhere
                 err = exc
             raise_if_any(comm, err)
         assert local is not None
-        Xl, yl, n, start, d = local
-        info = comm.allgather((Xl.shape[0], d, n, start))
+        Xl, yl, wl, n, start, d = local
+        info = comm.allgather((Xl.shape[0], d, n, start, wl is not None, self._agreed_params()))
+        differ = sorted({k for i in info for k, v in i[5] if dict(info[0][5]).get(k) != v})
+        if differ:
+            raise ValueError(
+                f"{type(self).__name__} has different parameters on different ranks ({', '.join(differ)}); "
+                "every rank of comm must fit the same estimator"
+            )
+        if len({i[4] for i in info}) != 1:
+            raise InvalidData("sample_weight was given on some ranks but not on others")
         dims = {i[1] for i in info}
         if len(dims) != 1:
             raise InvalidData(f"ranks disagree on the number of features: {sorted(dims)}")
@@ -193,11 +265,35 @@ class _BaseSGD(BaseEstimator):
         elif len({i[2] for i in info}) != 1:
             raise InvalidData("ranks were given data sets of different lengths (give every rank the same arrays)")
         stop = start + Xl.shape[0]
-        return Xl, yl, n, start, stop, d
+        return Xl, yl, wl, n, start, stop, d
 
     # ------------------------------------------------------------------ train
-    def _train(self, comm: Any, X: np.ndarray, T: np.ndarray, n: int, start: int, stop: int, k: int) -> None:
-        """Run the epochs.  ``T`` is the encoded target of this rank's rows."""
+    def _train(
+        self,
+        comm: Any,
+        X: np.ndarray,
+        T: np.ndarray,
+        n: int,
+        start: int,
+        stop: int,
+        k: int,
+        sw: np.ndarray | None = None,
+    ) -> None:
+        """Run the epochs.  ``T`` is the encoded target of this rank's rows, ``sw`` their weights."""
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # divergence is checked per epoch
+            self._epochs(comm, X, T, n, start, stop, k, sw)
+
+    def _epochs(
+        self,
+        comm: Any,
+        X: np.ndarray,
+        T: np.ndarray,
+        n: int,
+        start: int,
+        stop: int,
+        k: int,
+        sw: np.ndarray | None,
+    ) -> None:
         rank, size = comm.Get_rank(), comm.Get_size()
         d = X.shape[1]
         seed = self._seed(comm)
@@ -214,10 +310,11 @@ class _BaseSGD(BaseEstimator):
             val_idx = np.flatnonzero(mine)
             train_local = np.flatnonzero(~mine)
             Xv, Tv = X[val_idx], T[val_idx]
+            wv = None if sw is None else sw[val_idx]
         else:
             train_rows_global = np.arange(n)
             train_local = np.arange(n_local)
-            Xv = Tv = None
+            Xv = Tv = wv = None
         n_train = train_rows_global.shape[0]
 
         if self.sampling == "global":
@@ -249,6 +346,9 @@ class _BaseSGD(BaseEstimator):
         n_max = B if self.sampling == "global" else local_batch
         xbuf = np.empty((n_max, d), dtype=X.dtype)
         tbuf = np.empty((n_max, *T.shape[1:]), dtype=T.dtype)
+        # weights as an (n, 1) column of the data's type: they scale dZ rows in the kernel
+        W1 = None if sw is None else sw.astype(X.dtype).reshape(-1, 1)
+        wbuf = None if W1 is None else np.empty((n_max, 1), dtype=X.dtype)
         kernel = L.BatchKernel(self.loss, n_max, d, k, X.dtype, eps)
         wtmp = np.empty_like(W)
         # local mode: shuffle blocks of consecutive rows (contiguous copies, see sampling.py)
@@ -258,7 +358,8 @@ class _BaseSGD(BaseEstimator):
         loss_curve: list[float] = []
         val_loss_curve: list[float] = []
         val_scores: list[float] = []
-        best = np.inf
+        best = best_train = np.inf
+        exploding = False
         no_improve = 0
         t = 0
         epoch = 0
@@ -283,7 +384,8 @@ class _BaseSGD(BaseEstimator):
                 if nb:
                     Xb = np.take(X, rows, axis=0, out=xbuf[:nb], mode="clip")  # "raise" would copy via a temporary
                     Tb = np.take(T, rows, axis=0, out=tbuf[:nb], mode="clip")
-                    ex.extra[0] = kernel(Xb, Tb, Wc, bc, ex.gW, ex.gb)
+                    wb = None if W1 is None else np.take(W1, rows, axis=0, out=wbuf[:nb], mode="clip")
+                    ex.extra[0] = kernel(Xb, Tb, Wc, bc, ex.gW, ex.gb, wb)
                     ex.extra[1] = nb
                 else:
                     ex.buf.fill(0.0)
@@ -326,7 +428,7 @@ class _BaseSGD(BaseEstimator):
             score = train_loss
             if Xv is not None:
                 c0 = time.perf_counter()
-                self._validation_sums(Xv, Tv, W, b, eps, k, val_buf)
+                self._validation_sums(Xv, Tv, wv, W, b, eps, k, val_buf)
                 c1 = time.perf_counter()
                 if size > 1:
                     comm.Allreduce(_mpi_in_place(), val_buf, op=_mpi_sum())
@@ -360,12 +462,39 @@ class _BaseSGD(BaseEstimator):
                     no_improve = 0
                 best = min(best, score)
                 stop_now = no_improve >= int(self.n_iter_no_change)
-            # Every rank has the same numbers; rank 0's decision is broadcast anyway so
+            # NaN/inf: scikit-learn raises too.  A loss 10^4 x above the best so far only warns
+            # (scikit-learn returns such fits silently; the tol rule stops them).
+            diverged = not (np.isfinite(train_loss) and np.isfinite(W).all() and np.isfinite(b).all())
+            # Every rank has the same numbers; rank 0's decisions are broadcast anyway so
             # that no rounding difference can ever split the ranks.
             if size > 1:
-                stop_now = bool(comm.bcast(stop_now, root=0))
+                diverged, stop_now = comm.bcast((bool(diverged), bool(stop_now)), root=0)
+            if diverged:
+                exc = FitDiverged(
+                    f"floating-point overflow at epoch {epoch + 1}: the fit diverged (mean training loss "
+                    f"{train_loss:.3g}); lower eta0, or scale the input data (StandardScaler or MinMaxScaler)"
+                )
+                exc.agreed = True  # type: ignore[attr-defined] # raised by every rank at this same point
+                raise exc
+            if not exploding and train_loss > _EXPLODED * (best_train + 1.0):
+                exploding = True
+                warnings.warn(
+                    f"the fit is diverging: mean training loss {train_loss:.3g} at epoch {epoch + 1}, "
+                    f"best {best_train:.3g}; lower eta0, or scale the input data (StandardScaler or MinMaxScaler)",
+                    ConvergenceWarning,
+                    stacklevel=4,
+                )
+            best_train = min(best_train, train_loss)
             if stop_now:
                 break
+        else:
+            if self.tol is not None:
+                warnings.warn(
+                    "Maximum number of iteration reached before convergence. Consider increasing max_iter to "
+                    "improve the fit.",
+                    ConvergenceWarning,
+                    stacklevel=4,
+                )
 
         self._W, self._b = W, b
         self.n_iter_ = epoch + 1
@@ -396,15 +525,25 @@ class _BaseSGD(BaseEstimator):
         raise ValueError("random_state must be an int or None (every rank must draw the same batches)")
 
     def _validation_sums(
-        self, Xv: np.ndarray, Tv: np.ndarray, W: np.ndarray, b: np.ndarray, eps: float, k: int, out: np.ndarray
+        self,
+        Xv: np.ndarray,
+        Tv: np.ndarray,
+        wv: np.ndarray | None,
+        W: np.ndarray,
+        b: np.ndarray,
+        eps: float,
+        k: int,
+        out: np.ndarray,
     ) -> None:
+        """Weighted validation sums of this rank: loss, weight, correct or squared residuals, y, y^2."""
         out.fill(0.0)
         if Xv.shape[0] == 0:
             return
         Z = Xv @ W.astype(Xv.dtype, copy=False) + b.astype(Xv.dtype, copy=False)
-        value, _ = L.loss_and_dz(self.loss, Z, Tv, eps)
+        w = np.ones(Xv.shape[0]) if wv is None else wv.astype(np.float64)
+        value, _ = L.loss_and_dz(self.loss, Z, Tv, eps, None if wv is None else w)
         out[0] = value
-        out[1] = Xv.shape[0]
+        out[1] = float(w.sum())
         if self._is_classifier:
             if k == 1:
                 correct = (Z[:, 0] > 0) == (Tv[:, 0] > 0)
@@ -412,16 +551,16 @@ class _BaseSGD(BaseEstimator):
                 correct = Z.argmax(axis=1) == Tv
             else:
                 correct = Z.argmax(axis=1) == Tv.argmax(axis=1)
-            out[2] = float(np.count_nonzero(correct))
+            out[2] = float(np.dot(correct, w))
         else:
             yv = Tv[:, 0].astype(np.float64)
             r = Z[:, 0] - yv
-            out[2] = float(np.dot(r, r))
-            out[3] = float(yv.sum())
-            out[4] = float(np.dot(yv, yv))
+            out[2] = float(np.dot(r * r, w))
+            out[3] = float(np.dot(yv, w))
+            out[4] = float(np.dot(yv * yv, w))
 
     def _validation_metrics(self, s: np.ndarray) -> tuple[float, float]:
-        cnt = max(s[1], 1.0)
+        cnt = s[1] if s[1] > 0 else 1.0
         if self._is_classifier:
             return float(s[0] / cnt), float(s[2] / cnt)
         ss_tot = s[4] - s[3] * s[3] / cnt
@@ -431,11 +570,7 @@ class _BaseSGD(BaseEstimator):
     # --------------------------------------------------------------- predict
     def _scores(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "coef_")
-        X = check_array(X, dtype=[np.float64, np.float32])
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {X.shape[1]} features, but {type(self).__name__} was fitted with {self.n_features_in_}"
-            )
+        X = validate_data(self, X, dtype=[np.float64, np.float32], accept_sparse=False, reset=False)
         coef = np.atleast_2d(self.coef_)
         return X @ coef.T.astype(X.dtype, copy=False) + np.asarray(self.intercept_, dtype=X.dtype)
 
@@ -450,12 +585,14 @@ _PARAM_DOC = """
         Elastic-net mixing, 0 <= l1_ratio <= 1.
     fit_intercept : bool, default=True
         Learn an intercept (never penalised).
-    max_iter : int, default=20
-        Maximum number of epochs.
-    tol : float or None, default=1e-4
-        Stop when the monitored loss (training loss, or validation loss with
-        early stopping) has not improved by ``tol`` for ``n_iter_no_change``
-        epochs; ``None`` runs all ``max_iter`` epochs.
+    max_iter : int, default=1000
+        Maximum number of epochs (scikit-learn's default); a
+        ``ConvergenceWarning`` is issued when they run out with ``tol`` set.
+    tol : float or None, default=1e-3
+        Stop when the monitored loss (mean training loss, or validation loss
+        with early stopping) has not improved by ``tol`` for
+        ``n_iter_no_change`` epochs (scikit-learn's rule and default);
+        ``None`` runs all ``max_iter`` epochs.
     batch_size : int, default=256
         **Global** batch size: rows per step summed over all ranks.
     sampling : {"global", "local"}, default="global"
@@ -549,8 +686,8 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
         alpha: float = 1e-4,
         l1_ratio: float = 0.15,
         fit_intercept: bool = True,
-        max_iter: int = 20,
-        tol: float | None = 1e-4,
+        max_iter: int = 1000,
+        tol: float | None = 1e-3,
         batch_size: int = 256,
         sampling: str = "global",
         learning_rate: str = "constant",
@@ -590,7 +727,7 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
         self.verbose = verbose
         self.comm = comm
 
-    def fit(self, X: Any, y: Any = None, *, sharded: bool = False) -> SGDClassifier:
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None, *, sharded: bool = False) -> SGDClassifier:
         """Train on every rank of ``comm`` together (collective).
 
         Parameters
@@ -601,6 +738,11 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
             rank reads only the rows of its own shard from the file.
         y : array-like of shape (n_samples,), optional
             Labels (``None`` with a dataset).
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative per-row weights (each row's gradient and loss are
+            multiplied by its weight; steps still average over rows, as
+            scikit-learn's SGD does).  With a dataset, name the weights
+            dataset instead: ``H5Dataset(path, sample_weight="w")``.
         sharded : bool, default=False
             ``X``/``y`` hold only this rank's rows; the global order is rank 0's
             rows, then rank 1's, and so on.
@@ -610,7 +752,7 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
         self
         """
         comm = resolve_sgd_comm(self.comm)
-        Xl, yl, n, start, stop, d = self._fit_setup(comm, X, y, sharded)
+        Xl, yl, wl, n, start, stop, d = self._fit_setup(comm, X, y, sample_weight, sharded)
         labels = comm.allgather(np.unique(yl))
         classes = np.unique(np.concatenate(labels))
         if classes.shape[0] < 2:
@@ -620,7 +762,7 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
         T = L.encode_target(self.loss, idx, classes.shape[0], dtype=Xl.dtype)
         self.classes_ = classes
         self.n_features_in_ = d
-        self._train(comm, Xl, T, n, start, stop, k)
+        self._train(comm, Xl, T, n, start, stop, k, wl)
         self.coef_ = np.ascontiguousarray(self._W.T)
         self.intercept_ = self._b.copy()
         del self._W, self._b
@@ -682,8 +824,8 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
         alpha: float = 1e-4,
         l1_ratio: float = 0.15,
         fit_intercept: bool = True,
-        max_iter: int = 20,
-        tol: float | None = 1e-4,
+        max_iter: int = 1000,
+        tol: float | None = 1e-3,
         batch_size: int = 256,
         sampling: str = "global",
         learning_rate: str = "constant",
@@ -724,7 +866,7 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
         self.verbose = verbose
         self.comm = comm
 
-    def fit(self, X: Any, y: Any = None, *, sharded: bool = False) -> SGDRegressor:
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None, *, sharded: bool = False) -> SGDRegressor:
         """Train on every rank of ``comm`` together (collective).
 
         Parameters
@@ -733,6 +875,8 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
             See :meth:`SGDClassifier.fit`.
         y : array-like of shape (n_samples,), optional
             Targets (``None`` with a dataset).
+        sample_weight : array-like of shape (n_samples,), optional
+            See :meth:`SGDClassifier.fit`.
         sharded : bool, default=False
             ``X``/``y`` hold only this rank's rows.
 
@@ -741,12 +885,12 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
         self
         """
         comm = resolve_sgd_comm(self.comm)
-        Xl, yl, n, start, stop, d = self._fit_setup(comm, X, y, sharded)
+        Xl, yl, wl, n, start, stop, d = self._fit_setup(comm, X, y, sample_weight, sharded)
         if self.epsilon < 0:
             raise ValueError(f"epsilon must be >= 0; got {self.epsilon!r}")
         T = L.encode_target(self.loss, yl, 1, dtype=Xl.dtype)
         self.n_features_in_ = d
-        self._train(comm, Xl, T, n, start, stop, 1)
+        self._train(comm, Xl, T, n, start, stop, 1, wl)
         self.coef_ = self._W[:, 0].copy()
         self.intercept_ = self._b.copy()
         del self._W, self._b

@@ -92,7 +92,18 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return z
 
 
-def loss_and_dz(loss: str, Z: np.ndarray, T: np.ndarray, epsilon: float = 0.1) -> tuple[float, np.ndarray]:
+def _weighted_sum(rows: np.ndarray, sample_weight: np.ndarray | None) -> float:
+    """Sum of per-row values (summed over columns first), each row weighted."""
+    if rows.ndim == 2:
+        rows = rows.sum(axis=1)
+    if sample_weight is None:
+        return float(rows.sum())
+    return float(np.dot(rows, sample_weight.astype(rows.dtype, copy=False)))
+
+
+def loss_and_dz(
+    loss: str, Z: np.ndarray, T: np.ndarray, epsilon: float = 0.1, sample_weight: np.ndarray | None = None
+) -> tuple[float, np.ndarray]:
     """Sum of per-row losses and its derivative with respect to the raw scores.
 
     Parameters
@@ -105,50 +116,56 @@ def loss_and_dz(loss: str, Z: np.ndarray, T: np.ndarray, epsilon: float = 0.1) -
         Encoded target (:func:`encode_target`).
     epsilon : float
         Huber threshold.
+    sample_weight : ndarray of shape (n,), optional
+        Per-row weights: the sum becomes ``sum_i w_i loss_i`` (and ``dZ`` row
+        ``i`` is scaled by ``w_i``).
 
     Returns
     -------
     loss_sum : float
-        Sum over rows (and columns for one-vs-rest hinge).
+        (Weighted) sum over rows (and columns for one-vs-rest hinge).
     dZ : ndarray of shape (n, k)
         Derivative of ``loss_sum`` with respect to ``Z``.
     """
     if Z.shape[0] == 0:
         return 0.0, np.zeros_like(Z)
+    w = sample_weight
     if loss == "log_loss":
         if Z.shape[1] == 1:
             # one exp for both: e = exp(-|m|); loss = max(-m, 0) + log1p(e); sigmoid(-m) from e
             m = T * Z
             e = np.exp(-np.abs(m))
-            value = float(np.maximum(-m, 0.0).sum() + np.log1p(e).sum())
+            value = _weighted_sum(np.maximum(-m, 0.0) + np.log1p(e), w)
             inv = 1.0 / (1.0 + e)
-            sig = np.where(m >= 0, e * inv, inv)  # sigmoid(-m)
-            sig *= -T
-            return value, sig
-        zmax = Z.max(axis=1, keepdims=True)
-        shifted = Z - zmax
-        lse = np.log(np.exp(shifted).sum(axis=1))
-        rows = np.arange(Z.shape[0])
-        value = float((lse - shifted[rows, T]).sum())
-        dz = softmax(Z.copy())
-        dz[rows, T] -= 1.0
-        return value, dz
-    if loss == "hinge":
+            dz = np.where(m >= 0, e * inv, inv)  # sigmoid(-m)
+            dz *= -T
+        else:
+            zmax = Z.max(axis=1, keepdims=True)
+            shifted = Z - zmax
+            lse = np.log(np.exp(shifted).sum(axis=1))
+            rows = np.arange(Z.shape[0])
+            value = _weighted_sum(lse - shifted[rows, T], w)
+            dz = softmax(Z.copy())
+            dz[rows, T] -= 1.0
+    elif loss == "hinge":
         margin = 1.0 - T * Z
         active = margin > 0
-        value = float(margin[active].sum())
+        value = _weighted_sum(np.where(active, margin, 0.0), w)
         dz = np.where(active, -T, 0.0).astype(Z.dtype, copy=False)
-        return value, dz
-    if loss == "squared_error":
+    elif loss == "squared_error":
         r = Z - T
-        return float(0.5 * np.dot(r.ravel(), r.ravel())), r
-    if loss == "huber":
+        value = 0.5 * _weighted_sum(r * r, w)
+        dz = r
+    elif loss == "huber":
         r = Z - T
         a = np.abs(r)
-        quad = a <= epsilon
-        value = float(np.where(quad, 0.5 * r * r, epsilon * a - 0.5 * epsilon * epsilon).sum())
-        return value, np.clip(r, -epsilon, epsilon)
-    raise ValueError(f"unknown loss {loss!r}")
+        value = _weighted_sum(np.where(a <= epsilon, 0.5 * r * r, epsilon * a - 0.5 * epsilon * epsilon), w)
+        dz = np.clip(r, -epsilon, epsilon)
+    else:
+        raise ValueError(f"unknown loss {loss!r}")
+    if w is not None:
+        dz = dz * w.astype(dz.dtype, copy=False)[:, None]
+    return value, dz
 
 
 def penalty_parts(penalty: str | None, alpha: float, l1_ratio: float) -> tuple[float, float]:
@@ -194,6 +211,7 @@ def batch_gradient(
     W: np.ndarray,
     b: np.ndarray,
     epsilon: float = 0.1,
+    sample_weight: np.ndarray | None = None,
 ) -> tuple[float, np.ndarray, np.ndarray]:
     """Loss sum and gradients (sums over rows) of one mini-batch; no penalty.
 
@@ -211,6 +229,8 @@ def batch_gradient(
         Intercepts.
     epsilon : float
         Huber threshold.
+    sample_weight : ndarray of shape (n,), optional
+        Per-row weights.
 
     Returns
     -------
@@ -220,7 +240,7 @@ def batch_gradient(
     """
     Z = X @ W.astype(X.dtype, copy=False)
     Z += b.astype(X.dtype, copy=False)
-    value, dz = loss_and_dz(loss, Z, T, epsilon)
+    value, dz = loss_and_dz(loss, Z, T, epsilon, sample_weight)
     return value, X.T @ dz, dz.sum(axis=0)
 
 
@@ -262,29 +282,42 @@ class BatchKernel:
             self.e = np.empty_like(self.z)
             self.p = np.empty_like(self.z)
         self.gw = np.empty((n_features, n_outputs), dtype=self.dtype)
+        self.wz = np.empty_like(self.z)  # weighted dZ / scratch (sample weights only)
         self.half = self.dtype.type(0.5)
         self.zero = self.dtype.type(0.0)
         self.one = self.dtype.type(1.0)
 
     def __call__(
-        self, Xb: np.ndarray, Tb: np.ndarray, Wc: np.ndarray, bc: np.ndarray, gW: np.ndarray, gb: np.ndarray
+        self,
+        Xb: np.ndarray,
+        Tb: np.ndarray,
+        Wc: np.ndarray,
+        bc: np.ndarray,
+        gW: np.ndarray,
+        gb: np.ndarray,
+        wb: np.ndarray | None = None,
     ) -> float:
         """Write ``X_b^T dZ`` into ``gW`` and ``sum(dZ)`` into ``gb``; return the loss sum.
 
-        ``Wc``/``bc`` are the weights in the data's type; ``gW``/``gb`` float64 views.
+        ``Wc``/``bc`` are the weights in the data's type; ``gW``/``gb`` float64 views;
+        ``wb`` optional per-row sample weights (shape ``(n, 1)``, the data's type).
         """
         n = Xb.shape[0]
         Z = self.z[:n]
         np.matmul(Xb, Wc, out=Z)
         Z += bc
         if self.binary_log:
-            value, dz = self._binary_log_loss(Z, Tb, n)
+            value, dz = self._binary_log_loss(Z, Tb, n, wb)
         elif self.loss == "squared_error":
             Z -= Tb
             flat = Z.ravel()
-            value, dz = 0.5 * float(np.dot(flat, flat)), Z
+            if wb is None:
+                value, dz = 0.5 * float(np.dot(flat, flat)), Z
+            else:
+                dz = np.multiply(Z, wb, out=self.wz[:n])
+                value = 0.5 * float(np.dot(dz.ravel(), flat))
         else:
-            value, dz = loss_and_dz(self.loss, Z, Tb, self.epsilon)
+            value, dz = loss_and_dz(self.loss, Z, Tb, self.epsilon, None if wb is None else wb[:, 0])
             dz = dz.astype(self.dtype, copy=False)
         if gW.dtype == self.dtype:
             np.matmul(Xb.T, dz, out=gW)
@@ -294,7 +327,7 @@ class BatchKernel:
         gb[...] = dz.sum(axis=0)
         return value
 
-    def _binary_log_loss(self, Z: np.ndarray, T: np.ndarray, n: int) -> tuple[float, np.ndarray]:
+    def _binary_log_loss(self, Z: np.ndarray, T: np.ndarray, n: int, w: np.ndarray | None) -> tuple[float, np.ndarray]:
         """``sum softplus(-m)`` and ``dZ = -T sigmoid(-m)`` for margins ``m = T Z``; ``Z`` is overwritten."""
         e, p = self.e[:n], self.p[:n]
         m = np.multiply(Z, T, out=Z)
@@ -303,13 +336,19 @@ class BatchKernel:
         np.exp(e, out=e)  # e = exp(-|m|) in (0, 1]
         np.add(e, self.one, out=p)  # 1 + e in (1, 2]: log is accurate enough for a loss *sum*
         np.log(p, out=p)
-        value = float(p.sum())
-        np.minimum(m, self.zero, out=p)  # softplus(-m) = max(-m, 0) + log(1 + exp(-|m|))
-        value -= float(p.sum())
+        if w is None:
+            value = float(p.sum())
+            np.minimum(m, self.zero, out=p)  # softplus(-m) = max(-m, 0) + log(1 + exp(-|m|))
+            value -= float(p.sum())
+        else:
+            p -= np.minimum(m, self.zero, out=self.wz[:n])
+            value = float(np.dot(p.ravel(), w.ravel()))
         np.add(e, self.one, out=p)
         np.divide(e, p, out=e)  # s = sigmoid(-|m|)
         np.subtract(self.half, e, out=e)
         np.copysign(e, m, out=e)
         e -= self.half  # sign(m) (1/2 - s) - 1/2 = -sigmoid(-m)
         e *= T
+        if w is not None:
+            e *= w
         return value, e

@@ -66,3 +66,53 @@ def test_missing_data_file_exits_2(tmp_path):
     lines = [ln for ln in res.stderr.splitlines() if ln.startswith("hpcml: error:")]
     assert len(lines) == 1 and "missing.h5" in lines[0] and "not found" in lines[0], res.stderr
     assert not (tmp_path / "o" / "model.npz").exists()
+
+
+def test_missing_test_file_fails_before_training(tmp_path):
+    from sklearn.datasets import make_classification
+
+    from hpcml.data.h5 import write_dataset
+
+    X, y = make_classification(500, 5, random_state=0)
+    write_dataset(tmp_path / "train.h5", X, y)
+    cfg = tmp_path / "t.toml"
+    cfg.write_text('[data]\npath = "train.h5"\ntest_path = "nope.h5"\n[run]\nthreads_per_rank = 1\n')
+    res = run_mpi(2, ["-m", "hpcml.sgd", str(cfg), "--out", str(tmp_path / "o")], timeout=60)
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("hpcml: error:")]
+    assert len(lines) == 1 and "nope.h5" in lines[0] and "not found" in lines[0], res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / "o" / "model.npz").exists()  # nothing was trained
+
+
+def test_weighted_config_equals_api_and_divergence_is_one_error_line(tmp_path):
+    from sklearn.datasets import make_regression
+
+    from hpcml.data.h5 import write_dataset
+    from hpcml.sgd import SGDRegressor
+
+    X, y = make_regression(400, 6, noise=1.0, random_state=0)
+    y = y / y.std()
+    w = np.random.default_rng(0).uniform(0.0, 2.0, size=len(y))
+    write_dataset(tmp_path / "w.h5", X, y, sample_weight=w)
+    cfg = tmp_path / "w.toml"
+    cfg.write_text(
+        '[data]\npath = "w.h5"\nsample_weight = "sample_weight"\n[model]\ntype = "regressor"\n'
+        '[train]\nmax_iter = 4\ntol = "none"\nbatch_size = 32\n[output]\nplot = false\n[run]\nthreads_per_rank = 1\n'
+    )
+    res = run_mpi(2, ["-m", "hpcml.sgd", str(cfg), "--out", str(tmp_path / "o")], timeout=120)
+    assert res.returncode == 0, res.stderr
+    ref = SGDRegressor(comm="self", max_iter=4, tol=None, batch_size=32).fit(X, y, sample_weight=w)
+    got = np.load(tmp_path / "o" / "model.npz")
+    assert np.allclose(got["coef"], ref.coef_, rtol=1e-10, atol=1e-12)
+
+    write_dataset(tmp_path / "big.h5", X * 1e6, y)
+    cfg.write_text(
+        '[data]\npath = "big.h5"\n[model]\ntype = "regressor"\n[train]\nmax_iter = 200\ntol = "none"\n'
+        '[schedule]\neta0 = 1.0\n[run]\nthreads_per_rank = 1\n'
+    )
+    res = run_mpi(2, ["-m", "hpcml.sgd", str(cfg), "--out", str(tmp_path / "d")], timeout=120)
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("hpcml: error:")]
+    assert len(lines) == 1 and "diverged" in lines[0], res.stderr
+    assert "Traceback" not in res.stderr

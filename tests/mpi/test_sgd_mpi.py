@@ -205,3 +205,51 @@ def test_gradient_exchange_sums_in_place():
     assert ex.extra.tolist() == [n * (n - 1) / 2, 2.0 * n]
     assert id(ex.buf) == buf_id and ex.gW.base is ex.buf
     assert ex.calls == 1 and ex.comm_time >= 0.0
+
+
+@pytest.mark.mpi(min_size=1)
+def test_weighted_h5_fit_is_rank_count_invariant(shared_dir):
+    X, y = make_classification(300, 5, random_state=5)
+    w = np.random.default_rng(2).uniform(0.0, 2.0, size=len(y))
+    path = shared_dir / "w.h5"
+    if COMM.rank == 0:
+        write_dataset(path, X, y, sample_weight=w)
+    COMM.Barrier()
+    kw = dict(max_iter=3, tol=None, batch_size=40)
+    world = SGDClassifier(comm=COMM, **kw).fit(H5Dataset(str(path), sample_weight="sample_weight"))
+    serial = SGDClassifier(comm="self", **kw).fit(X, y, sample_weight=w)
+    unweighted = SGDClassifier(comm="self", **kw).fit(X, y)
+    assert np.allclose(world.coef_, serial.coef_, rtol=1e-10, atol=1e-12)
+    assert not np.allclose(world.coef_, unweighted.coef_)
+
+
+@pytest.mark.mpi(min_size=2)
+def test_different_params_on_ranks_raise_instead_of_hanging():
+    X, y = make_classification(200, 4, random_state=0)
+    est = SGDClassifier(comm=COMM, max_iter=2, batch_size=32 + COMM.rank)
+    with pytest.raises(ValueError, match="batch_size"):
+        est.fit(X, y)
+    assert COMM.allreduce(1) == COMM.size
+
+
+@pytest.mark.mpi(min_size=2)
+def test_sharded_fit_with_an_empty_rank():
+    X, y = make_classification(200, 4, random_state=0)
+    parts = np.array_split(np.arange(200), COMM.size - 1)
+    mine = np.array([], dtype=int) if COMM.rank == 0 else parts[COMM.rank - 1]
+    kw = dict(max_iter=2, tol=None, batch_size=32)
+    world = SGDClassifier(comm=COMM, **kw).fit(X[mine], y[mine], sharded=True)
+    serial = SGDClassifier(comm="self", **kw).fit(X, y)
+    assert np.allclose(world.coef_, serial.coef_, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.mpi(min_size=1)
+def test_world_communicator_inside_hpcml_search_fits_serially():
+    import hpcml
+
+    X, y = make_classification(200, 4, random_state=0)
+    grid = {"alpha": [1e-4, 1e-2]}
+    kw = dict(max_iter=3, tol=None)
+    a = hpcml.GridSearchCV(SGDClassifier(comm=COMM, **kw), grid, cv=3, comm=COMM).fit(X, y)
+    b = hpcml.GridSearchCV(SGDClassifier(comm="self", **kw), grid, cv=3, comm=COMM).fit(X, y)
+    np.testing.assert_array_equal(a.cv_results_["mean_test_score"], b.cv_results_["mean_test_score"])

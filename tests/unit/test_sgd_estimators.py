@@ -182,3 +182,129 @@ def test_bad_input_and_params():
         SGDClassifier(comm="self").fit(X, y).predict(X[:, :3])
     with pytest.raises(DataError, match="not found"):
         SGDClassifier(comm="self").fit(H5Dataset("/nonexistent/x.h5"))
+
+
+def test_sample_weight_semantics():
+    X, y = make_classification(400, 6, random_state=4)
+    kw = dict(comm="self", max_iter=5, tol=None, batch_size=32)
+    plain = SGDClassifier(**kw).fit(X, y)
+    ones = SGDClassifier(**kw).fit(X, y, sample_weight=np.ones(len(y)))
+    np.testing.assert_array_equal(plain.coef_, ones.coef_)
+    # rows with weight 0 contribute nothing: their features may be anything
+    w = np.where(np.arange(len(y)) % 3 == 0, 0.0, 1.0)
+    noisy = X.copy()
+    noisy[w == 0] = np.random.default_rng(0).normal(scale=50.0, size=(int((w == 0).sum()), X.shape[1]))
+    a = SGDClassifier(**kw).fit(X, y, sample_weight=w)
+    b = SGDClassifier(**kw).fit(noisy, y, sample_weight=w)
+    np.testing.assert_allclose(a.coef_, b.coef_, rtol=1e-12)
+    assert not np.allclose(a.coef_, plain.coef_)
+    # weighting one class pulls the decision towards it, as in scikit-learn
+    w1 = np.where(y == 1, 10.0, 1.0)
+    ours = SGDClassifier(**kw).fit(X, y, sample_weight=w1).predict(X).mean()
+    sk = lm.SGDClassifier(loss="log_loss", random_state=0).fit(X, y, sample_weight=w1).predict(X).mean()
+    assert ours > plain.predict(X).mean() and sk > plain.predict(X).mean()
+    for bad, match in ((np.ones(3), "sample"), (-np.ones(len(y)), ">= 0"), (np.full(len(y), np.nan), "NaN")):
+        with pytest.raises(ValueError, match=match):
+            SGDClassifier(**kw).fit(X, y, sample_weight=bad)
+
+
+def test_sample_weight_from_h5_dataset(tmp_path):
+    X, y = make_regression(300, 5, noise=1.0, random_state=0)
+    y = y / y.std()
+    w = np.random.default_rng(1).uniform(0.0, 2.0, size=len(y))
+    path = write_dataset(tmp_path / "w.h5", X, y, sample_weight=w)
+    kw = dict(comm="self", max_iter=4, tol=None, batch_size=32)
+    a = SGDRegressor(**kw).fit(X, y, sample_weight=w)
+    b = SGDRegressor(**kw).fit(H5Dataset(path, sample_weight="sample_weight"))
+    np.testing.assert_allclose(a.coef_, b.coef_, rtol=1e-12)
+    c = SGDRegressor(**kw).fit(H5Dataset(path))  # weights not named: not used
+    assert not np.allclose(a.coef_, c.coef_)
+    with pytest.raises(ValueError, match="sample_weight"):
+        SGDRegressor(**kw).fit(H5Dataset(path), sample_weight=w)
+
+
+def test_feature_names_are_checked_like_sklearn():
+    pd = pytest.importorskip("pandas")
+    X, y = make_classification(200, 4, random_state=0)
+    df = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+    est = SGDClassifier(comm="self", max_iter=3, tol=None).fit(df, y)
+    np.testing.assert_array_equal(est.feature_names_in_, ["a", "b", "c", "d"])
+    np.testing.assert_array_equal(est.predict(df), est.predict(X))
+    with pytest.raises(ValueError, match="feature names"):
+        est.predict(df[["d", "c", "b", "a"]])
+    with pytest.raises(ValueError, match="is expecting 4 features"):
+        est.predict(X[:, :3])
+    refit = est.fit(X, y)  # refit on an array forgets the names
+    assert not hasattr(refit, "feature_names_in_")
+
+
+def test_convergence_warning_and_divergence():
+    from sklearn.exceptions import ConvergenceWarning
+
+    from hpcml.sgd import FitDiverged
+
+    X, y = make_classification(300, 5, random_state=0)
+    with pytest.warns(ConvergenceWarning, match="Maximum number of iteration"):
+        SGDClassifier(comm="self", max_iter=2).fit(X, y)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        SGDClassifier(comm="self", max_iter=2, tol=None).fit(X, y)  # asked for exactly 2 epochs: no warning
+        SGDClassifier(comm="self").fit(X, y)  # converges by the tol rule
+    Xr, yr = make_regression(200, 5, random_state=0)
+    with pytest.warns(ConvergenceWarning, match="diverging"):
+        SGDRegressor(comm="self", eta0=1.0, max_iter=50).fit(Xr * 1000, yr)
+    with pytest.raises(FitDiverged, match="overflow"):
+        SGDRegressor(comm="self", eta0=1.0, max_iter=200, tol=None).fit(Xr * 1e6, yr)
+
+
+def test_defaults_are_close_to_sklearn_on_small_data():
+    Xtr, Xte, ytr, yte = split("breast_cancer")
+    ours = SGDClassifier(comm="self").fit(Xtr, ytr).score(Xte, yte)
+    sk = lm.SGDClassifier(loss="log_loss", random_state=0).fit(Xtr, ytr).score(Xte, yte)
+    assert ours >= sk - 0.02, (ours, sk)
+    from sklearn.datasets import load_diabetes
+
+    X, y = load_diabetes(return_X_y=True)  # raw target: mean 152
+    Xtr, Xte, ytr, yte = train_test_split(StandardScaler().fit_transform(X), y, random_state=0)
+    ours = SGDRegressor(comm="self").fit(Xtr, ytr).score(Xte, yte)
+    sk = lm.SGDRegressor(random_state=0).fit(Xtr, ytr).score(Xte, yte)
+    assert ours >= sk - 0.02, (ours, sk)
+
+
+def test_targets_and_params_are_validated():
+    X, y = make_classification(100, 4, random_state=0)
+    with pytest.raises(ValueError, match="Unknown label type"):
+        SGDClassifier(comm="self").fit(X, np.linspace(0, 1, 100))
+    with pytest.raises(ValueError, match="requires y"):
+        SGDRegressor(comm="self").fit(X)
+    for kw, match in (
+        (dict(tol=-1.0), "tol"),
+        (dict(power_t=-1.0), "power_t"),
+        (dict(eta_min=1.0), "eta_min"),
+        (dict(warmup_steps=2.5), "warmup_steps"),
+        (dict(n_iter_no_change=2.5), "n_iter_no_change"),
+        (dict(validation_fraction=2.0), "validation_fraction"),
+        (dict(fit_intercept="no"), "fit_intercept"),
+        (dict(nesterov=True), "momentum"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            SGDClassifier(comm="self", **kw).fit(X, y)
+
+
+@pytest.mark.parametrize("cls", [SGDClassifier, SGDRegressor])
+def test_sklearn_estimator_checks(cls):
+    """scikit-learn's own API checks; the one expected failure is the one scikit-learn's SGD has too."""
+    estimator_checks = pytest.importorskip("sklearn.utils.estimator_checks")
+    import inspect
+
+    if "expected_failed_checks" not in inspect.signature(estimator_checks.check_estimator).parameters:
+        pytest.skip("scikit-learn < 1.6 has no expected_failed_checks")
+    xfail = {
+        "check_sample_weight_equivalence_on_dense_data": "stochastic: weights are not repeated rows (as sklearn SGD)"
+    }
+    results = estimator_checks.check_estimator(cls(comm="self"), expected_failed_checks=xfail, on_fail=None)
+    failed = [r["check_name"] for r in results if r["status"] == "failed"]
+    assert not failed, failed
+    assert sum(r["status"] == "passed" for r in results) > 40

@@ -28,8 +28,11 @@ def reference_sgd(
     momentum=0.0,
     nesterov=False,
     epsilon=0.1,
+    sample_weight=None,
 ):
     """Mini-batch SGD, one global permutation per epoch, mean gradient per batch.
+
+    ``sample_weight`` scales each row's gradient (the mean is still over rows).
 
     Returns (coef with shape (k, d), intercept (k,), classes or None).
     """
@@ -42,6 +45,7 @@ def reference_sgd(
     else:
         k = 1
         yv = np.asarray(y, dtype=np.float64)
+    w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     W = np.zeros((d, k))
     b = np.zeros(k)
     vW = np.zeros((d, k))
@@ -73,6 +77,7 @@ def reference_sgd(
                 dz = z - yv[idx, None]
             else:  # huber
                 dz = np.clip(z - yv[idx, None], -epsilon, epsilon)
+            dz = dz * w[idx, None]
             gW = xb.T @ dz / len(idx) + l2 * W
             gb = dz.sum(axis=0) / len(idx)
             if momentum:
@@ -92,10 +97,22 @@ def reference_sgd(
 REF_CASES = [
     dict(loss="log_loss", n_classes=2, penalty="l2", momentum=0.0),
     dict(loss="log_loss", n_classes=3, penalty="elasticnet", momentum=0.9, nesterov=True),
+    dict(loss="log_loss", n_classes=2, penalty="l2", momentum=0.0, weighted=True),
     dict(loss="hinge", n_classes=3, penalty="l1", momentum=0.5),
     dict(loss="squared_error", n_classes=0, penalty="l2", momentum=0.0),
     dict(loss="huber", n_classes=0, penalty="l2", momentum=0.9),
+    dict(loss="squared_error", n_classes=0, penalty="l1", momentum=0.0, weighted=True),
+    dict(loss="hinge", n_classes=2, penalty="l2", momentum=0.0, weighted=True),
 ]
+
+
+def case_weights(case, n):
+    """Sample weights of a ``weighted`` case (zeros included), else None."""
+    if not case.get("weighted"):
+        return None
+    w = np.random.default_rng(3).uniform(0.0, 3.0, size=n)
+    w[::7] = 0.0
+    return w
 
 
 def make_case(case, n=210, d=6, seed=0):
@@ -125,7 +142,7 @@ def fit_hpcml(case, X, y, comm="self", **extra):
     cls = SGDClassifier if case["n_classes"] else SGDRegressor
     if not case["n_classes"]:
         kw["epsilon"] = 0.5
-    return cls(**kw).fit(X, y)
+    return cls(**kw).fit(X, y, sample_weight=case_weights(case, len(y)))
 
 
 def reference_for(case, X, y):
@@ -142,6 +159,7 @@ def reference_for(case, X, y):
         momentum=case["momentum"],
         nesterov=case.get("nesterov", False),
         epsilon=0.5,
+        sample_weight=case_weights(case, len(y)),
     )
 
 
