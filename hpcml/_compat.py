@@ -13,10 +13,17 @@ from sklearn.metrics._scorer import _check_multimetric_scoring, _MultimetricScor
 from sklearn.model_selection._search import BaseSearchCV
 from sklearn.model_selection._validation import (  # noqa: F401
     _aggregate_score_dicts,
+    _check_groups_routing_disabled,
     _insert_error_scores,
     _normalize_score_results,
     _score,
     _warn_or_raise_about_fit_failures,
+)
+from sklearn.utils._metadata_requests import (  # noqa: F401
+    MetadataRouter,
+    MethodMapping,
+    _routing_enabled,
+    process_routing,
 )
 from sklearn.utils.metaestimators import _safe_split  # noqa: F401
 from sklearn.utils.validation import _check_method_params  # noqa: F401

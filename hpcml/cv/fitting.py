@@ -9,6 +9,7 @@ materialised rows instead of copying them again.
 from __future__ import annotations
 
 import numbers
+import re
 import time
 import traceback
 from dataclasses import dataclass
@@ -39,6 +40,9 @@ class Problem:
     error_score: Any = float("nan")
     return_train_score: bool = False
     return_estimator: bool = False
+    verbose: int = 0
+    #: ``cv_results_`` order of the candidates' parameters, for verbose messages (None: cross_validate)
+    show_params: bool = True
 
     @property
     def n_candidates(self) -> int:
@@ -174,8 +178,80 @@ class FitRaised(Exception):
         return (FitRaised, (self.original, self.tb))
 
 
+class _NeedsWritable(Exception):
+    """A fit or score failed because the cached fold arrays are read-only."""
+
+
+_READ_ONLY = re.compile(r"read-only|readonly|not writeable|WRITEBACKIFCOPY", re.IGNORECASE)
+
+
+def _read_only_error(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) complains about a read-only buffer."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, ValueError | TypeError | BufferError) and _READ_ONLY.search(str(exc)):
+            return True
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+        seen += 1
+    return False
+
+
+def _fresh(obj: Any, writable: bool) -> Any:
+    """What one unit may use of a cached fold object.
+
+    NumPy arrays and sparse matrices are shared read-only (the fast path), or
+    copied when ``writable``; other containers (pandas DataFrame/Series, lists)
+    are handed out as a new object per unit, as scikit-learn's indexing does,
+    so an estimator that edits its input in place cannot change the next unit's
+    rows (pandas Copy-on-Write makes the shallow copy enough).
+    """
+    if obj is None:
+        return None
+    if isinstance(obj, np.ndarray) or _is_sparse(obj):
+        return obj.copy() if writable else obj
+    if isinstance(obj, list):
+        return list(obj)
+    copy = getattr(obj, "copy", None)
+    if callable(copy):
+        try:
+            return copy(deep=writable or not _pandas_cow())
+        except TypeError:
+            return copy()
+    return obj
+
+
+def _is_sparse(obj: Any) -> bool:
+    return hasattr(obj, "indptr") and isinstance(getattr(obj, "data", None), np.ndarray)
+
+
+def _pandas_cow() -> bool:
+    """Whether pandas' Copy-on-Write is on (always from pandas 3)."""
+    import sys
+
+    pd = sys.modules.get("pandas")
+    if pd is None:
+        return False
+    if int(pd.__version__.split(".")[0]) >= 3:
+        return True
+    try:
+        return bool(pd.get_option("mode.copy_on_write"))
+    except Exception:  # noqa: BLE001 - option missing in old pandas
+        return False
+
+
+def _unit_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Fit/score parameters for one unit: arrays copied (an estimator may rescale them in place)."""
+    return {k: (v.copy() if isinstance(v, np.ndarray) else _fresh(v, False)) for k, v in params.items()}
+
+
 def fit_and_score(problem: Problem, cache: FoldCache, cand: int, split: int) -> dict[str, Any]:
     """Run one unit and return scikit-learn's per-unit result dict.
+
+    The fold's NumPy/sparse arrays are shared read-only between the units of a
+    fold; an estimator that needs to write into its input (``KMeans(copy_x=False)``,
+    an in-place ``FunctionTransformer``, ``SVC`` sorting a CSR matrix's indices)
+    fails on them and the unit is run again on private writable copies, so
+    every estimator sees what scikit-learn would give it.
 
     Returns
     -------
@@ -189,6 +265,45 @@ def fit_and_score(problem: Problem, cache: FoldCache, cand: int, split: int) -> 
     FitRaised
         When the fit raised and ``error_score == "raise"``.
     """
+    try:
+        result = _run_unit(problem, cache, cand, split, writable=False)
+    except _NeedsWritable:
+        result = _run_unit(problem, cache, cand, split, writable=True)
+    if problem.verbose > 1:
+        print(_end_message(problem, cand, split, result), flush=True)
+    return result
+
+
+def _end_message(problem: Problem, cand: int, split: int, result: dict[str, Any]) -> str:
+    """scikit-learn's ``[CV] END ...`` line of ``_fit_and_score`` (verbose > 1)."""
+    from joblib import logger
+
+    verbose = problem.verbose
+    progress = ""
+    if verbose > 2:
+        progress = f" {split + 1}/{problem.n_splits}"
+        if verbose > 9:
+            progress += f"; {cand + 1}/{problem.n_candidates}"
+    params = problem.candidates[cand][1] if problem.show_params else None
+    params_msg = "" if params is None else ", ".join(f"{k}={params[k]}" for k in sorted(params))
+    end_msg = f"[CV{progress}] END "
+    result_msg = params_msg + (";" if params_msg else "")
+    test, train = result["test_scores"], result.get("train_scores")
+    if verbose > 2:
+        if isinstance(test, dict):
+            for name in sorted(test):
+                result_msg += f" {name}: ("
+                if train is not None:
+                    result_msg += f"train={train[name]:.3f}, "
+                result_msg += f"test={test[name]:.3f})"
+        else:
+            result_msg += ", score="
+            result_msg += f"(train={train:.3f}, test={test:.3f})" if train is not None else f"{test:.3f}"
+    result_msg += f" total time={logger.short_format_time(result['fit_time'] + result['score_time'])}"
+    return end_msg + "." * (80 - len(end_msg) - len(result_msg)) + result_msg
+
+
+def _run_unit(problem: Problem, cache: FoldCache, cand: int, split: int, writable: bool) -> dict[str, Any]:
     template, params = problem.candidates[cand]
     estimator = clone(problem.estimators[template])
     error_score = problem.error_score
@@ -197,14 +312,19 @@ def fit_and_score(problem: Problem, cache: FoldCache, cand: int, split: int) -> 
     # Parameters are cloned too: a grid may hold estimators (pipeline steps).
     # As in scikit-learn, an invalid parameter name raises whatever error_score is.
     estimator.set_params(**clone(params, safe=False))
-    fold = cache.get(split, estimator)
+    cached = cache.get(split, estimator)
+    X_train, y_train = _fresh(cached["X_train"], writable), _fresh(cached["y_train"], writable)
+    X_test, y_test = _fresh(cached["X_test"], writable), _fresh(cached["y_test"], writable)
+    fit_params = _unit_params(cached["fit_params"])
     start = time.time()
     try:
-        if fold["y_train"] is None:
-            estimator.fit(fold["X_train"], **fold["fit_params"])
+        if y_train is None:
+            estimator.fit(X_train, **fit_params)
         else:
-            estimator.fit(fold["X_train"], fold["y_train"], **fold["fit_params"])
+            estimator.fit(X_train, y_train, **fit_params)
     except Exception as exc:
+        if not writable and _read_only_error(exc):
+            raise _NeedsWritable from exc
         fit_time = time.time() - start
         tb = traceback.format_exc()
         if error_score == "raise":
@@ -219,29 +339,48 @@ def fit_and_score(problem: Problem, cache: FoldCache, cand: int, split: int) -> 
         result["fit_error"] = tb
         result["fit_time"] = fit_time
         result["score_time"] = 0.0
-        result["n_test_samples"] = fold["n_test_samples"]
+        result["n_test_samples"] = cached["n_test_samples"]
         if problem.return_estimator:
             result["estimator"] = estimator
         return result
     fit_time = time.time() - start
     try:
-        result["test_scores"] = _score(
-            estimator, fold["X_test"], fold["y_test"], scorer, fold["score_params_test"], error_score
+        result["test_scores"] = _score_unit(
+            estimator, X_test, y_test, scorer, _unit_params(cached["score_params_test"]), error_score, writable
         )
         score_time = time.time() - start - fit_time
         if problem.return_train_score:
-            result["train_scores"] = _score(
-                estimator, fold["X_train"], fold["y_train"], scorer, fold["score_params_train"], error_score
+            result["train_scores"] = _score_unit(
+                estimator, X_train, y_train, scorer, _unit_params(cached["score_params_train"]), error_score, writable
             )
+    except _NeedsWritable:
+        raise
     except Exception as exc:  # scoring raised with error_score="raise"
         raise FitRaised(exc, traceback.format_exc()) from exc
     result["fit_error"] = None
     result["fit_time"] = fit_time
     result["score_time"] = score_time
-    result["n_test_samples"] = fold["n_test_samples"]
+    result["n_test_samples"] = cached["n_test_samples"]
     if problem.return_estimator:
         result["estimator"] = estimator
     return result
+
+
+def _score_unit(
+    estimator: Any, X: Any, y: Any, scorer: Any, score_params: dict[str, Any], error_score: Any, writable: bool
+) -> Any:
+    """scikit-learn's ``_score``; a failure caused by read-only input asks for writable copies instead."""
+    if writable:
+        return _score(estimator, X, y, scorer, score_params, error_score)
+    try:
+        return _score(estimator, X, y, scorer, score_params, "raise")
+    except Exception as exc:
+        if _read_only_error(exc):
+            raise _NeedsWritable from exc
+        if error_score == "raise":
+            raise
+    # a genuine scoring failure: let scikit-learn turn it into error_score (and its warning)
+    return _score(estimator, X, y, scorer, score_params, error_score)
 
 
 def check_error_score(error_score: Any) -> None:

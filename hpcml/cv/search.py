@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from numbers import Integral
+from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,14 +21,19 @@ from sklearn import model_selection as _skms
 from sklearn.base import _fit_context, clone, is_classifier
 from sklearn.model_selection import check_cv
 from sklearn.utils import indexable
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, validate_params
 
 from hpcml._compat import (
+    MetadataRouter,
+    MethodMapping,
     _aggregate_score_dicts,
+    _check_groups_routing_disabled,
     _check_method_params,
     _insert_error_scores,
     _normalize_score_results,
+    _routing_enabled,
     _warn_or_raise_about_fit_failures,
+    process_routing,
     run_search,
 )
 from hpcml.comm import resolve_comm
@@ -60,6 +65,31 @@ def _default_threads(comm: MPI.Intracomm) -> int:
     from hpcml.threads import plan_layout
 
     return plan_layout(comm).threads
+
+
+def _agree_candidates(local: list[dict[str, Any]], comm: MPI.Intracomm) -> list[dict[str, Any]]:
+    """Rank 0's candidate list on every rank, as this rank's own objects when they are the same.
+
+    Collective.  A grid gives the same candidates on every rank; keeping the
+    local objects (instead of rank 0's unpickled copies) keeps ``cv_results_
+    ["params"]`` holding the grid's own objects, as in scikit-learn.  Unseeded
+    samplers differ between ranks: those ranks take rank 0's copies.
+    """
+    import hashlib
+    import pickle
+
+    if comm.Get_size() == 1:
+        return local
+    try:
+        digest: str | None = hashlib.sha256(pickle.dumps(local, protocol=5)).hexdigest()
+    except Exception:  # noqa: BLE001 - unpicklable values (lambdas): take rank 0's copies
+        digest = None
+    root = comm.bcast(digest, root=0)
+    same = digest is not None and digest == root
+    if comm.allreduce(0 if same else 1) == 0:
+        return local
+    shared = broadcast(local if comm.Get_rank() == 0 else None, comm)
+    return local if same or comm.Get_rank() == 0 else shared
 
 
 def _broadcast_after(obj: Any, comm: MPI.Intracomm) -> Any:
@@ -118,9 +148,17 @@ class _MPISearchMixin:
         def evaluate_candidates(candidate_params: Any, cv: Any = None, more_results: Any = None, **_: Any) -> Any:
             nonlocal results
             cv = cv or self._checked_cv_orig
-            # Rank 0's candidates and splits are the truth (unseeded samplers/splitters).
-            candidate_params = broadcast(list(candidate_params), comm)
+            # Rank 0's candidates and splits are the truth (unseeded samplers/splitters);
+            # a rank keeps its own (identical) objects when it can, as scikit-learn does.
+            candidate_params = _agree_candidates(list(candidate_params), comm)
             splits = compute_splits(cv, X, y, groups, comm)
+            if self.verbose > 0 and comm.Get_rank() == 0:
+                n_candidates = len(candidate_params)
+                print(
+                    f"Fitting {self.n_splits_} folds for each of {n_candidates} candidates, totalling "
+                    f"{n_candidates * self.n_splits_} fits",
+                    flush=True,
+                )
             if len(splits) != self.n_splits_:
                 raise ValueError(
                     "cv.split and cv.get_n_splits return inconsistent results. "
@@ -137,6 +175,7 @@ class _MPISearchMixin:
                 score_params=routed.scorer.score,
                 error_score=self.error_score,
                 return_train_score=self.return_train_score,
+                verbose=int(self.verbose),
             )
             try:
                 evaluation = evaluate(problem, comm, threads=threads)
@@ -300,6 +339,33 @@ class RandomizedSearchCV(_MPISearchMixin, _skms.RandomizedSearchCV):
         self.threads_per_rank = threads_per_rank
 
 
+def _cross_validate_constraints() -> dict[str, Any]:
+    """scikit-learn's parameter constraints of ``cross_validate``, plus hpcml's (X may be an H5Dataset)."""
+    from sklearn.metrics import get_scorer_names
+    from sklearn.utils._param_validation import HasMethods, StrOptions
+
+    from hpcml.data.h5 import H5Dataset
+
+    return {
+        "estimator": [HasMethods("fit")],
+        "X": ["array-like", "sparse matrix", H5Dataset],
+        "y": ["array-like", None],
+        "groups": ["array-like", None],
+        "scoring": [StrOptions(set(get_scorer_names())), callable, list, tuple, dict, None],
+        "cv": ["cv_object"],
+        "n_jobs": [Integral, None],
+        "verbose": ["verbose"],
+        "params": [dict, None],
+        "pre_dispatch": [Integral, str],
+        "return_train_score": ["boolean"],
+        "return_estimator": ["boolean"],
+        "return_indices": ["boolean"],
+        "error_score": [StrOptions({"raise"}), Real],
+        **_EXTRA_CONSTRAINTS,
+    }
+
+
+@validate_params(_cross_validate_constraints(), prefer_skip_nested_validation=False)
 def cross_validate(
     estimator: Any,
     X: Any,
@@ -321,26 +387,54 @@ def cross_validate(
 ) -> dict[str, Any]:
     """Evaluate metric(s) by cross-validation, one split per unit, over MPI ranks.
 
-    Same signature and return value as :func:`sklearn.model_selection.cross_validate`
-    plus ``comm`` and ``threads_per_rank``.  Collective over ``comm``; every rank
-    returns the same dict.
+    Same signature, parameter validation, metadata routing and return value as
+    :func:`sklearn.model_selection.cross_validate`, plus ``comm`` and
+    ``threads_per_rank``; ``X`` may also be an :class:`hpcml.H5Dataset` (its
+    ``groups`` go to the splitter, its ``sample_weight`` to ``fit``).
+    Collective over ``comm``; every rank returns the same dict.
     """
+    from sklearn.exceptions import UnsetMetadataPassedError
     from sklearn.metrics import check_scoring
 
+    from hpcml.data.h5 import H5Dataset
+
     comm = resolve_comm(comm)
-    params = dict(params or {})
-    if groups is not None:
-        params["groups"] = groups
-    X, y, params = _resolve_data(X, y, params, comm)
-    groups = params.pop("groups", None)
+    params = {} if params is None else dict(params)
+    if isinstance(X, H5Dataset):
+        X, y, stored = _resolve_data(X, y, {}, comm)
+        if groups is None and stored.get("groups") is not None and not _routing_enabled():
+            groups = stored["groups"]
+        for role in ("groups", "sample_weight") if _routing_enabled() else ("sample_weight",):
+            if stored.get(role) is not None:
+                params.setdefault(role, stored[role])
+    _check_groups_routing_disabled(groups)
     check_error_score(error_score)
     X, y = indexable(X, y)
-    params = _check_method_params(X, params=params)
     cv = check_cv(cv, y, classifier=is_classifier(estimator))
     if scoring is None or isinstance(scoring, str) or callable(scoring):
         scorers = check_scoring(estimator, scoring=scoring)
     else:
         scorers = check_scoring(estimator, scoring=scoring, raise_exc=(error_score == "raise"))
+    if _routing_enabled():
+        router = (
+            MetadataRouter(owner="cross_validate")
+            .add(splitter=cv, method_mapping=MethodMapping().add(caller="fit", callee="split"))
+            .add(estimator=estimator, method_mapping=MethodMapping().add(caller="fit", callee="fit"))
+            .add(scorer=scorers, method_mapping=MethodMapping().add(caller="fit", callee="score"))
+        )
+        try:
+            routed = process_routing(router, "fit", **params)
+        except UnsetMetadataPassedError as e:
+            raise UnsetMetadataPassedError(
+                message=str(e).replace("cross_validate.fit", "cross_validate"),
+                unrequested_params=e.unrequested_params,
+                routed_params=e.routed_params,
+            ) from None
+        groups = routed.splitter.split.get("groups")
+        fit_params, score_params = dict(routed.estimator.fit), dict(routed.scorer.score)
+    else:
+        fit_params, score_params = params, {}
+    fit_params = _check_method_params(X, params=fit_params)
     splits = compute_splits(cv, X, y, groups, comm)
     problem = Problem(
         X=X,
@@ -349,11 +443,13 @@ def cross_validate(
         estimators=[clone(estimator)],
         candidates=[(0, {})],
         scorer=scorers,
-        fit_params=params,
-        score_params={},
+        fit_params=fit_params,
+        score_params=score_params,
         error_score=error_score,
         return_train_score=return_train_score,
         return_estimator=return_estimator,
+        verbose=int(verbose),
+        show_params=False,
     )
     try:
         results = evaluate(problem, comm, threads=threads_per_rank or _default_threads(comm)).out

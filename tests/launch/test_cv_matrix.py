@@ -214,6 +214,78 @@ def boolean_mask_splits_ridge():
     grid(Ridge, {"alpha": [0.1, 10.0]}, X, y, cv=[(mask, ~mask), (~mask, mask)], scoring="r2")
 
 
+def _double_a_in_place(X):
+    X["a"] = X["a"] * 2.0  # edits the DataFrame it is given
+    return X
+
+
+def _square_in_place(X):
+    X **= 2  # edits the ndarray it is given (fails on read-only input)
+    return X
+
+
+@case
+def in_place_dataframe_and_ndarray_transformers():
+    # Transformers that edit their input in place: every unit must see fresh rows, as in
+    # scikit-learn (DataFrames: a new object per unit; read-only arrays: rerun on copies).
+    import pandas as pd
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+    X, y = D.load_diabetes(return_X_y=True)
+    df = pd.DataFrame(X[:, :4], columns=list("abcd"))
+    grid(lambda: Pipeline([("f", FunctionTransformer(_double_a_in_place)), ("r", Ridge())]),
+         {"r__alpha": [0.1, 1.0, 10.0]}, df, y, cv=3, return_train_score=True, refit=False)
+    grid(lambda: Pipeline([("f", FunctionTransformer(_square_in_place)), ("r", Ridge())]),
+         {"r__alpha": [0.1, 10.0]}, X[:, :4].copy(), y, cv=3, return_train_score=True, refit=False)
+    # (refit=False: a refit on the caller's own X edits it in place, in scikit-learn too)
+
+
+@case
+def writes_into_input_kmeans_copy_x_false_unsorted_csr_svc():
+    # KMeans(copy_x=False) centres X in place; SVC sorts a CSR matrix's indices in place.
+    import scipy.sparse as sp
+    from sklearn.cluster import KMeans
+    from sklearn.svm import SVC
+    X, y = D.load_iris(return_X_y=True)
+    grid(lambda: KMeans(n_init=2, random_state=0, copy_x=False), {"n_clusters": [2, 3]}, X.copy(), None,
+         cv=3, refit=False)
+    Xs = sp.csr_matrix(X)
+    for i in range(Xs.shape[0]):
+        a, b = Xs.indptr[i], Xs.indptr[i + 1]
+        Xs.indices[a:b] = Xs.indices[a:b][::-1].copy()
+        Xs.data[a:b] = Xs.data[a:b][::-1].copy()
+    Xs.has_sorted_indices = False
+    grid(SVC, {"C": [1.0, 10.0]}, Xs, y, cv=3)
+
+
+from sklearn.base import BaseEstimator, RegressorMixin
+
+
+class NormalisingRidge(RegressorMixin, BaseEstimator):
+    # Ridge that rescales its sample_weight in place
+
+    def __init__(self, alpha=1.0, power=1.0):
+        self.alpha, self.power = alpha, power
+
+    def fit(self, X, y, sample_weight=None):
+        from sklearn.linear_model import Ridge
+        sample_weight **= self.power
+        sample_weight /= sample_weight.mean()
+        self.r_ = Ridge(alpha=self.alpha).fit(X, y, sample_weight=sample_weight)
+        return self
+
+    def predict(self, X):
+        return self.r_.predict(X)
+
+
+@case
+def sample_weight_edited_in_place_by_fit():
+    X, y = D.load_diabetes(return_X_y=True)
+    w = np.random.default_rng(0).random(len(y)) + 0.1
+    grid(NormalisingRidge, {"power": [1.0, 3.0], "alpha": [0.01, 0.1]}, X, y, cv=3,
+         fit_kw={"sample_weight": w.copy()})
+
 results = {}
 for name, f in CASES.items():
     try:
@@ -242,6 +314,9 @@ API_CASES = [
     "in_place_transformer_copy_false",
     "precomputed_kernel_svc_pairwise_split",
     "boolean_mask_splits_ridge",
+    "in_place_dataframe_and_ndarray_transformers",
+    "writes_into_input_kmeans_copy_x_false_unsorted_csr_svc",
+    "sample_weight_edited_in_place_by_fit",
 ]
 # (ranks, HPCML_FOLD_COPIES): "node" runs every case split by split on one
 # node-shared fold buffer (hpcml.cv.folds) instead of per-rank fold copies.
