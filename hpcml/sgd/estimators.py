@@ -33,6 +33,7 @@ from hpcml.sgd import losses as L
 from hpcml.sgd.allreduce import GradientExchange
 from hpcml.sgd.sampling import (
     SAMPLING,
+    contiguous_runs,
     global_epoch_plan,
     local_block_rows,
     local_epoch_plan,
@@ -352,7 +353,9 @@ class _BaseSGD(BaseEstimator):
         kernel = L.BatchKernel(self.loss, n_max, d, k, X.dtype, eps)
         wtmp = np.empty_like(W)
         # local mode: shuffle blocks of consecutive rows (contiguous copies, see sampling.py)
-        block = local_block_rows(d * X.dtype.itemsize, local_batch) if self.sampling == "local" else 1
+        block = local_block_rows(local_batch) if self.sampling == "local" else 1
+        # local mode: a batch is a few contiguous runs of X, multiplied in place (no gather)
+        in_place = block > 1 and X.flags.c_contiguous
 
         history: list[dict[str, Any]] = []
         loss_curve: list[float] = []
@@ -382,10 +385,14 @@ class _BaseSGD(BaseEstimator):
                 c0 = time.perf_counter()
                 nb = rows.shape[0]
                 if nb:
-                    Xb = np.take(X, rows, axis=0, out=xbuf[:nb], mode="clip")  # "raise" would copy via a temporary
-                    Tb = np.take(T, rows, axis=0, out=tbuf[:nb], mode="clip")
+                    Tb = np.take(T, rows, axis=0, out=tbuf[:nb], mode="clip")  # "raise" would copy via a temporary
                     wb = None if W1 is None else np.take(W1, rows, axis=0, out=wbuf[:nb], mode="clip")
-                    ex.extra[0] = kernel(Xb, Tb, Wc, bc, ex.gW, ex.gb, wb)
+                    runs = contiguous_runs(rows) if in_place else None
+                    if runs is not None:
+                        ex.extra[0] = kernel.runs(X, runs, Tb, Wc, bc, ex.gW, ex.gb, wb)
+                    else:
+                        Xb = np.take(X, rows, axis=0, out=xbuf[:nb], mode="clip")
+                        ex.extra[0] = kernel(Xb, Tb, Wc, bc, ex.gW, ex.gb, wb)
                     ex.extra[1] = nb
                 else:
                     ex.buf.fill(0.0)

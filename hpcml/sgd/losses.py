@@ -282,6 +282,7 @@ class BatchKernel:
             self.e = np.empty_like(self.z)
             self.p = np.empty_like(self.z)
         self.gw = np.empty((n_features, n_outputs), dtype=self.dtype)
+        self.gpart = np.empty_like(self.gw)  # one run's X^T dZ (in-place runs)
         self.wz = np.empty_like(self.z)  # weighted dZ / scratch (sample weights only)
         self.half = self.dtype.type(0.5)
         self.zero = self.dtype.type(0.0)
@@ -305,20 +306,7 @@ class BatchKernel:
         n = Xb.shape[0]
         Z = self.z[:n]
         np.matmul(Xb, Wc, out=Z)
-        Z += bc
-        if self.binary_log:
-            value, dz = self._binary_log_loss(Z, Tb, n, wb)
-        elif self.loss == "squared_error":
-            Z -= Tb
-            flat = Z.ravel()
-            if wb is None:
-                value, dz = 0.5 * float(np.dot(flat, flat)), Z
-            else:
-                dz = np.multiply(Z, wb, out=self.wz[:n])
-                value = 0.5 * float(np.dot(dz.ravel(), flat))
-        else:
-            value, dz = loss_and_dz(self.loss, Z, Tb, self.epsilon, None if wb is None else wb[:, 0])
-            dz = dz.astype(self.dtype, copy=False)
+        value, dz = self._loss(Z, bc, Tb, n, wb)
         if gW.dtype == self.dtype:
             np.matmul(Xb.T, dz, out=gW)
         else:
@@ -326,6 +314,62 @@ class BatchKernel:
             gW[...] = self.gw
         gb[...] = dz.sum(axis=0)
         return value
+
+    def runs(
+        self,
+        X: np.ndarray,
+        runs: list[tuple[int, int]],
+        Tb: np.ndarray,
+        Wc: np.ndarray,
+        bc: np.ndarray,
+        gW: np.ndarray,
+        gb: np.ndarray,
+        wb: np.ndarray | None = None,
+    ) -> float:
+        """Same as calling the kernel on ``X[a0:b0], X[a1:b1], ...`` stacked, without copying the rows.
+
+        The batch is a few contiguous runs of ``X`` (``sampling="local"`` shuffles
+        blocks of rows): each run is multiplied where it lies, so the rows
+        stream from memory once per pass instead of being gathered into a
+        buffer first (a read, a write and two more reads of every row).
+        ``Tb``/``wb`` are the runs' targets/weights, stacked in run order.
+        """
+        n = Tb.shape[0]
+        Z = self.z[:n]
+        off = 0
+        for a, b in runs:
+            np.matmul(X[a:b], Wc, out=Z[off : off + b - a])
+            off += b - a
+        value, dz = self._loss(Z, bc, Tb, n, wb)
+        acc, part = self.gw, self.gpart
+        off = 0
+        for i, (a, b) in enumerate(runs):
+            if i == 0:
+                np.matmul(X[a:b].T, dz[off : off + b - a], out=acc)
+            else:
+                np.matmul(X[a:b].T, dz[off : off + b - a], out=part)
+                acc += part
+            off += b - a
+        gW[...] = acc
+        gb[...] = dz.sum(axis=0)
+        return value
+
+    def _loss(
+        self, Z: np.ndarray, bc: np.ndarray, Tb: np.ndarray, n: int, wb: np.ndarray | None
+    ) -> tuple[float, np.ndarray]:
+        """Add the intercepts to the raw scores ``Z`` (in place) and return the loss sum and ``dZ``."""
+        Z += bc
+        if self.binary_log:
+            return self._binary_log_loss(Z, Tb, n, wb)
+        if self.loss == "squared_error":
+            Z -= Tb
+            flat = Z.ravel()
+            if wb is None:
+                return 0.5 * float(np.dot(flat, flat)), Z
+            dz = np.multiply(Z, wb, out=self.wz[:n])
+            return 0.5 * float(np.dot(dz.ravel(), flat)), dz
+        value, dz = loss_and_dz(self.loss, Z, Tb, self.epsilon, None if wb is None else wb[:, 0])
+        return value, dz.astype(self.dtype, copy=False)
 
     def _binary_log_loss(self, Z: np.ndarray, T: np.ndarray, n: int, w: np.ndarray | None) -> tuple[float, np.ndarray]:
         """``sum softplus(-m)`` and ``dZ = -T sigmoid(-m)`` for margins ``m = T Z``; ``Z`` is overwritten."""

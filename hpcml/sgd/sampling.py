@@ -14,11 +14,12 @@ contiguous shard ``[start, stop)`` of :func:`shard_range`.
     rank)`` and takes ``B // N`` rows per step; the number of steps per epoch
     is agreed (the largest shard decides, shorter shards contribute fewer rows
     at the end).  The shuffle permutes *blocks* of consecutive rows
-    (:func:`local_block_rows`: about 16 KiB of row data per block, at least 8
-    blocks per local batch), with block boundaries moved by a random offset
-    every epoch, so gathering a batch copies a few contiguous runs instead of
-    hundreds of scattered rows (see ``docs/sgd.md``).  A local batch of fewer
-    than 16 rows uses a plain row permutation.
+    (:func:`local_block_rows`: 8 blocks per local batch), with block
+    boundaries moved by a random offset every epoch, so a batch is a few
+    contiguous runs of the shard that the kernel multiplies where they lie
+    (:func:`contiguous_runs`), instead of hundreds of scattered rows gathered
+    into a buffer (see ``docs/sgd.md``).  A local batch of fewer than 16 rows
+    uses a plain row permutation.
 """
 
 from __future__ import annotations
@@ -110,20 +111,35 @@ def global_epoch_plan(
         yield local[bounds[j] : bounds[j + 1]], min(batch_size, n - j * batch_size)
 
 
-#: Target bytes of row data per shuffled block in ``local`` mode.
-LOCAL_BLOCK_BYTES = 16384
-#: A local batch is made of at least this many blocks.
-MIN_BLOCKS_PER_BATCH = 8
+#: A local batch is made of this many shuffled blocks (one more when it straddles a block boundary).
+BLOCKS_PER_BATCH = 8
+#: A batch of more contiguous runs than this is gathered into a buffer instead of used in place.
+MAX_RUNS = 2 * BLOCKS_PER_BATCH + 2
 
 
-def local_block_rows(row_bytes: int, local_batch: int) -> int:
+def local_block_rows(local_batch: int) -> int:
     """Rows per shuffled block in ``local`` mode (1 means a plain row permutation).
 
-    About :data:`LOCAL_BLOCK_BYTES` of data per block, but at least
-    :data:`MIN_BLOCKS_PER_BATCH` blocks per local batch.
+    :data:`BLOCKS_PER_BATCH` blocks per local batch; batches under 16 rows
+    (blocks of one row) use a plain row permutation.
     """
-    by_bytes = max(1, LOCAL_BLOCK_BYTES // max(1, int(row_bytes)))
-    return max(1, min(by_bytes, int(local_batch) // MIN_BLOCKS_PER_BATCH))
+    block = int(local_batch) // BLOCKS_PER_BATCH
+    return block if block >= 2 else 1
+
+
+def contiguous_runs(rows: np.ndarray, max_runs: int = MAX_RUNS) -> list[tuple[int, int]] | None:
+    """``rows`` as ``[(start, stop), ...]`` runs of consecutive indices; ``None`` if more than ``max_runs``.
+
+    The runs keep the order of ``rows``: stacking ``X[a:b]`` for each run gives ``X[rows]``.
+    """
+    if rows.shape[0] == 0:
+        return None
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    if breaks.shape[0] >= max_runs:
+        return None
+    starts = np.concatenate(([0], breaks)).tolist()
+    stops = np.concatenate((breaks, [rows.shape[0]])).tolist()
+    return [(int(rows[a]), int(rows[b - 1]) + 1) for a, b in zip(starts, stops, strict=True)]
 
 
 def block_permutation(n: int, block: int, rng: np.random.Generator) -> np.ndarray:

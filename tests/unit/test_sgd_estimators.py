@@ -308,3 +308,20 @@ def test_sklearn_estimator_checks(cls):
     failed = [r["check_name"] for r in results if r["status"] == "failed"]
     assert not failed, failed
     assert sum(r["status"] == "passed" for r in results) > 40
+
+
+def test_local_sampling_in_place_runs_equal_gathered_batches(monkeypatch):
+    import hpcml.sgd.estimators as E
+
+    X, y = make_classification(3000, 12, random_state=2)
+    kw = dict(comm="self", sampling="local", batch_size=256, max_iter=3, tol=None)
+    calls = []
+    real = E.contiguous_runs
+    monkeypatch.setattr(E, "contiguous_runs", lambda rows: calls.append(1) or real(rows))
+    in_place = SGDClassifier(**kw).fit(X, y)
+    assert len(calls) == in_place.t_  # every step was checked for runs ...
+    assert all(real(np.arange(10)) for _ in calls)
+    monkeypatch.setattr(E, "contiguous_runs", lambda rows: None)  # ... and now every step gathers
+    gathered = SGDClassifier(**kw).fit(X, y)
+    np.testing.assert_allclose(in_place.coef_, gathered.coef_, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(in_place.intercept_, gathered.intercept_, rtol=1e-10, atol=1e-12)

@@ -10,6 +10,7 @@ import pytest
 from hpcml.sgd import losses as L
 from hpcml.sgd.sampling import (
     block_permutation,
+    contiguous_runs,
     global_epoch_plan,
     local_block_rows,
     local_epoch_plan,
@@ -217,10 +218,45 @@ def test_block_permutation_is_a_permutation_of_runs(n, block):
 
 
 def test_local_block_rows():
-    assert local_block_rows(400, 1024) == 40  # 16 KiB of float32 rows of 100 features
-    assert local_block_rows(400, 128) == 16  # at least 8 blocks per local batch
-    assert local_block_rows(8, 4) == 1  # tiny batches: plain row permutation
-    assert local_block_rows(10**6, 4096) == 1
+    assert local_block_rows(4096) == 512  # 8 blocks per local batch
+    assert local_block_rows(128) == 16
+    assert local_block_rows(15) == 1  # tiny batches: plain row permutation
+    assert local_block_rows(4) == 1
+
+
+def test_contiguous_runs():
+    rows = np.array([7, 8, 9, 3, 4, 20])
+    assert contiguous_runs(rows) == [(7, 10), (3, 5), (20, 21)]
+    X = np.arange(60.0).reshape(30, 2)
+    np.testing.assert_array_equal(np.vstack([X[a:b] for a, b in contiguous_runs(rows)]), X[rows])
+    assert contiguous_runs(np.arange(0, 40, 2), max_runs=5) is None  # scattered rows: gather instead
+    assert contiguous_runs(np.array([], dtype=int)) is None
+
+
+@pytest.mark.parametrize("loss,n_classes", CASES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_batch_kernel_runs_equal_gathered_rows(loss, n_classes, dtype, weighted):
+    rng = np.random.default_rng(5)
+    n, d = 90, 6
+    k = L.n_outputs(loss, n_classes)
+    y = rng.integers(0, n_classes, size=n) if n_classes else rng.normal(scale=2.0, size=n)
+    X = rng.normal(size=(n, d)).astype(dtype)
+    T = L.encode_target(loss, y, n_classes, dtype=dtype)
+    w = rng.uniform(0, 2, size=(n, 1)).astype(dtype) if weighted else None
+    W = rng.normal(scale=1.0, size=(d, k)).astype(dtype)
+    b = rng.normal(scale=0.3, size=k).astype(dtype)
+    rows = np.concatenate([np.arange(40, 52), np.arange(3, 10), np.arange(70, 90)])
+    runs = contiguous_runs(rows)
+    assert len(runs) == 3
+    kern = L.BatchKernel(loss, 64, d, k, dtype, epsilon=0.7)
+    g1, b1, g2, b2 = np.empty((d, k)), np.empty(k), np.empty((d, k)), np.empty(k)
+    v1 = kern(X[rows], T[rows], W, b, g1, b1, None if w is None else w[rows])
+    v2 = kern.runs(X, runs, T[rows], W, b, g2, b2, None if w is None else w[rows])
+    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    assert v2 == pytest.approx(v1, rel=rtol)
+    np.testing.assert_allclose(g2, g1, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(b2, b1, rtol=rtol, atol=rtol)
 
 
 def test_local_block_plan_covers_held_out_gaps():
