@@ -16,13 +16,15 @@ INSTALL_REQUIRES = [
     "scikit-learn>=1.4",
     "h5py>=3.7",
     "threadpoolctl>=3.1",
+    # Objects plain pickle cannot send between ranks (lambdas in a grid, local classes).
+    "cloudpickle>=2",
     "tomli>=1.1; python_version < '3.11'",
 ]
 
 EXTRAS_REQUIRE = {
     # MPI for laptops and CI; on a cluster keep the system MPI and skip this extra.
     "mpich": ["mpich"],
-    "test": ["pytest>=7", "pytest-mpi>=0.6", "pytest-timeout>=2", "psutil>=5", "matplotlib>=3.5"],
+    "test": ["pytest>=7", "pytest-mpi>=0.6", "pytest-timeout>=2", "psutil>=5", "matplotlib>=3.5", "pandas>=1.5"],
     "plot": ["matplotlib>=3.5"],
     "bench": ["matplotlib>=3.5", "psutil>=5"],
     "dev": ["ruff>=0.4"],

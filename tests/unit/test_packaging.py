@@ -30,7 +30,7 @@ def test_environment_yml_lists_every_runtime_requirement():
 
 def test_runtime_requirements_are_the_documented_ones():
     names = {_name(r) for r in _install_requires()}
-    assert names == {"mpi4py", "numpy", "scipy", "scikit-learn", "h5py", "threadpoolctl", "tomli"}
+    assert names == {"mpi4py", "numpy", "scipy", "scikit-learn", "h5py", "threadpoolctl", "cloudpickle", "tomli"}
 
 
 def _readme_commands() -> list[str]:

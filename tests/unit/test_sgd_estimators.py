@@ -224,7 +224,7 @@ def test_sample_weight_from_h5_dataset(tmp_path):
 
 
 def test_feature_names_are_checked_like_sklearn():
-    pd = pytest.importorskip("pandas")
+    import pandas as pd
     X, y = make_classification(200, 4, random_state=0)
     df = pd.DataFrame(X, columns=["a", "b", "c", "d"])
     est = SGDClassifier(comm="self", max_iter=3, tol=None).fit(df, y)
