@@ -14,6 +14,8 @@ anything else             1       a bug or an unexpected failure
 
 from __future__ import annotations
 
+import pickle
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -44,6 +46,14 @@ class RunError(HpcmlError):
     """The run failed for a reason that one line explains (exit status 1); results so far are kept."""
 
 
+class SerializationError(RunError, pickle.PicklingError):
+    """An object could not be sent between ranks: neither pickle nor cloudpickle could serialise it.
+
+    Also raised when a rank cannot unpickle what another rank sent.  Every rank
+    of the collective raises it (never a hang).
+    """
+
+
 class Incomplete(HpcmlError):
     """The run stopped before every unit finished; ``--resume`` continues it."""
 
@@ -71,3 +81,8 @@ class RemoteError(HpcmlError):
         self.host = host
         self.message = message
         self.traceback = traceback
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Exception's default reduction calls ``cls(*self.args)`` with the one
+        # formatted message; rebuild from the constructor's arguments instead.
+        return (type(self), (self.rank, self.host, self.message, self.traceback), self.__dict__)

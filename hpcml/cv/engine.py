@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -83,6 +84,7 @@ def evaluate(
         On every rank, when a fit raised with ``error_score="raise"``.
     """
     index = UnitIndex(problem.n_candidates, problem.n_splits)
+    user_estimators = problem.estimators
     problem.estimators = [serial_estimator(clone(est)) for est in problem.estimators]
     cache = FoldCache(problem)
     rank = comm.Get_rank()
@@ -170,6 +172,8 @@ def evaluate(
         merged.update(report.results)
         out = [merged.get(unit) for unit in range(len(index))]
     out = broadcast(out, comm)
+    if problem.return_estimator:
+        _restore_unit_comms(out, index, problem.candidates, user_estimators)
     return Evaluation(
         out=out,
         complete=all(item is not None for item in out),
@@ -177,6 +181,80 @@ def evaluate(
         fold_cache={"hits": cache.hits, "misses": cache.misses},
         folds={**fold_plan.as_dict(), "phases": phases},
     )
+
+
+def user_estimator(estimator: Any, params: dict[str, Any]) -> Any:
+    """``clone(estimator).set_params(**params)``: the estimator scikit-learn's refit would fit."""
+    return clone(estimator).set_params(**clone(params, safe=False))
+
+
+def comm_params(estimator: Any) -> dict[str, Any]:
+    """The ``comm`` and ``*__comm`` parameters of ``estimator`` (hpcml.sgd estimators, nested hpcml searches)."""
+    return {k: v for k, v in estimator.get_params(deep=True).items() if k == "comm" or k.endswith("__comm")}
+
+
+def restore_comm_params(estimator: Any, values: dict[str, Any]) -> Any:
+    """Give a (fitted) estimator the ``comm`` parameter values ``values`` back, undoing ``serial_estimator``.
+
+    Parameters
+    ----------
+    estimator : estimator
+        Fitted by :func:`refit_alone` (its communicators were replaced by ``"self"``).
+    values : dict
+        :func:`comm_params` of the user's estimator with the same parameters.
+
+    Returns
+    -------
+    estimator
+        ``estimator``, changed in place.
+    """
+    current = comm_params(estimator)
+    changed = {k: v for k, v in values.items() if k in current and current[k] is not v}
+    return estimator.set_params(**changed) if changed else estimator
+
+
+def refit_alone(
+    estimator: Any, params: dict[str, Any], X: Any, y: Any, fit_params: dict[str, Any]
+) -> tuple[Any, float]:
+    """scikit-learn's refit of the best candidate on all data, run by this rank alone.
+
+    Estimators with a ``comm`` parameter (``hpcml.sgd``) fit with
+    ``comm="self"``, as inside a unit: the other ranks take no part in the fit.
+    The fitted estimator still holds ``"self"``; give it the user's values
+    back with :func:`restore_comm_params` (after sending it to other ranks:
+    a communicator does not pickle).
+
+    Returns
+    -------
+    estimator, seconds : estimator, float
+        The fitted estimator and the time its ``fit`` took.
+    """
+    candidate = serial_estimator(user_estimator(estimator, params))
+    start = time.time()
+    if y is not None:
+        candidate.fit(X, y, **fit_params)
+    else:
+        candidate.fit(X, **fit_params)
+    return candidate, time.time() - start
+
+
+def _restore_unit_comms(
+    out: list[dict[str, Any] | None],
+    index: UnitIndex,
+    candidates: list[tuple[int, dict[str, Any]]],
+    estimators: list[Any],
+) -> None:
+    """Returned estimators (``return_estimator``) get the user's ``comm`` values back, on every rank."""
+    wanted: dict[int, dict[str, Any]] = {}
+    for unit, result in enumerate(out):
+        if result is None or result.get("estimator") is None:
+            continue
+        cand = index.pair(unit)[0]
+        if cand not in wanted:
+            template, params = candidates[cand]
+            wanted[cand] = comm_params(user_estimator(estimators[template], params))
+        if wanted[cand]:
+            restore_comm_params(result["estimator"], wanted[cand])
 
 
 def _phases(index: UnitIndex, done: dict[int, Any], comm: MPI.Intracomm) -> list[tuple[int, set[int]]]:
@@ -202,4 +280,12 @@ def _merge(total: ScheduleReport, phase: ScheduleReport) -> None:
     total.inline_dispatch = phase.inline_dispatch
 
 
-__all__ = ["Evaluation", "FitRaised", "evaluate"]
+__all__ = [
+    "Evaluation",
+    "FitRaised",
+    "comm_params",
+    "evaluate",
+    "refit_alone",
+    "restore_comm_params",
+    "user_estimator",
+]

@@ -312,6 +312,8 @@ def _run_unit(problem: Problem, cache: FoldCache, cand: int, split: int, writabl
     # Parameters are cloned too: a grid may hold estimators (pipeline steps).
     # As in scikit-learn, an invalid parameter name raises whatever error_score is.
     estimator.set_params(**clone(params, safe=False))
+    if params:  # a grid value may itself hold a collective comm (an hpcml.sgd step)
+        serial_estimator(estimator)
     cached = cache.get(split, estimator)
     X_train, y_train = _fresh(cached["X_train"], writable), _fresh(cached["y_train"], writable)
     X_test, y_test = _fresh(cached["X_test"], writable), _fresh(cached["y_test"], writable)

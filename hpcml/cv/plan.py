@@ -12,7 +12,7 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hpcml.comm import idle_barrier, raise_if_any
+from hpcml.comm import bcast_object, idle_barrier, raise_if_any
 
 if TYPE_CHECKING:  # pragma: no cover
     from mpi4py import MPI
@@ -87,9 +87,8 @@ def compute_splits(
     """``list(cv.split(X, y, groups))`` on rank 0, broadcast to all.  Collective over ``comm``.
 
     ``convert`` may turn the splitter's exception into another (e.g. a config error).
+    An exception raised by the splitter is raised on every rank with its type.
     """
-    from mpi4py.util import pkl5
-
     splits = None
     error = None
     if comm.Get_rank() == 0:
@@ -104,14 +103,34 @@ def compute_splits(
         except Exception as exc:  # noqa: BLE001 - agreed below
             error = convert(exc) if convert is not None else exc
     raise_if_any(comm, error)
-    return pkl5.Intracomm(comm).bcast(splits, root=0)
+    if comm.Get_size() == 1:
+        return splits
+    return bcast_object(comm, splits, what="the CV splits")
 
 
-def broadcast(obj: Any, comm: MPI.Intracomm) -> Any:
-    """Broadcast a (possibly large) object from rank 0.  Collective over ``comm``."""
-    from mpi4py.util import pkl5
+def broadcast(obj: Any, comm: MPI.Intracomm, what: str | None = None) -> Any:
+    """Broadcast a (possibly large) object from rank 0.  Collective over ``comm``.
 
+    Objects plain pickle cannot serialise (lambdas in a grid or an estimator)
+    go through cloudpickle; if that fails too, or a rank cannot unpickle the
+    object, every rank raises :class:`hpcml.errors.SerializationError`
+    (:func:`hpcml.comm.bcast_object`).
+
+    Parameters
+    ----------
+    obj : object
+        The object (significant on rank 0 only).
+    comm : mpi4py.MPI.Intracomm
+        Communicator to broadcast over.
+    what : str, optional
+        How to name the object in an error message.
+
+    Returns
+    -------
+    object
+        Rank 0's object (a copy on every rank when there is more than one).
+    """
     if comm.Get_size() == 1:
         return obj
     idle_barrier(comm)  # ranks waiting for rank 0 sleep instead of spinning in the bcast
-    return pkl5.Intracomm(comm).bcast(obj, root=0)
+    return bcast_object(comm, obj, what=what)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 from mpi4py import MPI
-from sklearn.base import clone, is_classifier
+from sklearn.base import is_classifier
 from sklearn.metrics import check_scoring
 from sklearn.model_selection import check_cv
 
@@ -34,8 +34,8 @@ from hpcml._faults import inject
 from hpcml.comm import HOST, idle_barrier, raise_if_any
 from hpcml.cv import output
 from hpcml.cv.config import SearchConfig, load_config
-from hpcml.cv.engine import evaluate
-from hpcml.cv.fitting import FitRaised, Problem, serial_estimator
+from hpcml.cv.engine import comm_params, evaluate, refit_alone, restore_comm_params, user_estimator
+from hpcml.cv.fitting import FitRaised, Problem
 from hpcml.cv.folds import choose
 from hpcml.cv.journal import Journal, check_header, read_journal
 from hpcml.cv.plan import UnitIndex, broadcast, compute_splits
@@ -482,19 +482,17 @@ def _finish(
     if config.refit and failure is None:
         cand = best["best_index"]
         template, cand_params = problem.candidates[cand]
-        estimator = serial_estimator(clone(problem.estimators[template]))
-        t0 = time.time()
+        # The model as configured (the engine gave problem.estimators comm="self").
+        user = config.models[template].estimator
         try:
-            estimator.set_params(**clone(cand_params, safe=False))
-            if problem.y is None:
-                estimator.fit(problem.X, **problem.fit_params)
-            else:
-                estimator.fit(problem.X, problem.y, **problem.fit_params)
+            estimator, seconds = refit_alone(user, cand_params, problem.X, problem.y, problem.fit_params)
+            # best_model.joblib holds the configured comm values, not the "self" of the refit.
+            restore_comm_params(estimator, comm_params(user_estimator(user, cand_params)))
         except Exception as exc:  # noqa: BLE001 - reported as one line below, results kept
             refit_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             run_info["refit_error"] = refit_error
         else:
-            run_info["refit_seconds"] = time.time() - t0
+            run_info["refit_seconds"] = seconds
             output.write_model(folder, estimator)
     run_info["wall_seconds"] = time.time() - started
     output.write_json(folder, output.RUN_JSON, run_info)

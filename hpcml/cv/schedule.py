@@ -10,6 +10,16 @@ Protocol (tags on a private duplicate of the caller's communicator):
 * 0 -> worker, ``WORK``: ``(Reply.WORK | Reply.WAIT | Reply.DONE, batch, stop_sent)``;
 * 0 -> worker, ``STOP``: stop after the unit in hand (error, signal, time limit).
 
+Results travel with plain pickle; results that need it (an estimator holding a
+lambda, ``return_estimator=True``) fall back to cloudpickle
+(:class:`hpcml.comm.ByValue`), and results that cannot be sent at all become an
+error of their rank.  Errors travel as :class:`hpcml.comm.PackedException`,
+which always unpickles, and are raised on every rank with their original type.
+Every request rank 0 receives is answered, even when its content cannot be
+unpickled or recording it fails (that becomes the run's error); an exception
+that still escapes the dispatcher (MPI itself failed) ends the job with
+``MPI_Abort`` rather than leave the workers waiting.
+
 A worker asks for its next batch before it runs the one in hand ("holding"),
 so the round trip is hidden behind work; rank 0 grants such a prefetch only for
 short batches (:data:`PREFETCH_MAX_SECONDS`) and answers ``WAIT`` otherwise.
@@ -39,7 +49,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
-from hpcml.comm import Backoff, idle_barrier
+from hpcml.comm import HOST, Backoff, ByValue, PackedException, describe, idle_barrier, mark_origin, unsendable
+from hpcml.errors import EXIT_FAILURE, SerializationError
 
 if TYPE_CHECKING:  # pragma: no cover
     from mpi4py import MPI
@@ -254,11 +265,8 @@ class _Dispatcher:
                 self.on_results(rank, items)
 
     def fail(self, rank: int, error: BaseException) -> None:
-        from hpcml.comm import HOST
-
-        error.rank = rank  # type: ignore[attr-defined]
         if rank == 0:
-            error.host = HOST  # type: ignore[attr-defined]
+            mark_origin(error, 0, HOST)
         with self.lock:
             if self.error is None:
                 self.error = (rank, error)
@@ -289,25 +297,45 @@ class _Dispatcher:
         if not self.comm.Iprobe(source=MPI.ANY_SOURCE, tag=Tag.REQUEST, status=self._status):
             return False
         source = self._status.Get_source()
-        items, error, holding = self.comm.recv(source=source, tag=Tag.REQUEST)
+        # Every request received gets exactly one reply, whatever goes wrong
+        # below: a worker left without one would wait forever.  WAIT is the safe
+        # answer when the request's content is unknown or could not be handled:
+        # a worker that holds a batch finishes it (or stops) and asks again, one
+        # that does not asks again at once; the run is stopping by then, so the
+        # next answer is DONE.
+        try:
+            items, packed, holding = self.comm.recv(source=source, tag=Tag.REQUEST)
+        except MPI.Exception:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the message is consumed but cannot be unpickled
+            error = SerializationError(f"rank 0 cannot unpickle the results sent by rank {source}: {describe(exc)}")
+            self.fail(0, error)
+            self.comm.send((Reply.WAIT, [], source in self.stop_sent), dest=source, tag=Tag.WORK)
+            return True
         self.report.messages += 1
-        if items:
-            self.record(source, items)
-        if error is not None:
-            self.fail(source, error)
-        if holding and not self.prefetch_ok():
-            reply: tuple[Reply, list[int]] = (Reply.WAIT, [])
-        else:
-            batch = self.take()
-            if batch:
-                reply = (Reply.WORK, batch)
-            elif holding:  # it still runs a batch and will ask again
-                reply = (Reply.WAIT, [])
-            else:
-                reply = (Reply.DONE, [])
-                self.active.discard(source)
+        try:
+            if items:
+                self.record(source, items)
+            if packed is not None:
+                self.fail(source, packed.unpack())
+            reply = self._answer(source, holding)
+        except Exception as exc:  # noqa: BLE001 - e.g. on_results (journal, progress) raised
+            _keep_traceback(exc)
+            self.fail(0, exc)
+            reply = (Reply.WAIT, [])
         self.comm.send((*reply, source in self.stop_sent), dest=source, tag=Tag.WORK)
         return True
+
+    def _answer(self, source: int, holding: bool) -> tuple[Reply, list[int]]:
+        if holding and not self.prefetch_ok():
+            return (Reply.WAIT, [])
+        batch = self.take()
+        if batch:
+            return (Reply.WORK, batch)
+        if holding:  # it still runs a batch and will ask again
+            return (Reply.WAIT, [])
+        self.active.discard(source)
+        return (Reply.DONE, [])
 
     def prefetch_ok(self) -> bool:
         """Whether a worker that is still busy may get its next batch now.
@@ -326,10 +354,35 @@ class _Dispatcher:
     def serve_until_done(self) -> None:
         backoff = Backoff()
         while self.active:
-            if self.poll():
+            served = False
+            try:
+                served = self.poll()
+            except Exception as exc:  # noqa: BLE001 - poll answers what it received: MPI itself failed
+                self.abort(exc)
+            if served:
                 backoff.reset()
             else:
                 backoff.sleep()
+
+    def abort(self, exc: BaseException) -> None:
+        """The dispatch protocol is broken (MPI failed): end every rank rather than let workers wait."""
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+        print(
+            f"hpcml: error: rank 0 on {HOST}: the dispatcher failed ({describe(exc)}); ending every rank",
+            file=sys.stderr,
+            flush=True,
+        )
+        self.comm.Abort(EXIT_FAILURE)
+
+
+def _keep_traceback(exc: BaseException) -> None:
+    """Record the traceback being handled as ``exc.remote_traceback`` (printed by the entry points)."""
+    if getattr(exc, "remote_traceback", None):
+        return
+    try:
+        exc.remote_traceback = traceback.format_exc()  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - an exception type that refuses attributes
+        pass
 
 
 def _run_local(
@@ -345,7 +398,7 @@ def _run_local(
         try:
             result = work(unit)
         except Exception as exc:  # noqa: BLE001 - shipped to rank 0, re-raised everywhere
-            exc.remote_traceback = traceback.format_exc()  # type: ignore[attr-defined]
+            _keep_traceback(exc)
             return items, exc
         items.append((unit, result, time.perf_counter() - start))
     return items, None
@@ -406,32 +459,27 @@ def run_units(
             report, error = _run_worker(comm, work, poll_hook)
         report.wall = time.perf_counter() - start
         idle_barrier(comm)
+        rank = comm.Get_rank()
         payload = None
-        if comm.Get_rank() == 0 and error is not None:
-            payload = _picklable(error)
+        if rank == 0 and error is not None:
+            payload = PackedException(error, getattr(error, "hpcml_rank", 0), getattr(error, "hpcml_host", HOST))
         payload = comm.bcast(payload, root=0)
-        report.busy = comm.bcast(report.busy if comm.Get_rank() == 0 else None, root=0)
+        report.busy = comm.bcast(report.busy if rank == 0 else None, root=0)
         report.stopped = comm.bcast(report.stopped, root=0)
         if payload is not None:
-            # Every rank raises the same error: entry points need not Abort.
-            raised = error if comm.Get_rank() == 0 and error is not None else payload
+            # Every rank raises the same error (entry points need not Abort): the
+            # rank it came from its own exception object, the others a copy of
+            # the same type (hpcml.comm.PackedException).
+            if error is not None and (rank == 0 or payload.rank == rank):
+                raised = error
+                mark_origin(raised, payload.rank, payload.host, payload.traceback)
+            else:
+                raised = payload.unpack()
             raised.agreed = True  # type: ignore[attr-defined]
             raise raised
         return report
     finally:
         comm.Free()
-
-
-def _picklable(error: BaseException) -> BaseException:
-    import pickle
-
-    try:
-        pickle.loads(pickle.dumps(error))
-        return error
-    except Exception:  # noqa: BLE001
-        from hpcml.errors import RemoteError
-
-        return RemoteError(getattr(error, "rank", 0), "?", f"{type(error).__name__}: {error}")
 
 
 def _run_root(comm, work, queue, on_results, should_stop, poll_hook, threaded, MPI):  # noqa: ANN001, ANN202
@@ -461,16 +509,20 @@ def _run_root(comm, work, queue, on_results, should_stop, poll_hook, threaded, M
             dispatcher._check_stop()
             return dispatcher.stopping
 
-    while True:
-        batch = dispatcher.take()
-        if not batch:
-            break
-        items, error = _run_local(work, batch, stop_requested)
-        if items:
-            dispatcher.record(0, items)
-        if error is not None:
-            dispatcher.fail(0, error)
-            break
+    try:
+        while True:
+            batch = dispatcher.take()
+            if not batch:
+                break
+            items, error = _run_local(work, batch, stop_requested)
+            if items:
+                dispatcher.record(0, items)
+            if error is not None:
+                dispatcher.fail(0, error)
+                break
+    except Exception as exc:  # noqa: BLE001 - e.g. on_results raised: stop the run, every rank raises it
+        _keep_traceback(exc)
+        dispatcher.fail(0, exc)
     if thread is not None:
         while thread.is_alive():
             thread.join(timeout=0.05)
@@ -490,7 +542,9 @@ def _run_worker(comm, work, poll_hook):  # noqa: ANN001, ANN202
     backoff = Backoff()
     items: list[tuple[int, Any, float]] = []
     error: BaseException | None = None
+    own_error: BaseException | None = None  # the error this rank reported, re-raised as itself
     stopped = False
+    rank = comm.Get_rank()
 
     def stop_requested() -> bool:
         nonlocal stopped
@@ -501,13 +555,25 @@ def _run_worker(comm, work, poll_hook):  # noqa: ANN001, ANN202
             stopped = True
         return stopped
 
-    from hpcml.comm import HOST
-
     def request(items: list[tuple[int, Any, float]], error: BaseException | None, holding: bool) -> None:
-        if error is not None:
-            error.host = HOST  # type: ignore[attr-defined]
-        payload = _picklable(error) if error is not None else None
-        comm.send((items, payload, holding), dest=0, tag=Tag.REQUEST)
+        nonlocal own_error
+        if error is not None and own_error is None:
+            own_error = error
+        payload = PackedException(error, rank, HOST) if error is not None else None
+        try:
+            comm.send((items, payload, holding), dest=0, tag=Tag.REQUEST)  # the fast path: plain pickle
+            return
+        except MPI.Exception:
+            raise
+        except Exception as first:  # noqa: BLE001 - a result plain pickle cannot serialise; nothing was sent
+            try:
+                message: tuple[Any, ...] = (ByValue(items), payload, holding)
+            except Exception as second:  # noqa: BLE001 - report it as this rank's error instead
+                failure = unsendable(f"the results of rank {rank}", first, second)
+                mark_origin(failure, rank, HOST)
+                own_error = own_error or failure
+                message = ([], payload or PackedException(failure, rank, HOST), holding)
+        comm.send(message, dest=0, tag=Tag.REQUEST)
 
     def reply() -> tuple[Reply, list[int], bool]:
         backoff.reset()
@@ -550,5 +616,4 @@ def _run_worker(comm, work, poll_hook):  # noqa: ANN001, ANN202
             in_hand = nxt
         request(items, error, holding=in_hand is not None)
         outstanding = True
-    del MPI
-    return report, None
+    return report, own_error

@@ -11,7 +11,6 @@ the ranks by :mod:`hpcml.cv.engine`.  After ``fit`` every rank holds the same
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any
@@ -36,9 +35,9 @@ from hpcml._compat import (
     process_routing,
     run_search,
 )
-from hpcml.comm import resolve_comm
-from hpcml.cv.engine import evaluate
-from hpcml.cv.fitting import FitRaised, Problem, check_error_score, serial_estimator
+from hpcml.comm import raise_if_any, resolve_comm
+from hpcml.cv.engine import comm_params, evaluate, refit_alone, restore_comm_params, user_estimator
+from hpcml.cv.fitting import FitRaised, Problem, check_error_score
 from hpcml.cv.plan import broadcast, compute_splits
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -93,8 +92,12 @@ def _agree_candidates(local: list[dict[str, Any]], comm: MPI.Intracomm) -> list[
 
 
 def _broadcast_after(obj: Any, comm: MPI.Intracomm) -> Any:
-    """Broadcast from rank 0 once it is ready, letting the other ranks sleep meanwhile."""
-    return broadcast(obj, comm)
+    """Broadcast from rank 0 once it is ready, letting the other ranks sleep meanwhile.
+
+    Estimators plain pickle cannot serialise (a lambda inside) go through
+    cloudpickle; if that fails too, every rank raises (:func:`hpcml.cv.plan.broadcast`).
+    """
+    return broadcast(obj, comm, what="the refit best_estimator_")
 
 
 _EXTRA_CONSTRAINTS = {
@@ -212,18 +215,20 @@ class _MPISearchMixin:
 
         if self.refit:
             # Refit once, on rank 0, and share it: unseeded estimators would
-            # otherwise differ between ranks.
-            fitted = None
+            # otherwise differ between ranks.  If the refit raises, every rank
+            # raises its exception.  Rank 0 fits alone (comm="self" for
+            # estimators with a comm parameter); every rank then gives the
+            # fitted estimator the user's comm values back, as scikit-learn's
+            # clone(estimator).set_params(**best_params_) would have them.
+            fitted, error = None, None
             if comm.Get_rank() == 0:
-                estimator = serial_estimator(clone(base_estimator))
-                estimator.set_params(**clone(self.best_params_, safe=False))
-                start = time.time()
-                if y is not None:
-                    estimator.fit(X, y, **routed.estimator.fit)
-                else:
-                    estimator.fit(X, **routed.estimator.fit)
-                fitted = (estimator, time.time() - start)
+                try:
+                    fitted = refit_alone(base_estimator, self.best_params_, X, y, routed.estimator.fit)
+                except Exception as exc:  # noqa: BLE001 - raised on every rank just below
+                    error = exc
+            raise_if_any(comm, error)
             self.best_estimator_, self.refit_time_ = _broadcast_after(fitted, comm)
+            restore_comm_params(self.best_estimator_, comm_params(user_estimator(base_estimator, self.best_params_)))
             if hasattr(self.best_estimator_, "feature_names_in_"):
                 self.feature_names_in_ = self.best_estimator_.feature_names_in_
 
@@ -241,9 +246,12 @@ class GridSearchCV(_MPISearchMixin, _skms.GridSearchCV):
 
     Parameters
     ----------
-    comm : mpi4py.MPI.Intracomm, optional
-        Ranks that share the search; default ``MPI.COMM_WORLD``.  ``fit`` is
-        collective over it.
+    comm : None, "world", "self" or mpi4py.MPI.Intracomm, optional
+        Ranks that share the search; ``None`` (default) or ``"world"``:
+        ``MPI.COMM_WORLD``, ``"self"``: ``MPI.COMM_SELF`` (this rank alone; hpcml
+        gives a search nested inside another hpcml search or ``cross_validate``
+        ``comm="self"`` while its unit runs, and the user's value back after).
+        ``fit`` is collective over it.
     threads_per_rank : int, optional
         BLAS/OpenMP threads per rank during the fits (default: the node's CPUs
         divided by its ranks, or ``SLURM_CPUS_PER_TASK``).
@@ -391,7 +399,9 @@ def cross_validate(
     :func:`sklearn.model_selection.cross_validate`, plus ``comm`` and
     ``threads_per_rank``; ``X`` may also be an :class:`hpcml.H5Dataset` (its
     ``groups`` go to the splitter, its ``sample_weight`` to ``fit``).
-    Collective over ``comm``; every rank returns the same dict.
+    Collective over ``comm`` (``None``/``"world"``: ``MPI.COMM_WORLD``,
+    ``"self"``: ``MPI.COMM_SELF``, or an intracommunicator); every rank
+    returns the same dict.
     """
     from sklearn.exceptions import UnsetMetadataPassedError
     from sklearn.metrics import check_scoring

@@ -282,8 +282,11 @@ def test_time_limit_stops_dispatch_then_resume_completes(search):
     tmp, cfg, reference = search
     out = tmp / "timelimit"
     start = time.monotonic()
-    # The whole search needs ~10 s of fits; 2 s stop it part-way on any machine.
-    proc = run_mpi(2, ["-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet", "--time-limit", "2"], timeout=120)
+    # A quarter of the uninterrupted run's wall time stops it part-way on a fast
+    # machine and a slow one alike (the reference run took it on this machine).
+    wall = json.loads((tmp / "reference" / "run.json").read_text())["wall_seconds"]
+    limit = f"{max(0.25 * wall, 0.1):.2f}"
+    proc = run_mpi(2, ["-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet", "--time-limit", limit], timeout=120)
     assert proc.returncode == 3, proc.stderr
     assert "time limit" in proc.stderr
     assert time.monotonic() - start < 60
@@ -306,3 +309,347 @@ def test_signal_during_start_up_is_not_lost(search):
     code, _, err, took = _finish(proc, 90)
     assert code == 3, err
     assert len(_journal_units(out)) < N_UNITS
+
+
+# --------------------------------------------------------------------------------------
+# The Python API where scikit-learn works or raises: hpcml must match it on every rank,
+# never hang.  One launch per scenario of API_SCRIPT; every rank writes result-RANK.json.
+# --------------------------------------------------------------------------------------
+
+API_SCRIPT = r'''
+import json, sys, threading, time, warnings
+warnings.simplefilter("ignore")
+import numpy as np
+from mpi4py import MPI
+from sklearn import model_selection as skms
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.datasets import load_diabetes, load_iris
+from sklearn.linear_model import Ridge
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+import hpcml
+
+COMM = MPI.COMM_WORLD
+RANK = COMM.Get_rank()
+
+
+def report(**fields):
+    with open(f"result-{RANK}.json", "w") as fh:  # the ranks' stdout lines may interleave
+        json.dump({"rank": RANK, **fields}, fh)
+
+
+def outcome(fn):
+    """What fn raised (type, message, attributes), or {"type": "ok"}."""
+    try:
+        fn()
+    except Exception as exc:
+        return {"type": type(exc).__name__, "message": str(exc), "code": getattr(exc, "code", None),
+                "origin": getattr(exc, "hpcml_rank", None), "remote": type(exc).__module__ == "hpcml.errors"}
+    return {"type": "ok"}
+
+
+class FailsOnFullData(BaseEstimator, ClassifierMixin):
+    def __init__(self, c=0):
+        self.c = c
+
+    def fit(self, X, y):
+        if len(X) == 150:
+            raise RuntimeError("refit failed on all data")
+        self.classes_ = np.unique(y)
+        return self
+
+    def predict(self, X):
+        return np.full(len(X), self.classes_[0])
+
+
+class BadError(Exception):
+    """Cannot be rebuilt by pickle: __init__ does not take self.args back."""
+
+    def __init__(self, code, detail):
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+
+
+class RaisesOnRank(BaseEstimator, ClassifierMixin):
+    def __init__(self, c=0, rank=0):
+        self.c, self.rank = c, rank
+
+    def fit(self, X, y):
+        time.sleep(0.05)  # every rank gets units
+        if MPI.COMM_WORLD.Get_rank() == self.rank:
+            raise BadError(42, "cannot fit")
+        self.classes_ = np.unique(y)
+        return self
+
+    def predict(self, X):
+        return np.full(len(X), self.classes_[0])
+
+
+class HoldsLock(BaseEstimator, RegressorMixin):
+    """Fits fine, but its fitted state cannot be pickled, not even by cloudpickle."""
+
+    def __init__(self, alpha=1.0):
+        self.alpha = alpha
+
+    def fit(self, X, y):
+        self.lock_ = threading.Lock()
+        self.ridge_ = Ridge(alpha=self.alpha).fit(X, y)
+        return self
+
+    def predict(self, X):
+        return self.ridge_.predict(X)
+
+
+def _explode():
+    raise ValueError("cannot rebuild this object")
+
+
+class Unloadable:
+    """Pickles, but unpickling it raises."""
+
+    def __reduce__(self):
+        return (_explode, ())
+
+
+class MyRidge(Ridge):
+    """A class of __main__: cloudpickle would send it by value; hpcml keeps it by reference."""
+
+
+def lambda_pipeline(func):
+    return Pipeline([("f", FunctionTransformer(func)), ("r", MyRidge())])
+
+
+def refit_raises():
+    X, y = load_iris(return_X_y=True)
+    report(
+        sklearn=outcome(lambda: skms.GridSearchCV(FailsOnFullData(), {"c": [0, 1]}, cv=3).fit(X, y)),
+        hpcml=outcome(lambda: hpcml.GridSearchCV(FailsOnFullData(), {"c": [0, 1]}, cv=3).fit(X, y)),
+    )
+
+
+def lambda_grid():
+    X, y = load_diabetes(return_X_y=True)
+    grid = {"f__func": [None, lambda Z: Z * 2.0]}
+    s = skms.GridSearchCV(lambda_pipeline(None), grid, cv=3).fit(X, y)
+    h = hpcml.GridSearchCV(lambda_pipeline(None), grid, cv=3).fit(X, y)
+    report(sklearn=list(s.cv_results_["mean_test_score"]), hpcml=list(h.cv_results_["mean_test_score"]),
+           same_predictions=bool(np.allclose(h.predict(X), s.predict(X), rtol=0, atol=1e-10)))
+
+
+def lambda_estimator():
+    X, y = load_diabetes(return_X_y=True)
+    make = lambda: lambda_pipeline(lambda Z: Z * 2.0)
+    grid = {"r__alpha": [0.1, 1.0]}
+    s = skms.GridSearchCV(make(), grid, cv=3).fit(X, y)
+    h = hpcml.GridSearchCV(make(), grid, cv=3).fit(X, y)
+    report(sklearn=list(s.cv_results_["mean_test_score"]), hpcml=list(h.cv_results_["mean_test_score"]),
+           same_predictions=bool(np.allclose(h.predict(X), s.predict(X), rtol=0, atol=1e-10)),
+           same_class=type(h.best_estimator_.steps[-1][1]) is MyRidge)
+
+
+def lambda_return_estimator():
+    X, y = load_diabetes(return_X_y=True)
+    make = lambda: lambda_pipeline(lambda Z: Z * 2.0)
+    s = skms.cross_validate(make(), X, y, cv=3, return_estimator=True)
+    h = hpcml.cross_validate(make(), X, y, cv=3, return_estimator=True)
+    report(sklearn=list(s["test_score"]), hpcml=list(h["test_score"]),
+           same_predictions=all(np.allclose(a.predict(X), b.predict(X), rtol=0, atol=1e-10)
+                                for a, b in zip(h["estimator"], s["estimator"])),
+           same_class=all(type(a.steps[-1][1]) is MyRidge for a in h["estimator"]))
+
+
+def unpicklable_exception(rank):
+    X, y = load_iris(return_X_y=True)
+    kw = dict(cv=3, error_score="raise")
+    report(
+        sklearn=outcome(lambda: skms.GridSearchCV(RaisesOnRank(rank=RANK), {"c": [0, 1]}, **kw).fit(X, y)),
+        hpcml=outcome(lambda: hpcml.GridSearchCV(RaisesOnRank(rank=rank), {"c": [0, 1]}, **kw).fit(X, y)),
+        hpcml_cv=outcome(lambda: hpcml.cross_validate(RaisesOnRank(rank=rank), X, y, **kw)),
+    )
+
+
+def unsendable_refit():
+    X, y = load_diabetes(return_X_y=True)
+    report(
+        sklearn=outcome(lambda: skms.GridSearchCV(HoldsLock(), {"alpha": [0.1, 1.0]}, cv=3).fit(X, y)),
+        hpcml=outcome(lambda: hpcml.GridSearchCV(HoldsLock(), {"alpha": [0.1, 1.0]}, cv=3).fit(X, y)),
+    )
+
+
+def unsendable_return_estimator():
+    X, y = load_diabetes(return_X_y=True)
+    report(hpcml=outcome(lambda: hpcml.cross_validate(HoldsLock(), X, y, cv=6, return_estimator=True)))
+
+
+def dispatcher_error():
+    from hpcml.cv.schedule import UnitQueue, run_units
+
+    def work(unit):
+        time.sleep(0.01)
+        return unit
+
+    def on_results(source, items):
+        if source != 0:
+            raise OSError("journal: no space left on device")
+
+    results = {}
+    for threaded in (True, False):
+        queue = UnitQueue([], range(40), COMM.Get_size()) if RANK == 0 else None
+        results[f"threaded={threaded}"] = outcome(lambda: run_units(
+            COMM, work, queue=queue, on_results=on_results if RANK == 0 else None, threaded=threaded))
+    report(hpcml=results)
+
+
+def unloadable_result():
+    from hpcml.cv.schedule import UnitQueue, run_units
+
+    def work(unit):
+        time.sleep(0.01)
+        return Unloadable() if RANK == 1 else unit
+
+    queue = UnitQueue([], range(40), COMM.Get_size()) if RANK == 0 else None
+    report(hpcml=outcome(lambda: run_units(COMM, work, queue=queue)))
+
+
+name = sys.argv[1]
+if name.startswith("unpicklable_exception_on_rank"):
+    unpicklable_exception(int(name[-1]))
+else:
+    globals()[name]()
+COMM.Barrier()
+'''
+
+
+def _api(tmp_path: Path, scenario: str, n: int = 2) -> list[dict]:
+    script = tmp_path / "api_faults.py"
+    script.write_text(API_SCRIPT)
+    try:
+        proc = run_mpi(n, [str(script), scenario], timeout=90, cwd=tmp_path)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{scenario}: hung (killed after 90 s)\n{(exc.stderr or '')[-3000:]}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = [json.loads((tmp_path / f"result-{rank}.json").read_text()) for rank in range(n)]
+    assert [r["rank"] for r in results] == list(range(n))
+    return results
+
+
+def test_api_refit_that_raises_raises_on_every_rank(tmp_path):
+    for r in _api(tmp_path, "refit_raises"):
+        assert r["sklearn"]["type"] == "RuntimeError"
+        assert r["hpcml"]["type"] == "RuntimeError" and r["hpcml"]["message"] == r["sklearn"]["message"], r
+        assert r["hpcml"]["origin"] == 0
+
+
+@pytest.mark.parametrize("scenario", ["lambda_grid", "lambda_estimator", "lambda_return_estimator"])
+def test_api_lambdas_travel_by_cloudpickle(tmp_path, scenario):
+    for r in _api(tmp_path, scenario):
+        np.testing.assert_allclose(r["hpcml"], r["sklearn"], rtol=0, atol=1e-12)
+        assert r["same_predictions"], r
+        assert r.get("same_class", True), r  # a class of the script stays that class on every rank
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_api_unpicklable_exception_reaches_every_rank_with_its_type(tmp_path, rank):
+    """An exception pickle cannot rebuild (2-argument __init__), raised on rank 0 or on a worker."""
+    for r in _api(tmp_path, f"unpicklable_exception_on_rank{rank}"):
+        if r["rank"] == rank:
+            assert r["sklearn"] == {**r["sklearn"], "type": "BadError", "message": "42: cannot fit", "code": 42}
+        for key in ("hpcml", "hpcml_cv"):
+            got = r[key]
+            assert (got["type"], got["message"], got["code"]) == ("BadError", "42: cannot fit", 42), got
+
+
+def test_api_unsendable_refit_is_a_clear_error_on_every_rank(tmp_path):
+    for r in _api(tmp_path, "unsendable_refit"):
+        assert r["sklearn"]["type"] == "ok"
+        got = r["hpcml"]
+        assert got["type"] == "SerializationError" and "best_estimator_" in got["message"], got
+        assert "cloudpickle failed" in got["message"] and "lock" in got["message"], got
+
+
+def test_api_unsendable_results_are_a_clear_error_on_every_rank(tmp_path):
+    for r in _api(tmp_path, "unsendable_return_estimator"):
+        got = r["hpcml"]
+        assert got["type"] == "SerializationError" and "cloudpickle failed" in got["message"], got
+
+
+def test_scheduler_dispatcher_exception_reaches_every_rank(tmp_path):
+    for r in _api(tmp_path, "dispatcher_error"):
+        for mode, got in r["hpcml"].items():
+            assert got["type"] == "OSError" and "no space left" in got["message"], (mode, got)
+
+
+def test_scheduler_result_rank0_cannot_unpickle_is_an_error_on_every_rank(tmp_path):
+    for r in _api(tmp_path, "unloadable_result"):
+        got = r["hpcml"]
+        assert got["type"] == "SerializationError" and "rank 1" in got["message"], got
+        assert "cannot rebuild" in got["message"], got
+
+
+# --------------------------------------------------------------------------------------
+# The CLI with user code
+# --------------------------------------------------------------------------------------
+
+MYMOD = """\
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+
+class BadError(Exception):
+    def __init__(self, code, detail):
+        super().__init__(f"{code}: {detail}")
+
+
+class Raiser(BaseEstimator, ClassifierMixin):
+    def __init__(self, c=0):
+        self.c = c
+
+    def fit(self, X, y):
+        raise BadError(42, "cannot fit")
+"""
+
+
+def test_cli_unpicklable_exception_exits_1_naming_it(tmp_path):
+    write_digits(tmp_path / "digits.h5", n=120)
+    (tmp_path / "mymod.py").write_text(MYMOD)
+    cfg = write_config(
+        tmp_path / "c.toml",
+        '[data]\npath = "digits.h5"\n[[model]]\nestimator = "mymod.Raiser"\ngrid = { c = [0, 1, 2] }\n'
+        '[cv]\nsplitter = "KFold"\nn_splits = 3\n[run]\nerror_score = "raise"\n',
+    )
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    for _ in range(2):  # which rank's fit raises first varies
+        try:
+            proc = run_mpi(
+                2,
+                ["-m", "hpcml.cv", str(cfg), "--out", str(tmp_path / "o"), "--overwrite", "--quiet"],
+                timeout=60,
+                env=env,
+            )
+        except subprocess.TimeoutExpired as exc:
+            pytest.fail(f"hung\n{(exc.stderr or '')[-3000:]}")
+        assert proc.returncode == 1, proc.stderr[-3000:]
+        errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("hpcml: error:")]
+        assert len(errors) == 1 and "BadError: 42: cannot fit" in errors[0], proc.stderr[-3000:]
+        assert proc.stderr.count("Traceback") == 1, proc.stderr
+
+
+def test_cli_best_model_keeps_the_configured_comm(tmp_path):
+    """best_model.joblib holds the model as configured (comm = None), not the comm="self" of the refit."""
+    import joblib
+    from sklearn.datasets import load_breast_cancer
+
+    from hpcml.data import write_dataset
+
+    X, y = load_breast_cancer(return_X_y=True)
+    write_dataset(tmp_path / "bc.h5", (X - X.mean(0)) / X.std(0), y)
+    cfg = write_config(
+        tmp_path / "c.toml",
+        '[data]\npath = "bc.h5"\n[[model]]\nestimator = "hpcml.sgd.SGDClassifier"\n'
+        "params = { random_state = 0 }\ngrid = { alpha = [1e-4, 1e-2] }\n[cv]\nn_splits = 3\n",
+    )
+    proc = run_mpi(2, ["-m", "hpcml.cv", str(cfg), "--out", str(tmp_path / "o"), "--quiet"], timeout=90)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    model = joblib.load(tmp_path / "o" / "best_model.joblib")
+    assert model.get_params()["comm"] is None
+    assert model.predict((X[:5] - X.mean(0)) / X.std(0)).shape == (5,)

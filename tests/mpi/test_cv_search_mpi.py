@@ -323,3 +323,189 @@ def test_more_sklearn_behaviours():
     with pytest.raises(ValueError, match="Invalid parameter"):
         hpcml.GridSearchCV(SVC(), {"Cc": [1]}, cv=3).fit(X, y)
     COMM.Barrier()
+
+
+# --- errors keep their type; comm strings; nested searches; the user's comm after refit ---
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("make_cv", [lambda: skms.GroupKFold(3), lambda: skms.KFold(500)], ids=["no-groups", "n>rows"])
+def test_splitter_error_has_sklearn_type_on_every_rank(make_cv):
+    from hpcml.errors import RemoteError
+
+    X, y = digits(300)
+    with pytest.raises(ValueError) as theirs:
+        skms.GridSearchCV(SVC(), {"C": [1]}, cv=make_cv()).fit(X, y)
+    for run in (
+        lambda: hpcml.GridSearchCV(SVC(), {"C": [1]}, cv=make_cv()).fit(X, y),
+        lambda: hpcml.cross_validate(SVC(), X, y, cv=make_cv()),
+    ):
+        with pytest.raises(ValueError) as ours:
+            run()
+        assert type(ours.value) is type(theirs.value) and not isinstance(ours.value, RemoteError)
+        assert str(ours.value) == str(theirs.value)
+        assert ours.value.hpcml_rank == 0
+    COMM.Barrier()
+
+
+class TwoArgError(Exception):
+    """pickle cannot rebuild it: __init__ does not take self.args back."""
+
+    def __init__(self, code, detail):
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+
+
+def _check_keyerror(exc):
+    assert exc.args == ("missing",)
+
+
+def _check_two_arg(exc):
+    assert str(exc) == "7: bad" and exc.code == 7
+
+
+def _check_lambda_arg(exc):
+    assert exc.args[0] == "holds a lambda" and exc.args[1]() == 1  # sent by cloudpickle
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize(
+    "make_error,check",
+    [
+        (lambda: KeyError("missing"), _check_keyerror),
+        (lambda: TwoArgError(7, "bad"), _check_two_arg),
+        (lambda: ValueError("holds a lambda", lambda: 1), _check_lambda_arg),
+    ],
+    ids=["keyerror", "two-arg-init", "lambda-arg"],
+)
+def test_raise_if_any_raises_the_original_type_everywhere(make_error, check):
+    from hpcml.comm import HOST, raise_if_any
+
+    failing = COMM.Get_size() - 1
+    mine = make_error() if COMM.Get_rank() == failing else None
+    with pytest.raises(type(make_error())) as got:
+        raise_if_any(COMM, mine)
+    assert type(got.value) is type(make_error())
+    check(got.value)
+    assert got.value.hpcml_rank == failing and got.value.agreed
+    assert got.value.hpcml_host == COMM.bcast(HOST, root=failing)
+    assert type(got.value).__name__ in got.value.remote_traceback
+    if COMM.Get_rank() == failing:
+        assert got.value is mine
+    COMM.Barrier()
+
+
+def _explode():
+    raise ValueError("cannot rebuild")
+
+
+class Unloadable:
+    """Pickles, but unpickling it raises."""
+
+    def __reduce__(self):
+        return (_explode, ())
+
+
+@pytest.mark.mpi
+def test_broadcast_falls_back_to_cloudpickle_and_fails_on_every_rank():
+    import threading
+
+    from hpcml.cv.plan import broadcast
+    from hpcml.errors import SerializationError
+
+    rank = COMM.Get_rank()
+    got = broadcast([lambda z: z + 10 * rank] if rank == 0 else None, COMM)
+    assert got[0](1) == 1  # rank 0's lambda (rank = 0 in its closure), on every rank
+    if COMM.Get_size() == 1:
+        return  # one rank: broadcast returns the object itself
+    for obj, match in ((threading.Lock(), "cloudpickle failed"), (Unloadable(), "cannot unpickle")):
+        with pytest.raises(SerializationError, match=match):
+            broadcast(obj if COMM.Get_rank() == 0 else None, COMM)
+    COMM.Barrier()
+
+
+@pytest.mark.mpi
+def test_comm_accepts_self_and_world():
+    X, y = digits(200)
+    theirs = skms.GridSearchCV(SVC(), {"C": [1, 10]}, cv=3).fit(X, y)
+    alone = hpcml.GridSearchCV(SVC(), {"C": [1, 10]}, cv=3, comm="self").fit(X, y)
+    assert len(alone.schedule_reports_[0].busy) == 1
+    everyone = hpcml.GridSearchCV(SVC(), {"C": [1, 10]}, cv=3, comm="world").fit(X, y)
+    assert len(everyone.schedule_reports_[0].busy) == COMM.Get_size()
+    for ours in (alone, everyone):
+        assert_cv_results_equal(ours.cv_results_, theirs.cv_results_)
+    cv = hpcml.cross_validate(SVC(), X, y, cv=3, comm="self")
+    np.testing.assert_array_equal(cv["test_score"], skms.cross_validate(SVC(), X, y, cv=3)["test_score"])
+    with pytest.raises(ValueError, match="'self'"):
+        hpcml.GridSearchCV(SVC(), {"C": [1]}, cv=3, comm="everyone").fit(X, y)
+    COMM.Barrier()
+
+
+@pytest.mark.mpi
+def test_nested_search_equals_sklearn():
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    inner = {"C": [1, 10], "gamma": ["scale", 0.1]}
+    kw = dict(cv=skms.StratifiedKFold(3, shuffle=True, random_state=0), return_estimator=True, error_score="raise")
+    theirs = skms.cross_validate(skms.GridSearchCV(SVC(), inner, cv=3), X, y, **kw)
+    ours = hpcml.cross_validate(hpcml.GridSearchCV(SVC(), inner, cv=3), X, y, **kw)
+    np.testing.assert_array_equal(ours["test_score"], theirs["test_score"])
+    for a, b in zip(ours["estimator"], theirs["estimator"]):
+        assert a.best_params_ == b.best_params_
+        assert_cv_results_equal(a.cv_results_, b.cv_results_)
+        assert a.comm is None  # the user's value, not the "self" the unit ran it with
+    # and a hpcml search of a hpcml search
+    outer = hpcml.GridSearchCV(hpcml.GridSearchCV(SVC(), inner, cv=3), {"cv": [2, 3]}, cv=3).fit(X, y)
+    ref = skms.GridSearchCV(skms.GridSearchCV(SVC(), inner, cv=3), {"cv": [2, 3]}, cv=3).fit(X, y)
+    assert_cv_results_equal(outer.cv_results_, ref.cv_results_)
+    assert outer.best_estimator_.comm is None
+    COMM.Barrier()
+
+
+@pytest.mark.mpi
+def test_search_over_hpcml_sgd_keeps_the_users_comm():
+    from sklearn.base import clone
+    from sklearn.datasets import load_breast_cancer
+
+    from hpcml.sgd import SGDClassifier
+
+    X, y = load_breast_cancer(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    for make, key in (
+        (lambda: SGDClassifier(random_state=0), "comm"),
+        (lambda: SGDClassifier(random_state=0, comm="world"), "comm"),
+        (lambda: Pipeline([("scale", StandardScaler()), ("clf", SGDClassifier(random_state=0))]), "clf__comm"),
+    ):
+        grid = {key.replace("comm", "alpha"): [1e-4, 1e-2]}
+        search = hpcml.GridSearchCV(make(), grid, cv=3).fit(X, y)
+        expected = clone(search.estimator).set_params(**search.best_params_).get_params()[key]
+        assert search.best_estimator_.get_params()[key] == expected  # scikit-learn's best_estimator_ has it
+        assert search.estimator.get_params()[key] == expected
+        predictions = COMM.allgather(search.predict(X))
+        for other in predictions:
+            np.testing.assert_array_equal(other, predictions[0])
+    COMM.Barrier()
+
+
+@pytest.mark.mpi
+def test_grid_value_holding_hpcml_sgd_fits_alone_in_its_unit():
+    """A grid *value* that is an hpcml.sgd estimator with the default comm is fitted on one rank."""
+    from sklearn.datasets import load_breast_cancer
+
+    from hpcml.sgd import SGDClassifier
+
+    X, y = load_breast_cancer(return_X_y=True)
+    pipe = Pipeline([("scale", StandardScaler()), ("clf", LogisticRegression())])
+
+    def grid(comm):
+        return {"clf": [SGDClassifier(random_state=0, max_iter=50, comm=comm), LogisticRegression()]}
+
+    ours = hpcml.GridSearchCV(pipe, grid(None), cv=3).fit(X, y)
+    ref = skms.GridSearchCV(pipe, grid("self"), cv=3).fit(X, y)
+    np.testing.assert_allclose(ours.cv_results_["mean_test_score"], ref.cv_results_["mean_test_score"])
+    np.testing.assert_allclose(ours.cv_results_["split2_test_score"], ref.cv_results_["split2_test_score"])
+    assert ours.cv_results_["params"][0]["clf"].comm is None  # the user's object, untouched
+    predictions = COMM.allgather(ours.predict(X))
+    for other in predictions:
+        np.testing.assert_array_equal(other, predictions[0])
