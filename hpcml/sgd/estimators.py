@@ -37,6 +37,7 @@ from hpcml.sgd.sampling import (
     global_epoch_plan,
     local_block_rows,
     local_epoch_plan,
+    local_epoch_runs,
     shard_range,
     validation_mask,
 )
@@ -356,6 +357,9 @@ class _BaseSGD(BaseEstimator):
         block = local_block_rows(local_batch) if self.sampling == "local" else 1
         # local mode: a batch is a few contiguous runs of X, multiplied in place (no gather)
         in_place = block > 1 and X.flags.c_contiguous
+        # ... and with every row of the shard in training, the runs come from the block order
+        # directly (no per-row permutation, no run detection per step)
+        by_runs = in_place and train_local.shape[0] == n_local
 
         history: list[dict[str, Any]] = []
         loss_curve: list[float] = []
@@ -376,6 +380,10 @@ class _BaseSGD(BaseEstimator):
             lr = sched(t)
             if self.sampling == "global":
                 plan = global_epoch_plan(train_rows_global, start, stop, B, seed, epoch)
+            elif by_runs:
+                plan = (
+                    (r, -1) for r in local_epoch_runs(n_local, local_batch, steps_per_epoch, seed, epoch, rank, block)
+                )
             else:
                 plan = (
                     (r, -1)
@@ -383,8 +391,12 @@ class _BaseSGD(BaseEstimator):
                 )
             for rows, gsize in plan:
                 c0 = time.perf_counter()
-                nb = rows.shape[0]
-                if nb:
+                if by_runs:  # rows: the runs of the batch
+                    nb = _stack_runs(rows, T, tbuf, W1, wbuf)
+                    if nb:
+                        wb = None if W1 is None else wbuf[:nb]
+                        ex.extra[0] = kernel.runs(X, rows, tbuf[:nb], Wc, bc, ex.gW, ex.gb, wb)
+                elif nb := rows.shape[0]:
                     Tb = np.take(T, rows, axis=0, out=tbuf[:nb], mode="clip")  # "raise" would copy via a temporary
                     wb = None if W1 is None else np.take(W1, rows, axis=0, out=wbuf[:nb], mode="clip")
                     runs = contiguous_runs(rows) if in_place else None
@@ -393,6 +405,7 @@ class _BaseSGD(BaseEstimator):
                     else:
                         Xb = np.take(X, rows, axis=0, out=xbuf[:nb], mode="clip")
                         ex.extra[0] = kernel(Xb, Tb, Wc, bc, ex.gW, ex.gb, wb)
+                if nb:
                     ex.extra[1] = nb
                 else:
                     ex.buf.fill(0.0)
@@ -906,6 +919,19 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
     def predict(self, X: Any) -> np.ndarray:
         """Predicted values."""
         return self._scores(X)[:, 0]
+
+
+def _stack_runs(
+    runs: list[tuple[int, int]], T: np.ndarray, tbuf: np.ndarray, W1: np.ndarray | None, wbuf: np.ndarray | None
+) -> int:
+    """Copy the targets (and weights) of ``runs`` into the front of ``tbuf`` (``wbuf``); return the row count."""
+    off = 0
+    for a, b in runs:
+        tbuf[off : off + b - a] = T[a:b]
+        if W1 is not None:
+            wbuf[off : off + b - a] = W1[a:b]
+        off += b - a
+    return off
 
 
 def _mpi_max() -> Any:

@@ -310,18 +310,40 @@ def test_sklearn_estimator_checks(cls):
     assert sum(r["status"] == "passed" for r in results) > 40
 
 
-def test_local_sampling_in_place_runs_equal_gathered_batches(monkeypatch):
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_local_sampling_in_place_runs_equal_gathered_batches(monkeypatch, weighted, early_stopping):
+    """The three ways a local batch reaches the kernel give the same model.
+
+    C-contiguous X: runs straight from the block order (every row in training)
+    or runs found in each batch's row indices (held-out rows); Fortran-ordered
+    X: rows gathered into a buffer.
+    """
     import hpcml.sgd.estimators as E
 
     X, y = make_classification(3000, 12, random_state=2)
-    kw = dict(comm="self", sampling="local", batch_size=256, max_iter=3, tol=None)
-    calls = []
-    real = E.contiguous_runs
-    monkeypatch.setattr(E, "contiguous_runs", lambda rows: calls.append(1) or real(rows))
-    in_place = SGDClassifier(**kw).fit(X, y)
-    assert len(calls) == in_place.t_  # every step was checked for runs ...
-    assert all(real(np.arange(10)) for _ in calls)
-    monkeypatch.setattr(E, "contiguous_runs", lambda rows: None)  # ... and now every step gathers
-    gathered = SGDClassifier(**kw).fit(X, y)
+    w = np.random.default_rng(0).uniform(0.5, 2.0, size=y.shape) if weighted else None
+    kw = dict(comm="self", sampling="local", batch_size=256, max_iter=3, tol=None, early_stopping=early_stopping)
+    calls = {"plan": 0, "detect": 0}
+    real_plan, real_detect = E.local_epoch_runs, E.contiguous_runs
+
+    def plan(*args):
+        calls["plan"] += 1
+        return real_plan(*args)
+
+    def detect(rows):
+        calls["detect"] += 1
+        return real_detect(rows)
+
+    monkeypatch.setattr(E, "local_epoch_runs", plan)
+    monkeypatch.setattr(E, "contiguous_runs", detect)
+    in_place = SGDClassifier(**kw).fit(X, y, sample_weight=w)
+    if early_stopping:
+        assert calls == {"plan": 0, "detect": in_place.t_}
+    else:
+        assert calls == {"plan": in_place.n_iter_, "detect": 0}
+    before = dict(calls)
+    gathered = SGDClassifier(**kw).fit(np.asfortranarray(X), y, sample_weight=w)
+    assert calls == before  # every step gathered
     np.testing.assert_allclose(in_place.coef_, gathered.coef_, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(in_place.intercept_, gathered.intercept_, rtol=1e-10, atol=1e-12)

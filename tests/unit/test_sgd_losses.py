@@ -14,6 +14,7 @@ from hpcml.sgd.sampling import (
     global_epoch_plan,
     local_block_rows,
     local_epoch_plan,
+    local_epoch_runs,
     shard_range,
     validation_mask,
 )
@@ -264,3 +265,17 @@ def test_local_block_plan_covers_held_out_gaps():
     steps = list(local_epoch_plan(rows, 64, 8, seed=0, epoch=0, rank=0, block=8))
     assert [len(s) for s in steps[:-1]] == [64] * 7
     assert sorted(np.concatenate(steps).tolist()) == rows.tolist()
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 17, 64, 65, 1000])
+@pytest.mark.parametrize("local_batch", [2, 5, 16, 64, 300])
+@pytest.mark.parametrize("block", [2, 3, 8, 64])
+def test_local_epoch_runs_are_the_row_plan_as_runs(n, local_batch, block):
+    steps = -(-n // local_batch) + 1  # one empty step at the end
+    for seed in range(3):
+        rows = list(local_epoch_plan(np.arange(n), local_batch, steps, seed, 2, 1, block))
+        runs = list(local_epoch_runs(n, local_batch, steps, seed, 2, 1, block))
+        assert len(runs) == steps
+        for r, rr in zip(rows, runs, strict=True):
+            assert rr == (contiguous_runs(r, max_runs=10**9) or [])
+            assert all(b1 != a2 for (_, b1), (a2, _) in zip(rr, rr[1:]))  # adjacent runs merged
