@@ -1,7 +1,7 @@
 """Benchmarks of hpcml.sgd; prints one JSON document (and writes it with ``--out``).
 
     python benchmarks/bench_sgd.py --data-dir /tmp/bench [--parts step,throughput,accuracy,memory]
-        [--rows 1000000] [--tp-batches 1024,8192] [--repeats 3] [--baseline-rev REV]
+        [--rows 1000000] [--tp-batches 8192,16384,32768] [--repeats 3] [--baseline-rev REV]
         [--out benchmarks/results/sgd.json] [--plot benchmarks/results/sgd.png]
 
 The driver (this script without ``--worker``) launches ``mpiexec -n N python
@@ -407,20 +407,39 @@ def plot(report: dict, path: str) -> None:
         ax = axes[i]
         i += 1
         tp = report["throughput"]
-        labels, vals, colors = [], [], []
+        # grouped bars: one group per global batch, one bar per implementation x ranks
+        cells: dict[tuple[str, str], dict[str, float]] = {}
         for key, cell in tp["runs"].items():
             impl, ranks, batch = key.split("/")
-            labels.append(f"{impl}\n{ranks}r B={batch}")
-            vals.append(statistics.median(r["samples_per_s"] for r in cell) / 1e6)
-            colors.append("tab:gray" if impl == "baseline" else ("tab:blue" if ranks == "1" else "tab:orange"))
+            cells.setdefault((impl, ranks), {})[batch] = statistics.median(r["samples_per_s"] for r in cell) / 1e6
+        batches = sorted({b for series in cells.values() for b in series}, key=int)
+        styles = {
+            ("baseline", "1"): "tab:gray",
+            ("baseline", "2"): "silver",
+            ("current", "1"): "tab:blue",
+            ("current", "2"): "tab:orange",
+        }
+        width = 0.8 / max(len(cells), 1)
+        for j, (series_key, series) in enumerate(sorted(cells.items())):
+            xs = [batches.index(b) + (j - (len(cells) - 1) / 2) * width for b in series]
+            label = f"{series_key[0]}, {series_key[1]} rank(s)"
+            ax.bar(xs, list(series.values()), width=width, color=styles.get(series_key), label=label)
+        order = sorted(cells)
+        summary = tp.get("summary", {})
+        for bi, b in enumerate(batches):
+            speedup = summary.get(f"current/B={b}", {}).get("speedup_2_vs_1")
+            two = cells.get(("current", "2"), {}).get(b)
+            if speedup and two and ("current", "2") in order:
+                x = bi + (order.index(("current", "2")) - (len(cells) - 1) / 2) * width
+                ax.annotate(f"x{speedup:.2f}", (x, two), ha="center", va="bottom", fontsize=8)
+        top = max(v for series in cells.values() for v in series.values())
+        ax.set_ylim(0, top * 1.35)
         if "sklearn" in tp:
-            labels.append("sklearn\nSGDClassifier")
-            vals.append(tp["sklearn"]["samples_per_s"] / 1e6)
-            colors.append("tab:green")
-        ax.bar(range(len(vals)), vals, color=colors)
-        ax.set_xticks(range(len(vals)), labels, fontsize=7)
+            ax.axhline(tp["sklearn"]["samples_per_s"] / 1e6, color="tab:green", ls="--", label="sklearn SGDClassifier")
+        ax.set_xticks(range(len(batches)), [f"B={b}" for b in batches], fontsize=8)
         ax.set_ylabel("M samples/s per epoch (median of repeats)")
-        ax.set_title(f"{tp['rows']:,} x 100 float32, sampling=local", fontsize=9)
+        ax.legend(fontsize=7, loc="upper left", ncol=2)
+        ax.set_title(f"{tp['rows']:,} x 100 float32, sampling=local (x: 2 ranks / 1 rank)", fontsize=9)
     if "step" in report:
         ax = axes[i]
         i += 1
@@ -458,7 +477,7 @@ def main() -> None:
     p.add_argument("--json", "--out", dest="out", metavar="FILE.json", help="also write the JSON report here")
     p.add_argument("--plot")
     p.add_argument("--baseline-rev", help="git revision whose hpcml/sgd is measured alongside (before/after)")
-    p.add_argument("--tp-batches", default="1024,8192", help="global batch sizes of the throughput part")
+    p.add_argument("--tp-batches", default="8192,16384,32768", help="global batch sizes of the throughput part")
     p.add_argument("--repeats", type=int, default=3, help="interleaved repetitions of the throughput part")
     p.add_argument("--worker")
     p.add_argument("--impl", default="current", choices=("current", "baseline"))

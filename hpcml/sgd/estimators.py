@@ -30,6 +30,7 @@ from hpcml._compat import check_sample_weight, validate_data
 from hpcml.comm import raise_if_any, resolve_comm
 from hpcml.errors import DataError
 from hpcml.sgd import losses as L
+from hpcml.sgd import sampling
 from hpcml.sgd.allreduce import GradientExchange
 from hpcml.sgd.sampling import (
     SAMPLING,
@@ -356,7 +357,8 @@ class _BaseSGD(BaseEstimator):
         # local mode: shuffle blocks of consecutive rows (contiguous copies, see sampling.py)
         block = local_block_rows(local_batch) if self.sampling == "local" else 1
         # local mode: a batch is a few contiguous runs of X, multiplied in place (no gather)
-        in_place = block > 1 and X.flags.c_contiguous
+        # (when the blocks are large enough for that to beat gathering their rows)
+        in_place = X.flags.c_contiguous and sampling.runs_pay_off(block, X.shape[1] * X.itemsize)
         # ... and with every row of the shard in training, the runs come from the block order
         # directly (no per-row permutation, no run detection per step)
         by_runs = in_place and train_local.shape[0] == n_local

@@ -117,6 +117,16 @@ BLOCKS_PER_BATCH = 8
 MAX_RUNS = 2 * BLOCKS_PER_BATCH + 2
 
 
+#: Blocks smaller than this (bytes of rows) are gathered: below it a run's two matmul calls cost
+#: more than copying its rows (measured crossover ~80 KB per block, 100 float32 features).
+MIN_RUN_BYTES = 64 * 1024
+
+
+def runs_pay_off(block: int, row_bytes: int) -> bool:
+    """Whether blocks of ``block`` rows of ``row_bytes`` each are multiplied in place rather than gathered."""
+    return block > 1 and block * row_bytes >= MIN_RUN_BYTES
+
+
 def local_block_rows(local_batch: int) -> int:
     """Rows per shuffled block in ``local`` mode (1 means a plain row permutation).
 
