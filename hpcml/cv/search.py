@@ -61,9 +61,19 @@ def _resolve_data(X: Any, y: Any, params: dict[str, Any], comm: MPI.Intracomm) -
 
 
 def _default_threads(comm: MPI.Intracomm) -> int:
+    """Threads per rank when the user gave none: the node's CPUs per rank, within the limit in force.
+
+    A search nested in another hpcml search (or run inside ``threadpool_limits``)
+    keeps the caller's BLAS/OpenMP limit instead of raising it to the CPUs it
+    sees: the outer ranks already share the node.
+    """
+    from threadpoolctl import threadpool_info
+
     from hpcml.threads import plan_layout
 
-    return plan_layout(comm).threads
+    threads = plan_layout(comm).threads
+    current = [pool["num_threads"] for pool in threadpool_info() if pool.get("num_threads")]
+    return max(1, min(threads, max(current))) if current else threads
 
 
 def _agree_candidates(local: list[dict[str, Any]], comm: MPI.Intracomm) -> list[dict[str, Any]]:
@@ -254,7 +264,9 @@ class GridSearchCV(_MPISearchMixin, _skms.GridSearchCV):
         ``fit`` is collective over it.
     threads_per_rank : int, optional
         BLAS/OpenMP threads per rank during the fits (default: the node's CPUs
-        divided by its ranks, or ``SLURM_CPUS_PER_TASK``).
+        divided by its ranks, or ``SLURM_CPUS_PER_TASK``, but never more than
+        the limit already in force: a search nested in another hpcml search
+        keeps the outer search's threads).
 
     Examples
     --------

@@ -14,12 +14,14 @@ import pytest
 from compare import assert_cv_results_equal
 from mpi4py import MPI
 from sklearn import model_selection as skms
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.datasets import load_diabetes, load_digits
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
+from threadpoolctl import threadpool_limits
 
 import hpcml
 
@@ -460,6 +462,41 @@ def test_nested_search_equals_sklearn():
     ref = skms.GridSearchCV(skms.GridSearchCV(SVC(), inner, cv=3), {"cv": [2, 3]}, cv=3).fit(X, y)
     assert_cv_results_equal(outer.cv_results_, ref.cv_results_)
     assert outer.best_estimator_.comm is None
+    COMM.Barrier()
+
+
+class _ThreadsSeen(ClassifierMixin, BaseEstimator):
+    """Scores the largest BLAS/OpenMP thread count in force while it was fitted."""
+
+    def __init__(self, c: float = 1.0) -> None:
+        self.c = c
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> _ThreadsSeen:
+        from threadpoolctl import threadpool_info
+
+        self.classes_ = np.unique(y)
+        self.threads_ = max(p["num_threads"] for p in threadpool_info())
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return np.full(len(X), self.classes_[0])
+
+    def score(self, X: np.ndarray, y: np.ndarray) -> float:
+        return float(self.threads_)
+
+
+@pytest.mark.mpi
+def test_nested_search_keeps_the_outer_thread_limit():
+    X, y = digits(60)
+    inner = hpcml.GridSearchCV(_ThreadsSeen(), {"c": [1.0, 2.0]}, cv=2)
+    with threadpool_limits(limits=2):  # what an unpinned rank would see on this node
+        out = hpcml.cross_validate(inner, X, y, cv=2, return_estimator=True, threads_per_rank=1)
+    for search in out["estimator"]:
+        np.testing.assert_array_equal(search.cv_results_["mean_test_score"], [1.0, 1.0])
+    alone = hpcml.GridSearchCV(_ThreadsSeen(), {"c": [1.0]}, cv=2, comm="self", threads_per_rank=2)
+    with threadpool_limits(limits=1):
+        alone.fit(X, y)  # an explicit threads_per_rank is the user's to give
+    assert alone.cv_results_["mean_test_score"][0] == 2.0
     COMM.Barrier()
 
 
