@@ -8,6 +8,7 @@ materialised rows instead of copying them again.
 
 from __future__ import annotations
 
+import copy
 import numbers
 import re
 import time
@@ -73,6 +74,8 @@ class FoldCache:
         self._shared: tuple[int, dict[str, Any]] | None = None
         self.hits = 0
         self.misses = 0
+        #: candidate -> whether it was asked to work in place on its input (copy=False)
+        self.in_place: dict[int, bool] = {}
 
     def get(self, split: int, estimator: Any) -> dict[str, Any]:
         """Train/test arrays of ``split`` as ``_safe_split`` makes them for ``estimator``."""
@@ -196,6 +199,24 @@ def _read_only_error(exc: BaseException) -> bool:
     return False
 
 
+_COPY_PARAM = re.compile(r"(?:^|__)copy(?:_x)?$", re.IGNORECASE)
+
+
+def overwrites_input(estimator: Any) -> bool:
+    """Whether ``estimator`` was asked to work in place on its input (``copy*=False``).
+
+    That is a ``copy``, ``copy_X`` or ``copy_x`` parameter, its own or a step's,
+    set to False.
+
+    scikit-learn hands every unit fresh copies of its fold, so such an estimator
+    changes them, and what it changed is what the scorers see (e.g.
+    ``StandardScaler(copy=False)`` in a pipeline scales ``X_train`` in place and
+    the train score transforms it again).  On a read-only fold the estimator
+    would copy silently instead, so these units get writable copies.
+    """
+    return any(value is False and _COPY_PARAM.search(key) for key, value in estimator.get_params(deep=True).items())
+
+
 def _fresh(obj: Any, writable: bool) -> Any:
     """What one unit may use of a cached fold object.
 
@@ -314,6 +335,12 @@ def _run_unit(problem: Problem, cache: FoldCache, cand: int, split: int, writabl
     estimator.set_params(**clone(params, safe=False))
     if params:  # a grid value may itself hold a collective comm (an hpcml.sgd step)
         serial_estimator(estimator)
+    if not writable:
+        in_place = cache.in_place.get(cand)
+        if in_place is None:
+            in_place = cache.in_place[cand] = overwrites_input(estimator)
+        if in_place:
+            raise _NeedsWritable
     cached = cache.get(split, estimator)
     X_train, y_train = _fresh(cached["X_train"], writable), _fresh(cached["y_train"], writable)
     X_test, y_test = _fresh(cached["X_test"], writable), _fresh(cached["y_test"], writable)
@@ -374,8 +401,14 @@ def _score_unit(
     """scikit-learn's ``_score``; a failure caused by read-only input asks for writable copies instead."""
     if writable:
         return _score(estimator, X, y, scorer, score_params, error_score)
+    probe = scorer
+    if isinstance(scorer, _MultimetricScorer) and not getattr(scorer, "_raise_exc", True):
+        # a multi-metric scorer made for a numeric error_score returns failures as
+        # strings (and _score warns); the probe must raise them instead
+        probe = copy.copy(scorer)
+        probe._raise_exc = True
     try:
-        return _score(estimator, X, y, scorer, score_params, "raise")
+        return _score(estimator, X, y, probe, score_params, "raise")
     except Exception as exc:
         if _read_only_error(exc):
             raise _NeedsWritable from exc

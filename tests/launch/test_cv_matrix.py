@@ -196,6 +196,42 @@ def in_place_transformer_copy_false():
 
 
 @case
+def scaler_copy_false_train_scores():
+    # StandardScaler(copy=False) scales the unit's X_train in place in scikit-learn, and the
+    # train score then sees (and transforms again) the scaled rows.
+    # On a read-only fold the scaler would copy silently, so the scores would differ.
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    X, y = D.make_regression(120, 6, noise=5.0, random_state=0)
+    grid(lambda: make_pipeline(StandardScaler(copy=False), Ridge()), {"ridge__alpha": [0.1, 10.0]},
+         X * 3 + 5, y, cv=3, refit=False, return_train_score=True)
+    Xc, yc = D.load_iris(return_X_y=True)
+    grid(lambda: make_pipeline(StandardScaler(), LogisticRegression()),
+         {"standardscaler__copy": [True, False], "logisticregression__C": [0.1, 1.0]},
+         Xc * 2 + 3, yc, cv=3, refit=False, scoring="neg_log_loss", return_train_score=True)
+
+
+@case
+def failing_metric_of_multimetric_warns_once():
+    # roc_auc fails on 3 classes; with error_score=nan scikit-learn warns once per unit.
+    import warnings
+    from sklearn.linear_model import LogisticRegression
+    X, y = D.load_iris(return_X_y=True)
+    counts = []
+    for cls in (hpcml.GridSearchCV, skms.GridSearchCV):
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            cls(LogisticRegression(max_iter=1000), {"C": [0.1, 1.0]}, cv=3, scoring=["accuracy", "roc_auc"],
+                refit="accuracy").fit(X, y)
+        counts.append(sorted(str(m.message).split(".")[1] for m in w if "Scoring failed" in str(m.message)))
+    ours = sum(COMM.allgather(counts[0]), [])  # each unit warns on the rank that ran it
+    assert ours == counts[1], (ours, counts[1])
+    grid(lambda: LogisticRegression(max_iter=1000), {"C": [0.1, 1.0]}, X, y, cv=3,
+         scoring=["accuracy", "roc_auc"], refit="accuracy")
+
+
+@case
 def precomputed_kernel_svc_pairwise_split():
     # Pairwise estimators take X[train][:, train]: never the node-shared row fold.
     from sklearn.svm import SVC
@@ -312,6 +348,8 @@ API_CASES = [
     "hpcml_sgd_classifier_comm_self",
     "cross_validate_dict_scoring_failing_split",
     "in_place_transformer_copy_false",
+    "scaler_copy_false_train_scores",
+    "failing_metric_of_multimetric_warns_once",
     "precomputed_kernel_svc_pairwise_split",
     "boolean_mask_splits_ridge",
     "in_place_dataframe_and_ndarray_transformers",
