@@ -286,6 +286,8 @@ def fit_and_score(problem: Problem, cache: FoldCache, cand: int, split: int) -> 
     FitRaised
         When the fit raised and ``error_score == "raise"``.
     """
+    if problem.verbose > 9:
+        print(_start_message(problem, cand, split), flush=True)
     try:
         result = _run_unit(problem, cache, cand, split, writable=False)
     except _NeedsWritable:
@@ -295,18 +297,32 @@ def fit_and_score(problem: Problem, cache: FoldCache, cand: int, split: int) -> 
     return result
 
 
-def _end_message(problem: Problem, cand: int, split: int, result: dict[str, Any]) -> str:
-    """scikit-learn's ``[CV] END ...`` line of ``_fit_and_score`` (verbose > 1)."""
-    from joblib import logger
-
+def _progress_and_params(problem: Problem, cand: int, split: int) -> tuple[str, str]:
+    """The ``[CV{progress}]`` part and the parameters text of scikit-learn's ``_fit_and_score`` lines."""
     verbose = problem.verbose
     progress = ""
-    if verbose > 2:
+    if verbose > 2 and problem.show_params:  # cross_validate gives no split/candidate progress
         progress = f" {split + 1}/{problem.n_splits}"
         if verbose > 9:
             progress += f"; {cand + 1}/{problem.n_candidates}"
     params = problem.candidates[cand][1] if problem.show_params else None
     params_msg = "" if params is None else ", ".join(f"{k}={params[k]}" for k in sorted(params))
+    return progress, params_msg
+
+
+def _start_message(problem: Problem, cand: int, split: int) -> str:
+    """scikit-learn's ``[CV] START ...`` line of ``_fit_and_score`` (verbose > 9)."""
+    progress, params_msg = _progress_and_params(problem, cand, split)
+    start_msg = f"[CV{progress}] START {params_msg}"
+    return start_msg + "." * (80 - len(start_msg))
+
+
+def _end_message(problem: Problem, cand: int, split: int, result: dict[str, Any]) -> str:
+    """scikit-learn's ``[CV] END ...`` line of ``_fit_and_score`` (verbose > 1)."""
+    from joblib import logger
+
+    verbose = problem.verbose
+    progress, params_msg = _progress_and_params(problem, cand, split)
     end_msg = f"[CV{progress}] END "
     result_msg = params_msg + (";" if params_msg else "")
     test, train = result["test_scores"], result.get("train_scores")

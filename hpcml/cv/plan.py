@@ -83,18 +83,25 @@ def compute_splits(
     groups: Any,
     comm: MPI.Intracomm,
     convert: Callable[[Exception], Exception] | None = None,
+    check_n_splits: bool = False,
+    split_everywhere: bool = True,
 ) -> list[tuple[Any, Any]]:
     """``list(cv.split(X, y, groups))`` on rank 0, broadcast to all.  Collective over ``comm``.
 
     ``convert`` may turn the splitter's exception into another (e.g. a config error).
     An exception raised by the splitter is raised on every rank with its type.
+    ``check_n_splits`` also compares the count with ``cv.get_n_splits`` (as the
+    searches of scikit-learn do; its ``cross_validate`` does not).  With
+    ``split_everywhere`` (the API: each rank is a user's scikit-learn call) the
+    other ranks run ``cv.split`` as well and discard it, for its warnings and a
+    user's RandomState; the CLI reports from rank 0 alone.
     """
     splits = None
     error = None
     if comm.Get_rank() == 0:
         try:
             splits = list(cv.split(X, y, groups))
-            n_splits = cv.get_n_splits(X, y, groups)
+            n_splits = cv.get_n_splits(X, y, groups) if check_n_splits else len(splits)
             if len(splits) != n_splits:
                 raise ValueError(
                     "cv.split and cv.get_n_splits return inconsistent results. "
@@ -102,6 +109,16 @@ def compute_splits(
                 )
         except Exception as exc:  # noqa: BLE001 - agreed below
             error = convert(exc) if convert is not None else exc
+    elif split_everywhere:
+        # Rank 0's splits are the run's (an unseeded splitter differs between
+        # ranks), but every rank calls split() too, as its own scikit-learn call
+        # would: its warnings appear on every rank, and a RandomState the user
+        # seeded the splitter with advances the same everywhere.  Nothing is kept.
+        try:
+            for _ in cv.split(X, y, groups):
+                pass
+        except Exception:  # noqa: BLE001, S110 - rank 0's outcome decides
+            pass
     raise_if_any(comm, error)
     if comm.Get_size() == 1:
         return splits

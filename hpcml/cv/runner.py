@@ -218,7 +218,9 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
             return ConfigError(f"{config.source}: [cv] {config.cv_label} needs groups: set [data] groups")
         return ConfigError(f"{config.source}: [cv] {exc}") if isinstance(exc, ValueError | TypeError) else exc
 
-    splits = compute_splits(cv, X, y, groups, comm, convert=split_error)
+    splits = compute_splits(
+        cv, X, y, groups, comm, convert=split_error, check_n_splits=True, split_everywhere=False
+    )
     scorer, scoring_names = _agree(comm, _scorer, config)
     with warnings.catch_warnings():
         if rank != 0:  # scikit-learn's warning about scorers without sample_weight: once

@@ -397,7 +397,9 @@ def _run_local(
         start = time.perf_counter()
         try:
             result = work(unit)
-        except Exception as exc:  # noqa: BLE001 - shipped to rank 0, re-raised everywhere
+        except BaseException as exc:  # noqa: BLE001 - shipped to rank 0, re-raised everywhere
+            # (SystemExit or KeyboardInterrupt from a fit too: leaving the dispatch
+            # protocol here would leave the other ranks waiting)
             _keep_traceback(exc)
             return items, exc
         items.append((unit, result, time.perf_counter() - start))
@@ -520,7 +522,7 @@ def _run_root(comm, work, queue, on_results, should_stop, poll_hook, threaded, M
             if error is not None:
                 dispatcher.fail(0, error)
                 break
-    except Exception as exc:  # noqa: BLE001 - e.g. on_results raised: stop the run, every rank raises it
+    except BaseException as exc:  # noqa: BLE001 - e.g. on_results raised: stop the run, every rank raises it
         _keep_traceback(exc)
         dispatcher.fail(0, exc)
     if thread is not None:

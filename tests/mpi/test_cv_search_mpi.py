@@ -14,7 +14,7 @@ import pytest
 from compare import assert_cv_results_equal
 from mpi4py import MPI
 from sklearn import model_selection as skms
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.datasets import load_diabetes, load_digits
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -546,3 +546,67 @@ def test_grid_value_holding_hpcml_sgd_fits_alone_in_its_unit():
     predictions = COMM.allgather(ours.predict(X))
     for other in predictions:
         np.testing.assert_array_equal(other, predictions[0])
+
+
+class _Exits(RegressorMixin, BaseEstimator):
+    """A fit that raises a BaseException that is not an Exception."""
+
+    def __init__(self, a: int = 1, kind: type[BaseException] = SystemExit) -> None:
+        self.a = a
+        self.kind = kind
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> _Exits:
+        raise self.kind("stop from a fit")
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("kind", [SystemExit, KeyboardInterrupt])
+def test_base_exception_in_a_fit_reaches_every_rank(kind):
+    X, y = digits(40)
+    with pytest.raises(kind, match="stop from a fit"):
+        hpcml.GridSearchCV(_Exits(kind=kind), {"a": [1, 2, 3, 4]}, cv=2).fit(X, y)
+    COMM.Barrier()  # every rank left the search: none is left waiting in it
+
+
+class _TwoSplitsSaysThree:
+    def split(self, X, y=None, groups=None):
+        half = len(X) // 2
+        yield np.arange(half), np.arange(half, len(X))
+        yield np.arange(half, len(X)), np.arange(half)
+
+    def get_n_splits(self, X=None, y=None, groups=None):
+        return 3
+
+
+@pytest.mark.mpi
+def test_split_count_checked_like_sklearn():
+    """Searches refuse a cv whose split() and get_n_splits() disagree; cross_validate does not look."""
+    X, y = load_diabetes(return_X_y=True)
+    ours = hpcml.cross_validate(Ridge(), X, y, cv=_TwoSplitsSaysThree())
+    theirs = skms.cross_validate(Ridge(), X, y, cv=_TwoSplitsSaysThree())
+    np.testing.assert_array_equal(ours["test_score"], theirs["test_score"])
+    with pytest.raises(ValueError) as expected:
+        skms.GridSearchCV(Ridge(), {"alpha": [1.0]}, cv=_TwoSplitsSaysThree()).fit(X, y)
+    with pytest.raises(ValueError) as got:
+        hpcml.GridSearchCV(Ridge(), {"alpha": [1.0]}, cv=_TwoSplitsSaysThree()).fit(X, y)
+    assert str(got.value) == str(expected.value)
+    COMM.Barrier()
+
+
+@pytest.mark.mpi
+def test_splitter_side_effects_happen_on_every_rank():
+    """Each rank is a user's scikit-learn call: the splitter's warnings and its RandomState advance there too."""
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    y = np.r_[np.zeros(38, dtype=int), 1, 1]
+    ours_rs, ref_rs = np.random.RandomState(11), np.random.RandomState(11)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        hpcml.GridSearchCV(
+            LogisticRegression(), {"C": [1.0]}, cv=skms.StratifiedKFold(3, shuffle=True, random_state=ours_rs)
+        ).fit(X, y)
+    skms.GridSearchCV(
+        LogisticRegression(), {"C": [1.0]}, cv=skms.StratifiedKFold(3, shuffle=True, random_state=ref_rs)
+    ).fit(X, y)
+    assert any("least populated class" in str(w.message) for w in seen)
+    assert ours_rs.randint(10**6) == ref_rs.randint(10**6)
+    COMM.Barrier()
