@@ -74,8 +74,8 @@ class FoldCache:
         self._shared: tuple[int, dict[str, Any]] | None = None
         self.hits = 0
         self.misses = 0
-        #: candidate -> whether it was asked to work in place on its input (copy=False)
-        self.in_place: dict[int, bool] = {}
+        #: candidate -> (comm parameters to set to "self", whether it works in place on its input)
+        self.candidate_plan: dict[int, tuple[dict[str, str], bool]] = {}
 
     def get(self, split: int, estimator: Any) -> dict[str, Any]:
         """Train/test arrays of ``split`` as ``_safe_split`` makes them for ``estimator``."""
@@ -156,9 +156,13 @@ def serial_estimator(estimator: Any) -> Any:
     calls gets ``comm="self"``: ``None``/``"world"`` and any communicator of more
     than one rank (a fit on it would wait forever for the other ranks).
     """
-    params = estimator.get_params(deep=True)
-    serial = {k: "self" for k, v in params.items() if (k == "comm" or k.endswith("__comm")) and _collective(v)}
+    serial = _serial_params(estimator.get_params(deep=True))
     return estimator.set_params(**serial) if serial else estimator
+
+
+def _serial_params(params: dict[str, Any]) -> dict[str, str]:
+    """The ``comm`` parameters (of ``get_params(deep=True)``) to set to ``"self"``."""
+    return {k: "self" for k, v in params.items() if (k == "comm" or k.endswith("__comm")) and _collective(v)}
 
 
 def _collective(comm: Any) -> bool:
@@ -214,7 +218,11 @@ def overwrites_input(estimator: Any) -> bool:
     the train score transforms it again).  On a read-only fold the estimator
     would copy silently instead, so these units get writable copies.
     """
-    return any(value is False and _COPY_PARAM.search(key) for key, value in estimator.get_params(deep=True).items())
+    return _overwrites_input(estimator.get_params(deep=True))
+
+
+def _overwrites_input(params: dict[str, Any]) -> bool:
+    return any(value is False and _COPY_PARAM.search(key) for key, value in params.items())
 
 
 def _fresh(obj: Any, writable: bool) -> Any:
@@ -349,14 +357,17 @@ def _run_unit(problem: Problem, cache: FoldCache, cand: int, split: int, writabl
     # Parameters are cloned too: a grid may hold estimators (pipeline steps).
     # As in scikit-learn, an invalid parameter name raises whatever error_score is.
     estimator.set_params(**clone(params, safe=False))
-    if params:  # a grid value may itself hold a collective comm (an hpcml.sgd step)
-        serial_estimator(estimator)
-    if not writable:
-        in_place = cache.in_place.get(cand)
-        if in_place is None:
-            in_place = cache.in_place[cand] = overwrites_input(estimator)
-        if in_place:
-            raise _NeedsWritable
+    # What the candidate's parameters ask of every unit (one get_params per candidate and rank):
+    # comm parameters a grid value brings in (an hpcml.sgd step) fit alone; copy=False works in place.
+    plan = cache.candidate_plan.get(cand)
+    if plan is None:
+        deep = estimator.get_params(deep=True)
+        plan = cache.candidate_plan[cand] = (_serial_params(deep), _overwrites_input(deep))
+    serial, in_place = plan
+    if serial:
+        estimator.set_params(**serial)
+    if in_place and not writable:
+        raise _NeedsWritable
     cached = cache.get(split, estimator)
     X_train, y_train = _fresh(cached["X_train"], writable), _fresh(cached["y_train"], writable)
     X_test, y_test = _fresh(cached["X_test"], writable), _fresh(cached["y_test"], writable)
