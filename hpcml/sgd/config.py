@@ -22,7 +22,7 @@ reference; in short::
 
     [train]
     max_iter = 1000             # epochs (stops earlier on tol, like scikit-learn)
-    batch_size = 256            # global batch (all ranks together)
+    batch_size = "auto"         # global batch (all ranks together); auto: training rows // 32 in [16, 256]
     sampling = "global"         # or "local"
     tol = 1e-3                  # or "none"
     n_iter_no_change = 5
@@ -163,7 +163,12 @@ def parse_config(data: dict[str, Any], source: str, demo: bool = False) -> SGDCo
 
     ttab = top.sub("train") or Table({}, f"{source} [train]")
     params["max_iter"] = _int(ttab, "max_iter", 1000, low=1)
-    params["batch_size"] = _int(ttab, "batch_size", 256, low=1)
+    batch = ttab.get("batch_size", (int, str), "auto")
+    if isinstance(batch, str) and batch != "auto":
+        raise ttab.error("batch_size", f'must be "auto" or a positive integer, got {batch!r}')
+    if isinstance(batch, int) and batch < 1:
+        raise ttab.error("batch_size", f"must be >= 1, got {batch!r}")
+    params["batch_size"] = batch
     params["sampling"] = _choice(ttab, "sampling", _SAMPLING, "global")
     tol = ttab.get("tol", (float, str), 1e-3)
     if isinstance(tol, str):

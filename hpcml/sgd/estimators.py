@@ -104,8 +104,12 @@ class _BaseSGD(BaseEstimator):
             raise ValueError(f"learning_rate must be one of {', '.join(SCHEDULES)}; got {self.learning_rate!r}")
         if self.sampling not in SAMPLING:
             raise ValueError(f"sampling must be 'global' or 'local'; got {self.sampling!r}")
-        if not (isinstance(self.batch_size, int | np.integer) and self.batch_size >= 1):
-            raise ValueError(f"batch_size must be a positive integer; got {self.batch_size!r}")
+        batch = self.batch_size
+        if not (
+            (isinstance(batch, str) and batch == "auto")
+            or (isinstance(batch, int | np.integer) and not isinstance(batch, bool) and batch >= 1)
+        ):
+            raise ValueError(f"batch_size must be 'auto' or a positive integer; got {batch!r}")
         if not (isinstance(self.max_iter, int | np.integer) and self.max_iter >= 1):
             raise ValueError(f"max_iter must be a positive integer; got {self.max_iter!r}")
         if not self.eta0 > 0:
@@ -302,7 +306,6 @@ class _BaseSGD(BaseEstimator):
         seed = self._seed(comm)
         eps = float(getattr(self, "epsilon", 0.1))
         l2, l1 = L.penalty_parts(self.penalty, float(self.alpha), float(self.l1_ratio))
-        B = int(self.batch_size)
         n_local = stop - start
 
         # Held-out rows: a global mask that does not depend on the number of ranks.
@@ -319,6 +322,8 @@ class _BaseSGD(BaseEstimator):
             train_local = np.arange(n_local)
             Xv = Tv = wv = None
         n_train = train_rows_global.shape[0]
+        B = auto_batch_size(n_train) if isinstance(self.batch_size, str) else int(self.batch_size)
+        self.batch_size_ = B
 
         if self.sampling == "global":
             steps_per_epoch = -(-n_train // B)
@@ -354,6 +359,7 @@ class _BaseSGD(BaseEstimator):
         wbuf = None if W1 is None else np.empty((n_max, 1), dtype=X.dtype)
         kernel = L.BatchKernel(self.loss, n_max, d, k, X.dtype, eps)
         wtmp = np.empty_like(W)
+        l1_step = L.CumulativeL1(W.shape) if l1 else None
         # local mode: shuffle blocks of consecutive rows (contiguous copies, see sampling.py)
         block = local_block_rows(local_batch) if self.sampling == "local" else 1
         # local mode: a batch is a few contiguous runs of X, multiplied in place (no gather)
@@ -436,7 +442,7 @@ class _BaseSGD(BaseEstimator):
                     if self.fit_intercept:
                         b -= lr * gb
                     if l1:
-                        L.prox_l1(W, lr * l1)
+                        l1_step(W, lr * l1)
                     if not same:
                         Wc[...] = W
                         bc[...] = b
@@ -599,8 +605,10 @@ class _BaseSGD(BaseEstimator):
 
 _PARAM_DOC = """
     penalty : {"l2", "l1", "elasticnet"} or None, default="l2"
-        Regulariser; l1 (also the l1 part of elasticnet) is applied by a
-        proximal step so weights become exactly zero.
+        Regulariser; l1 (also the l1 part of elasticnet) is applied after each
+        step by clipping every weight towards zero by the cumulative penalty it
+        is still owed (Tsuruoka et al., 2009, as scikit-learn's SGD), never
+        across zero, so weights become exactly zero.
     alpha : float, default=1e-4
         Regularisation strength (scikit-learn's convention).
     l1_ratio : float, default=0.15
@@ -615,8 +623,13 @@ _PARAM_DOC = """
         with early stopping) has not improved by ``tol`` for
         ``n_iter_no_change`` epochs (scikit-learn's rule and default);
         ``None`` runs all ``max_iter`` epochs.
-    batch_size : int, default=256
+    batch_size : int or "auto", default="auto"
         **Global** batch size: rows per step summed over all ranks.
+        ``"auto"``: ``n_train // 32`` clipped to ``[16, 256]`` (``batch_size_``
+        after ``fit``): 256 from 8192 training rows up; smaller sets get at
+        least 32 steps per epoch (down to 16-row batches), so that they train
+        about as far per epoch as scikit-learn's per-row SGD before ``tol``
+        stops the fit.
     sampling : {"global", "local"}, default="global"
         ``"global"``: rank-count invariant batches (same model for any number
         of ranks); ``"local"``: each rank shuffles its own shard and takes
@@ -663,6 +676,8 @@ _ATTR_DOC = """
         Epochs run.
     t_ : int
         Optimisation steps taken.
+    batch_size_ : int
+        The global batch size used (``batch_size``, or what ``"auto"`` chose).
     loss_curve_ : list of float
         Mean training loss (without penalty) per epoch.
     validation_loss_curve_, validation_scores_ : list of float
@@ -710,7 +725,7 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
         fit_intercept: bool = True,
         max_iter: int = 1000,
         tol: float | None = 1e-3,
-        batch_size: int = 256,
+        batch_size: int | str = "auto",
         sampling: str = "global",
         learning_rate: str = "constant",
         eta0: float = 0.1,
@@ -848,7 +863,7 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
         fit_intercept: bool = True,
         max_iter: int = 1000,
         tol: float | None = 1e-3,
-        batch_size: int = 256,
+        batch_size: int | str = "auto",
         sampling: str = "global",
         learning_rate: str = "constant",
         eta0: float = 0.01,
@@ -921,6 +936,20 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
     def predict(self, X: Any) -> np.ndarray:
         """Predicted values."""
         return self._scores(X)[:, 0]
+
+
+#: ``batch_size="auto"``: ``n_train // AUTO_STEPS_PER_EPOCH`` clipped to ``[AUTO_BATCH_MIN, AUTO_BATCH_MAX]``.
+AUTO_BATCH_MIN, AUTO_BATCH_MAX, AUTO_STEPS_PER_EPOCH = 16, 256, 32
+
+
+def auto_batch_size(n_train: int) -> int:
+    """``batch_size="auto"``: ``n_train // 32`` clipped to ``[16, 256]`` (the same on every rank).
+
+    Large sets get the throughput batch (256); small ones at least 32 steps per
+    epoch, but never batches under 16 rows (single-row steps at a constant rate
+    diverge easily on unscaled data).
+    """
+    return max(AUTO_BATCH_MIN, min(AUTO_BATCH_MAX, int(n_train) // AUTO_STEPS_PER_EPOCH))
 
 
 def _stack_runs(

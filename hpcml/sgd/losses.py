@@ -204,6 +204,47 @@ def prox_l1(W: np.ndarray, threshold: float) -> None:
     np.copysign(np.maximum(np.abs(W) - threshold, 0.0), W, out=W)
 
 
+class CumulativeL1:
+    """The L1 step of SGD with the cumulative penalty (Tsuruoka et al., 2009), as scikit-learn's SGD.
+
+    Soft thresholding (:func:`prox_l1`) at every step lets the gradient noise
+    of the next step push a weight off zero again.  Instead, ``u`` accumulates
+    the penalty every weight could have received so far and ``q`` what each
+    actually received; each step clips a weight towards zero by the difference
+    and never across it, so weights the data do not support stay exactly 0.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Shape of the weights.
+    """
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.u = 0.0
+        self.q = np.zeros(shape)
+        self._old = np.empty(shape)
+        self._down = np.empty(shape)
+        self._up = np.empty(shape)
+
+    def __call__(self, W: np.ndarray, threshold: float) -> None:
+        """Apply this step's penalty ``threshold`` (learning rate x L1 strength) to ``W`` in place."""
+        if threshold <= 0:
+            return
+        self.u += threshold
+        old, down, up, q = self._old, self._down, self._up, self.q
+        old[...] = W
+        np.subtract(W, self.u, out=down)
+        down -= q
+        np.maximum(down, 0.0, out=down)  # positive weights: max(0, w - (u + q))
+        np.add(W, self.u, out=up)
+        up -= q
+        np.minimum(up, 0.0, out=up)  # negative weights: min(0, w + (u - q))
+        np.copyto(W, down, where=old > 0)
+        np.copyto(W, up, where=old < 0)
+        np.subtract(W, old, out=old)
+        q += old
+
+
 def batch_gradient(
     loss: str,
     X: np.ndarray,

@@ -68,7 +68,7 @@ threads_per_rank = 2
         ('[data]\npath = "a.h5"\n[trian]\n', "unknown key 'trian'"),
         ("[model]\n", "required table [data] is missing"),
         ('[data]\npath = "a.h5"\n[model]\nloss = "squared_error"\n', "[model] loss: expected one of"),
-        ('[data]\npath = "a.h5"\n[train]\nbatch_size = "big"\n', "[train] batch_size: expected an integer"),
+        ('[data]\npath = "a.h5"\n[train]\nbatch_size = "big"\n', '[train] batch_size: must be "auto" or a positive'),
         ('[data]\npath = "a.h5"\n[train]\nbatch_size = 0\n', "[train] batch_size: must be >= 1"),
         ('[data]\npath = "a.h5"\n[train]\nnesterov = true\n', "nesterov: needs momentum > 0"),
         ('[data]\npath = "a.h5"\n[model]\nepsilon = 0.2\n', "epsilon: only applies"),

@@ -254,7 +254,8 @@ def test_convergence_warning_and_divergence():
         SGDClassifier(comm="self").fit(X, y)  # converges by the tol rule
     Xr, yr = make_regression(200, 5, random_state=0)
     with pytest.warns(ConvergenceWarning, match="diverging"):
-        SGDRegressor(comm="self", eta0=1.0, max_iter=50).fit(Xr * 1000, yr)
+        # one full batch per epoch: the loss grows epoch by epoch without overflowing at once
+        SGDRegressor(comm="self", eta0=1.0, max_iter=50, batch_size=256).fit(Xr * 1000, yr)
     with pytest.raises(FitDiverged, match="overflow"):
         SGDRegressor(comm="self", eta0=1.0, max_iter=200, tol=None).fit(Xr * 1e6, yr)
 
@@ -351,3 +352,23 @@ def test_local_sampling_in_place_runs_equal_gathered_batches(monkeypatch, weight
     for other in (gathered, small):
         np.testing.assert_allclose(in_place.coef_, other.coef_, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(in_place.intercept_, other.intercept_, rtol=1e-10, atol=1e-12)
+
+
+def test_auto_batch_size_lets_small_sets_train_like_sklearn():
+    from sklearn.datasets import load_iris
+
+    from hpcml.sgd.estimators import auto_batch_size
+
+    assert [auto_batch_size(n) for n in (1, 112, 600, 8192, 10**7)] == [16, 16, 18, 256, 256]
+    X, y = load_iris(return_X_y=True)
+    Xtr, Xte, ytr, yte = train_test_split(X, y, random_state=0)
+    scaler = StandardScaler().fit(Xtr)
+    Xtr, Xte = scaler.transform(Xtr), scaler.transform(Xte)
+    ours = SGDClassifier(comm="self", random_state=0).fit(Xtr, ytr)
+    assert ours.batch_size_ == 16
+    sk = lm.SGDClassifier(loss="log_loss", random_state=0).fit(Xtr, ytr).score(Xte, yte)
+    assert ours.score(Xte, yte) >= sk - 0.01, (ours.score(Xte, yte), sk)
+    assert SGDClassifier(comm="self", batch_size=64).fit(Xtr, ytr).batch_size_ == 64
+    with pytest.raises(ValueError, match="batch_size"):
+        SGDClassifier(comm="self", batch_size="big").fit(Xtr, ytr)
+

@@ -50,6 +50,7 @@ def reference_sgd(
     b = np.zeros(k)
     vW = np.zeros((d, k))
     vb = np.zeros(k)
+    u, q = 0.0, np.zeros((d, k))  # cumulative L1 penalty: owed to every weight, received by each
     l2 = {"l2": alpha, "l1": 0.0, "elasticnet": alpha * (1 - l1_ratio)}[penalty]
     l1 = {"l2": 0.0, "l1": alpha, "elasticnet": alpha * l1_ratio}[penalty]
     for epoch in range(epochs):
@@ -89,8 +90,11 @@ def reference_sgd(
                     gW, gb = vW, vb
             W = W - eta0 * gW
             b = b - eta0 * gb
-            if l1:
-                W = np.sign(W) * np.maximum(np.abs(W) - eta0 * l1, 0.0)
+            if l1:  # cumulative L1 penalty (Tsuruoka et al. 2009): clip towards 0 by what is still owed
+                u += eta0 * l1
+                old = W
+                W = np.where(W > 0, np.maximum(0.0, W - (u + q)), np.where(W < 0, np.minimum(0.0, W + (u - q)), W))
+                q = q + (W - old)
     return W.T, b, classes
 
 
