@@ -232,7 +232,9 @@ class _BaseSGD(BaseEstimator):
     def _agreed_params(self) -> tuple[tuple[str, str], ...]:
         """The parameters every rank must share (all but ``comm`` and ``verbose``), as comparable text."""
         return tuple(
-            (k, repr(v)) for k, v in sorted(self.get_params(deep=False).items()) if k not in ("comm", "verbose")
+            (k, "RandomState" if isinstance(v, np.random.RandomState) else repr(v))
+            for k, v in sorted(self.get_params(deep=False).items())
+            if k not in ("comm", "verbose")
         )
 
     def _fit_setup(self, comm: Any, X: Any, y: Any, sample_weight: Any, sharded: bool) -> tuple[Any, ...]:
@@ -550,7 +552,14 @@ class _BaseSGD(BaseEstimator):
             return int(comm.bcast(seed, root=0))
         if isinstance(self.random_state, int | np.integer):
             return int(self.random_state)
-        raise ValueError("random_state must be an int or None (every rank must draw the same batches)")
+        if isinstance(self.random_state, np.random.RandomState):
+            # every rank draws from its instance (so it advances as scikit-learn's would);
+            # rank 0's draw seeds the fit everywhere
+            local = int(self.random_state.randint(np.iinfo(np.int32).max))
+            return int(comm.bcast(local, root=0))
+        raise ValueError(
+            "random_state must be an int, a numpy RandomState or None (every rank must draw the same batches)"
+        )
 
     def _validation_sums(
         self,
@@ -655,8 +664,10 @@ _PARAM_DOC = """
         Share of rows held out for early stopping.
     n_iter_no_change : int, default=5
         Patience in epochs.
-    random_state : int or None, default=0
-        Seed of every permutation; ``None`` draws one on rank 0 and broadcasts it.
+    random_state : int, numpy RandomState or None, default=0
+        Seed of every permutation; ``None`` draws one on rank 0 and broadcasts
+        it; a RandomState gives one draw on every rank (each rank's instance
+        advances) and rank 0's seeds the fit.
     verbose : int, default=0
         Print one line per epoch on rank 0.
     comm : None, "world", "self" or mpi4py.MPI.Intracomm, default=None

@@ -253,3 +253,20 @@ def test_world_communicator_inside_hpcml_search_fits_serially():
     a = hpcml.GridSearchCV(SGDClassifier(comm=COMM, **kw), grid, cv=3, comm=COMM).fit(X, y)
     b = hpcml.GridSearchCV(SGDClassifier(comm="self", **kw), grid, cv=3, comm=COMM).fit(X, y)
     np.testing.assert_array_equal(a.cv_results_["mean_test_score"], b.cv_results_["mean_test_score"])
+
+
+@pytest.mark.mpi
+def test_random_state_instance_is_accepted_like_sklearn():
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    a_rs, b_rs = np.random.RandomState(0), np.random.RandomState(0)
+    a = SGDClassifier(random_state=a_rs, max_iter=5, tol=None).fit(X, y)
+    b = SGDClassifier(random_state=b_rs, max_iter=5, tol=None).fit(X, y)
+    np.testing.assert_array_equal(a.coef_, b.coef_)
+    coefs = MPI.COMM_WORLD.allgather(a.coef_)
+    for other in coefs:
+        np.testing.assert_array_equal(other, coefs[0])
+    ref = np.random.RandomState(0)
+    ref.randint(np.iinfo(np.int32).max)
+    assert a_rs.randint(10**6) == ref.randint(10**6)  # the user's instance advanced, on every rank
