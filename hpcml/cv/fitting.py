@@ -206,22 +206,16 @@ def _read_only_error(exc: BaseException) -> bool:
 _COPY_PARAM = re.compile(r"(?:^|__)copy(?:_x)?$", re.IGNORECASE)
 
 
-def overwrites_input(estimator: Any) -> bool:
-    """Whether ``estimator`` was asked to work in place on its input (``copy*=False``).
+def _overwrites_input(params: dict[str, Any]) -> bool:
+    """Whether an estimator (its ``get_params(deep=True)``) was asked to work in place on its input.
 
     That is a ``copy``, ``copy_X`` or ``copy_x`` parameter, its own or a step's,
-    set to False.
-
-    scikit-learn hands every unit fresh copies of its fold, so such an estimator
-    changes them, and what it changed is what the scorers see (e.g.
-    ``StandardScaler(copy=False)`` in a pipeline scales ``X_train`` in place and
-    the train score transforms it again).  On a read-only fold the estimator
-    would copy silently instead, so these units get writable copies.
+    set to False.  scikit-learn hands every unit fresh copies of its fold, so
+    such an estimator changes them, and what it changed is what the scorers see
+    (e.g. ``StandardScaler(copy=False)`` in a pipeline scales ``X_train`` in
+    place and the train score transforms it again).  On a read-only fold the
+    estimator would copy silently instead, so these units get writable copies.
     """
-    return _overwrites_input(estimator.get_params(deep=True))
-
-
-def _overwrites_input(params: dict[str, Any]) -> bool:
     return any(value is False and _COPY_PARAM.search(key) for key, value in params.items())
 
 
