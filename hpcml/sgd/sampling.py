@@ -173,19 +173,16 @@ def block_permutation(n: int, block: int, rng: np.random.Generator) -> np.ndarra
 
     Block boundaries sit at ``off + i * block`` with a random ``off`` in
     ``[0, block)``, so the first and last blocks may be shorter and a row is
-    grouped with different neighbours from one call to the next.
+    grouped with different neighbours from one call to the next
+    (:func:`_block_layout`).
     """
     if block <= 1 or n <= 1:
         return rng.permutation(n)
-    off = int(rng.integers(block))
-    n_blocks = -(-(n + off) // block)
-    order = rng.permutation(n_blocks)
-    pos = np.add((order * block - off)[:, None], np.arange(block), dtype=np.intp).ravel()
-    # only block 0 (starts before row 0) and the last block (may end after row n-1) are partial
-    cut = [i * block + j for i in np.flatnonzero((order == 0) | (order == n_blocks - 1)).tolist() for j in range(block)]
-    cut_rows = np.asarray(cut, dtype=np.intp)
-    bad = cut_rows[(pos[cut_rows] < 0) | (pos[cut_rows] >= n)]
-    return np.delete(pos, bad) if bad.size else pos
+    starts, stops = _block_layout(n, block, rng)
+    lengths = stops - starts
+    # each block's rows in order: start of its block + position within it
+    first = np.cumsum(lengths) - lengths
+    return np.repeat(starts - first, lengths) + np.arange(n, dtype=np.intp)
 
 
 def local_epoch_plan(
