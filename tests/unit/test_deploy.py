@@ -13,7 +13,6 @@ import copy
 import json
 import re
 import shlex
-from pathlib import Path
 
 import pytest
 import yaml
