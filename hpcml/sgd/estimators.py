@@ -27,7 +27,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 from hpcml._compat import check_sample_weight, validate_data
-from hpcml.comm import raise_if_any, resolve_comm
+from hpcml.comm import agree, mark_agreed, resolve_comm
 from hpcml.errors import DataError
 from hpcml.sgd import losses as L
 from hpcml.sgd.allreduce import GradientExchange
@@ -227,18 +227,12 @@ class _BaseSGD(BaseEstimator):
 
     def _fit_setup(self, comm: Any, X: Any, y: Any, sample_weight: Any, sharded: bool) -> tuple[Any, ...]:
         rank, size = comm.Get_rank(), comm.Get_size()
-        if size == 1:
+
+        def local_data() -> tuple[Any, Any, Any, int, int, int]:
             self._check_params()
-            local = self._local_data(X, y, sample_weight, sharded, rank, size)
-        else:
-            err: BaseException | None = None
-            local = None
-            try:
-                self._check_params()
-                local = self._local_data(X, y, sample_weight, sharded, rank, size)
-            except Exception as exc:  # noqa: BLE001 - agreed below, re-raised everywhere
-                err = exc
-            raise_if_any(comm, err)
+            return self._local_data(X, y, sample_weight, sharded, rank, size)
+
+        local = local_data() if size == 1 else agree(comm, local_data)
         assert local is not None
         Xl, yl, wl, n, start, d = local
         info = comm.allgather((Xl.shape[0], d, n, start, wl is not None, self._agreed_params()))
@@ -401,7 +395,7 @@ class _BaseSGD(BaseEstimator):
                 f"floating-point overflow at epoch {epoch}: the fit diverged (mean training loss "
                 f"{train_loss:.3g}); lower eta0, or scale the input data (StandardScaler or MinMaxScaler)"
             )
-            exc.agreed = True  # type: ignore[attr-defined] # raised by every rank at this same point
+            mark_agreed(exc)  # raised by every rank at this same point
             raise exc
         return bool(stop_now)
 

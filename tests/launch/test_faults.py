@@ -328,6 +328,7 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 import hpcml
+from hpcml.comm import origin_of
 
 COMM = MPI.COMM_WORLD
 RANK = COMM.Get_rank()
@@ -344,7 +345,7 @@ def outcome(fn):
         fn()
     except Exception as exc:
         return {"type": type(exc).__name__, "message": str(exc), "code": getattr(exc, "code", None),
-                "origin": getattr(exc, "hpcml_rank", None), "remote": type(exc).__module__ == "hpcml.errors"}
+                "origin": origin_of(exc).rank, "remote": type(exc).__module__ == "hpcml.errors"}
     return {"type": "ok"}
 
 
