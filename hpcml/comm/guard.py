@@ -20,7 +20,6 @@ def run_guarded(main: Callable[[], int], comm: MPI.Intracomm | None = None) -> N
 
     * :class:`UsageError` agreed by every rank (see :func:`raise_if_any`):
       rank 0 prints one ``hpcml: error: ...`` line, every rank exits 2.
-    * :class:`Incomplete` agreed by every rank: exit 3.
     * Anything else, or an error only this rank knows about: this rank prints
       ``hpcml: error: rank r/n on host: ...`` (with the traceback for
       unexpected exceptions) and calls ``Abort`` so that MPI ends every rank.
