@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sklearn.base import _fit_context  # noqa: F401
 from sklearn.metrics._scorer import _check_multimetric_scoring, _MultimetricScorer  # noqa: F401
 from sklearn.model_selection._search import BaseSearchCV
 from sklearn.model_selection._validation import (  # noqa: F401
@@ -19,12 +20,14 @@ from sklearn.model_selection._validation import (  # noqa: F401
     _score,
     _warn_or_raise_about_fit_failures,
 )
+from sklearn.utils import _safe_indexing  # noqa: F401
 from sklearn.utils._metadata_requests import (  # noqa: F401
     MetadataRouter,
     MethodMapping,
     _routing_enabled,
     process_routing,
 )
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions, validate_params  # noqa: F401
 from sklearn.utils.metaestimators import _safe_split  # noqa: F401
 from sklearn.utils.validation import _check_method_params  # noqa: F401
 

@@ -7,7 +7,8 @@ exception                 status  meaning
 ========================  ======  ===========================================
 (none)                    0       done
 :class:`UsageError`       2       bad usage, config or data (one error line)
-:class:`Incomplete`       3       stopped early (signal, time limit); resumable
+(none)                    3       stopped early (signal, time limit); resumable
+                                  (``EXIT_INCOMPLETE``, returned by the entry point)
 anything else             1       a bug or an unexpected failure
 ========================  ======  ===========================================
 """
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import pickle
 
-EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INCOMPLETE = 3
@@ -52,12 +52,6 @@ class SerializationError(RunError, pickle.PicklingError):
     Also raised when a rank cannot unpickle what another rank sent.  Every rank
     of the collective raises it (never a hang).
     """
-
-
-class Incomplete(HpcmlError):
-    """The run stopped before every unit finished; ``--resume`` continues it."""
-
-    exit_code = EXIT_INCOMPLETE
 
 
 class RemoteError(HpcmlError):

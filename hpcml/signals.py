@@ -14,6 +14,8 @@ import signal
 import threading
 from typing import Any
 
+from hpcml.env import READY_FILE
+
 
 class StopFlag:
     """Signals (SIGTERM, SIGINT, SIGUSR1) turn into a graceful stop request.
@@ -42,6 +44,7 @@ class StopFlag:
         signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
         for sig in self.SIGNALS:
             signal.signal(sig, self._handle)
+        _announce_ready()
 
     def on_first(self, callback: Any) -> None:
         """Run ``callback()`` once, when the first signal is noticed (now, if one already was)."""
@@ -75,3 +78,15 @@ class StopFlag:
     def __bool__(self) -> bool:
         self._poll()
         return self.signum is not None
+
+
+def _announce_ready() -> None:
+    """Opt-in readiness signal for tests: create ``$HPCML_READY_FILE.<pid>`` (nothing when it is unset).
+
+    A test that must send a signal after the handlers are in place waits for
+    one such file per rank instead of sleeping for a guessed time.
+    """
+    prefix = os.environ.get(READY_FILE)
+    if prefix:
+        with open(f"{prefix}.{os.getpid()}", "w"):
+            pass

@@ -1,6 +1,8 @@
 """Test-suite guards.
 
 * A hang dumps every thread's stack and fails instead of blocking CI.
+* Every launch (tests/helpers.py) ends before the test's pytest-timeout would, and
+  a process a test started is killed with its whole group when the test ends.
 * ``tests/mpi`` holds pytest-mpi tests; they only make sense under
   ``mpiexec -n N python -m pytest --with-mpi tests/mpi``.  A plain ``pytest``
   does not collect them (pytest-mpi would silently skip them); instead
@@ -14,6 +16,8 @@ import faulthandler
 import sys
 from pathlib import Path
 
+import pytest
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
@@ -25,3 +29,30 @@ def pytest_ignore_collect(collection_path, config):
     if collection_path.is_relative_to(HERE / "mpi") and not config.getoption("--with-mpi", default=False):
         return True
     return None
+
+
+def _timeout_of(item) -> float | None:
+    """The pytest-timeout budget of ``item`` in seconds (its marker, else --timeout, else the ini value)."""
+    mark = item.get_closest_marker("timeout")
+    if mark is not None:
+        value = mark.args[0] if mark.args else mark.kwargs.get("timeout")
+    else:
+        value = item.config.getoption("timeout", None)
+        if value is None:
+            value = item.config.getini("timeout")
+    try:
+        return float(value) or None
+    except (TypeError, ValueError):
+        return None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Every launch of the test ends before its pytest-timeout would (helpers.launch_timeout); none outlives it."""
+    import helpers
+
+    helpers.begin_test(_timeout_of(item))
+    try:
+        yield
+    finally:
+        helpers.end_test()

@@ -98,8 +98,8 @@ def load_config(data: bytes, source: str) -> SearchConfig:
     base = os.path.dirname(os.path.abspath(source))
     data_cfg = _data(top.sub("data", required=True), base)
     models = _models(top, source)
-    cv, cv_label = _cv(top.sub("cv"), source)
-    scoring, multimetric, refit_metric = _scoring(top.sub("scoring"), source, models)
+    cv, cv_label = _cv(top.sub("cv"))
+    scoring, multimetric, refit_metric = _scoring(top.sub("scoring"), models)
     run = top.sub("run") or Table({}, f"{source}: [run]")
     error_score = _error_score(run)
     return_train_score = run.get("return_train_score", bool, False)
@@ -310,7 +310,7 @@ def _distributions(t: Table, valid: set[str], label: str) -> dict[str, Any]:
     return out
 
 
-def _cv(t: Table | None, source: str) -> tuple[Any, str]:
+def _cv(t: Table | None) -> tuple[Any, str]:
     from sklearn import model_selection
 
     if t is None:
@@ -347,7 +347,7 @@ def _cv(t: Table | None, source: str) -> tuple[Any, str]:
     return splitter, repr(splitter)
 
 
-def _scoring(t: Table | None, source: str, models: list[ModelConfig]) -> tuple[Any, bool, str]:
+def _scoring(t: Table | None, models: list[ModelConfig]) -> tuple[Any, bool, str]:
     from sklearn.metrics import get_scorer
 
     if t is None:

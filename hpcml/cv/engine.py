@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sklearn.base import clone
 
 from hpcml._faults import inject
+from hpcml.comm import is_agreed
 from hpcml.cv.fitting import FitRaised, FoldCache, Problem, fit_and_score, serial_estimator
 from hpcml.cv.folds import FoldPlan, NodeFolds, choose, split_rows
 from hpcml.cv.plan import UnitIndex, broadcast, unit_order
@@ -160,7 +161,7 @@ def evaluate(
         # Freeing the buffer is collective: only when every rank raises this error
         # (run_units agrees on errors inside units); otherwise this rank is about
         # to abort the run and must not wait for the others in MPI_Win_free.
-        if node_folds is not None and getattr(exc, "agreed", False):
+        if node_folds is not None and is_agreed(exc):
             node_folds.close()
         raise
     cache.clear()

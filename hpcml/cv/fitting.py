@@ -18,9 +18,8 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import clone
-from sklearn.utils import _safe_indexing
 
-from hpcml._compat import _check_method_params, _MultimetricScorer, _safe_split, _score
+from hpcml._compat import _check_method_params, _MultimetricScorer, _safe_indexing, _safe_split, _score
 
 
 @dataclass

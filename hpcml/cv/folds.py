@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hpcml import env
 from hpcml.comm import describe, idle_barrier, node_comm
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -32,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
 MODES = ("auto", "rank", "node")
 
 #: Environment variable: the mode used where ``"auto"`` is asked for (e.g. the Python API).
-ENV_FOLD_COPIES = "HPCML_FOLD_COPIES"
+ENV_FOLD_COPIES = env.FOLD_COPIES
 
 #: ``"auto"`` shares folds when the ranks of a node would otherwise hold fold
 #: copies of at least this fraction of the node's physical memory.

@@ -49,7 +49,19 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
-from hpcml.comm import HOST, Backoff, ByValue, PackedException, describe, idle_barrier, mark_origin, unsendable
+from hpcml.comm import (
+    HOST,
+    Backoff,
+    ByValue,
+    PackedException,
+    describe,
+    idle_barrier,
+    keep_traceback,
+    mark_agreed,
+    mark_origin,
+    origin_of,
+    unsendable,
+)
 from hpcml.errors import EXIT_FAILURE, SerializationError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -376,13 +388,8 @@ class _Dispatcher:
 
 
 def _keep_traceback(exc: BaseException) -> None:
-    """Record the traceback being handled as ``exc.remote_traceback`` (printed by the entry points)."""
-    if getattr(exc, "remote_traceback", None):
-        return
-    try:
-        exc.remote_traceback = traceback.format_exc()  # type: ignore[attr-defined]
-    except Exception:  # noqa: BLE001 - an exception type that refuses attributes
-        pass
+    """Record the traceback being handled as the traceback of ``exc`` (printed by the entry points)."""
+    keep_traceback(exc, traceback.format_exc())
 
 
 def _run_local(
@@ -464,7 +471,8 @@ def run_units(
         rank = comm.Get_rank()
         payload = None
         if rank == 0 and error is not None:
-            payload = PackedException(error, getattr(error, "hpcml_rank", 0), getattr(error, "hpcml_host", HOST))
+            origin = origin_of(error)
+            payload = PackedException(error, origin.rank or 0, origin.host or HOST)
         payload = comm.bcast(payload, root=0)
         report.busy = comm.bcast(report.busy if rank == 0 else None, root=0)
         report.stopped = comm.bcast(report.stopped, root=0)
@@ -477,7 +485,7 @@ def run_units(
                 mark_origin(raised, payload.rank, payload.host, payload.traceback)
             else:
                 raised = payload.unpack()
-            raised.agreed = True  # type: ignore[attr-defined]
+            mark_agreed(raised)
             raise raised
         return report
     finally:

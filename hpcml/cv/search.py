@@ -17,23 +17,25 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn import model_selection as _skms
-from sklearn.base import _fit_context, clone, is_classifier
+from sklearn.base import clone, is_classifier
 from sklearn.model_selection import check_cv
 from sklearn.utils import indexable
-from sklearn.utils._param_validation import Interval, validate_params
 
 from hpcml._compat import (
+    Interval,
     MetadataRouter,
     MethodMapping,
     _aggregate_score_dicts,
     _check_groups_routing_disabled,
     _check_method_params,
+    _fit_context,
     _insert_error_scores,
     _normalize_score_results,
     _routing_enabled,
     _warn_or_raise_about_fit_failures,
     process_routing,
     run_search,
+    validate_params,
 )
 from hpcml.comm import raise_if_any, resolve_comm
 from hpcml.cv.engine import comm_params, evaluate, refit_alone, restore_comm_params, user_estimator
@@ -362,8 +364,8 @@ class RandomizedSearchCV(_MPISearchMixin, _skms.RandomizedSearchCV):
 def _cross_validate_constraints() -> dict[str, Any]:
     """scikit-learn's parameter constraints of ``cross_validate``, plus hpcml's (X may be an H5Dataset)."""
     from sklearn.metrics import get_scorer_names
-    from sklearn.utils._param_validation import HasMethods, StrOptions
 
+    from hpcml._compat import HasMethods, StrOptions
     from hpcml.data.h5 import H5Dataset
 
     return {

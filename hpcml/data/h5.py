@@ -488,9 +488,30 @@ def write_dataset(
     str
         The path written.
     """
+    path = os.fspath(path)
+    X, sparse = _checked_X(path, X)
+    extras = _checked_columns(path, X.shape[0], {"y": y, "groups": groups, "sample_weight": sample_weight})
+    # Everything is checked before the file is opened: a refused call leaves no file behind.
+    with h5py.File(path, "w") as fh:
+        if sparse:
+            _write_csr(fh, X, _target_dtype(X.data, dtype))
+        else:
+            xdt = _target_dtype(X, dtype)
+            rows = chunk_rows or default_chunk_rows(X.shape[1], xdt.itemsize, X.shape[0])
+            chunks = (max(1, min(rows, X.shape[0])), X.shape[1]) if X.size else None
+            fh.create_dataset("X", data=X.astype(xdt, copy=False), chunks=chunks)
+        for name, arr in extras.items():
+            fh.create_dataset(name, data=arr)
+        if feature_names is not None:
+            fh.create_dataset("feature_names", data=np.asarray(feature_names, dtype=object), dtype=h5py.string_dtype())
+        set_file_attrs(fh, X.shape[0], source)
+    return path
+
+
+def _checked_X(path: str, X: Any) -> tuple[Any, bool]:
+    """X as a 2-D numeric ndarray or a CSR matrix with sorted indices, and whether it is sparse."""
     import scipy.sparse as sp
 
-    path = os.fspath(path)
     sparse = sp.issparse(X)
     if sparse:
         X = sp.csr_matrix(X)
@@ -501,9 +522,13 @@ def write_dataset(
             raise DataError(f"{path}: X is not numeric (dtype {X.dtype})")
     if X.ndim != 2:
         raise DataError(f"{path}: X must be 2-D, got shape {X.shape}")
-    n = X.shape[0]
-    extras = {"y": y, "groups": groups, "sample_weight": sample_weight}
-    for name, arr in list(extras.items()):
+    return X, sparse
+
+
+def _checked_columns(path: str, n: int, columns: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The given per-row columns (y, groups, sample_weight) as 1-D numeric arrays of length ``n``."""
+    checked = {}
+    for name, arr in columns.items():
         if arr is None:
             continue
         arr = np.asarray(arr)
@@ -513,31 +538,20 @@ def write_dataset(
             raise DataError(f"{path}: {name} is not numeric (dtype {arr.dtype}); encode labels as integers first")
         if arr.ndim != 1:
             raise DataError(f"{path}: {name} must be 1-D, got shape {arr.shape}")
-        extras[name] = arr
-    # Everything is checked before the file is opened: a refused call leaves no file behind.
-    with h5py.File(path, "w") as fh:
-        if sparse:
-            xdt = _target_dtype(X.data, dtype)
-            g = fh.create_group("X")
-            g.attrs["shape"] = np.asarray(X.shape, dtype=np.int64)
-            g.attrs["format"] = "csr"
-            nnz = max(1, X.nnz)
-            kw = {"chunks": (min(nnz, 1 << 18),), "maxshape": (None,)}
-            g.create_dataset("data", data=X.data.astype(xdt, copy=False), **kw)
-            g.create_dataset("indices", data=X.indices.astype(np.int32 if X.shape[1] < 2**31 else np.int64), **kw)
-            g.create_dataset("indptr", data=X.indptr.astype(np.int64))
-        else:
-            xdt = _target_dtype(X, dtype)
-            rows = chunk_rows or default_chunk_rows(X.shape[1], xdt.itemsize, n)
-            chunks = (max(1, min(rows, n)), X.shape[1]) if X.size else None
-            fh.create_dataset("X", data=X.astype(xdt, copy=False), chunks=chunks)
-        for name, arr in extras.items():
-            if arr is not None:
-                fh.create_dataset(name, data=arr)
-        if feature_names is not None:
-            fh.create_dataset("feature_names", data=np.asarray(feature_names, dtype=object), dtype=h5py.string_dtype())
-        set_file_attrs(fh, n, source)
-    return path
+        checked[name] = arr
+    return checked
+
+
+def _write_csr(fh: h5py.File, X: Any, xdt: np.dtype) -> None:
+    """Sparse X as the group ``X`` (``data``, ``indices``, ``indptr``; attributes ``shape``, ``format``)."""
+    g = fh.create_group("X")
+    g.attrs["shape"] = np.asarray(X.shape, dtype=np.int64)
+    g.attrs["format"] = "csr"
+    nnz = max(1, X.nnz)
+    kw = {"chunks": (min(nnz, 1 << 18),), "maxshape": (None,)}
+    g.create_dataset("data", data=X.data.astype(xdt, copy=False), **kw)
+    g.create_dataset("indices", data=X.indices.astype(np.int32 if X.shape[1] < 2**31 else np.int64), **kw)
+    g.create_dataset("indptr", data=X.indptr.astype(np.int64))
 
 
 def set_file_attrs(fh: h5py.File, n_samples: int, source: str) -> None:

@@ -23,6 +23,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from hpcml import env
 from hpcml.comm import describe, idle_barrier, node_comm, raise_if_any, resolve_comm
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from hpcml.data.h5 import H5Dataset
 
 #: Environment variable: ``0``/``false``/``no``/``off`` forces per-rank reads.
-ENV_SHARED = "HPCML_SHARED_MEMORY"
+ENV_SHARED = env.SHARED_MEMORY
 
 ROLES = ("X", "y", "groups", "sample_weight")
 _ALIGN = 64

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hpcml.comm import idle_barrier, raise_if_any, resolve_comm
+from hpcml.comm import agree, resolve_comm
 from hpcml.data.h5 import default_chunk_rows, set_file_attrs, shard_bounds
 from hpcml.errors import DataError, UsageError
 
@@ -190,54 +190,13 @@ def synth(
     comm = resolve_comm(comm)
     t0 = time.perf_counter()
     path = os.fspath(path)
-    error: BaseException | None = None
-    offsets = None
-    model = None
-    try:
-        if n_samples < 1 or n_features < 1:
-            raise UsageError(f"--n-samples and --n-features must be positive, got {n_samples} x {n_features}")
-        dtype = np.dtype(dtype)
-        if dtype.kind != "f":
-            raise UsageError(f"--dtype must be a float type, got {dtype}")
-        model = Model(kind, n_features, seed, n_classes, dtype)
-        rows = int(block_rows or default_chunk_rows(n_features, dtype.itemsize))
-        if rows < 1:
-            raise UsageError(f"--block-rows must be positive, got {rows}")
-        rows = min(rows, n_samples)
-        if comm.Get_rank() == 0:
-            parent = os.path.dirname(os.path.abspath(path))
-            if not os.path.isdir(parent):
-                raise DataError(f"{path}: directory {parent} does not exist")
-            source = (f"hpcml.data synth --kind {kind} --n-samples {n_samples} --n-features {n_features} "
-                      f"--seed {seed} --dtype {dtype.name}")
-            try:
-                offsets = _create(path, n_samples, model, rows, source)
-            except OSError as exc:
-                raise DataError(f"{path}: cannot create ({exc})") from None
-    except Exception as exc:  # noqa: BLE001 - agreed below
-        error = exc
-    raise_if_any(comm, error)
+    create = comm.Get_rank() == 0
+    params = (n_samples, n_features, kind, seed, n_classes, dtype, block_rows)
+    model, rows, offsets = agree(comm, _prepare, path, *params, create)
     offsets = comm.bcast(offsets, root=0)
-    assert model is not None
-
     n_blocks = len(offsets)
     lo, hi = shard_bounds(n_blocks, comm.Get_rank(), comm.Get_size())
-    written = 0
-    try:
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            for b in range(lo, hi):
-                m = min(rows, n_samples - b * rows)
-                X, y = model.block(b, m)
-                _pwrite_all(fd, X, offsets[b][0])
-                _pwrite_all(fd, y, offsets[b][1])
-                written += X.nbytes + y.nbytes
-        finally:
-            os.close(fd)
-    except Exception as exc:  # noqa: BLE001 - agreed below
-        error = exc
-    idle_barrier(comm)  # ranks that finish early sleep instead of spinning
-    raise_if_any(comm, error)
+    written = agree(comm, _write_blocks, path, model, offsets[lo:hi], range(lo, hi), rows, n_samples)
     total = comm.allreduce(written, op=MPI.SUM)
     seconds = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
     return {
@@ -249,3 +208,58 @@ def synth(
         "seconds": seconds,
         "ranks": comm.Get_size(),
     }
+
+
+def _prepare(
+    path: str,
+    n_samples: int,
+    n_features: int,
+    kind: str,
+    seed: int,
+    n_classes: int | None,
+    dtype: Any,
+    block_rows: int | None,
+    create: bool,
+) -> tuple[Model, int, list[tuple[int, int]] | None]:
+    """Check the parameters; with ``create``, create the file.  Returns (model, rows per block, chunk offsets)."""
+    if n_samples < 1 or n_features < 1:
+        raise UsageError(f"--n-samples and --n-features must be positive, got {n_samples} x {n_features}")
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f":
+        raise UsageError(f"--dtype must be a float type, got {dtype}")
+    model = Model(kind, n_features, seed, n_classes, dtype)
+    rows = int(block_rows or default_chunk_rows(n_features, dtype.itemsize))
+    if rows < 1:
+        raise UsageError(f"--block-rows must be positive, got {rows}")
+    rows = min(rows, n_samples)
+    if not create:
+        return model, rows, None
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise DataError(f"{path}: directory {parent} does not exist")
+    source = (
+        f"hpcml.data synth --kind {kind} --n-samples {n_samples} --n-features {n_features} "
+        f"--seed {seed} --dtype {dtype.name}"
+    )
+    try:
+        return model, rows, _create(path, n_samples, model, rows, source)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot create ({exc})") from None
+
+
+def _write_blocks(
+    path: str, model: Model, offsets: list[tuple[int, int]], blocks: range, rows: int, n_samples: int
+) -> int:
+    """Generate ``blocks`` and ``pwrite`` each into its chunk (``offsets``: theirs).  Returns the bytes written."""
+    written = 0
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        for b, (x_at, y_at) in zip(blocks, offsets):
+            m = min(rows, n_samples - b * rows)
+            X, y = model.block(b, m)
+            _pwrite_all(fd, X, x_at)
+            _pwrite_all(fd, y, y_at)
+            written += X.nbytes + y.nbytes
+    finally:
+        os.close(fd)
+    return written

@@ -132,21 +132,44 @@ def parse_config(data: dict[str, Any], source: str, demo: bool = False) -> SGDCo
     """
     top = Table(data, source)
     cfg = SGDConfig(source=source)
-    base = os.path.dirname(os.path.abspath(source)) if source != "<demo>" else os.getcwd()
-
-    dtab = top.sub("data", required=not demo)
-    if dtab is not None:
-        path = dtab.get("path", str, None) if demo else dtab.get("path", str)
-        cfg.data_path = os.path.join(base, path) if path else None
-        cfg.X = dtab.get("X", str, "X")
-        cfg.y = dtab.get("y", str, "y")
-        cfg.sample_weight = dtab.get("sample_weight", str, None)
-        test = dtab.get("test_path", str, None)
-        cfg.test_path = os.path.join(base, test) if test else None
-        dtab.finish()
-
+    _data_table(top, cfg, demo)
     params: dict[str, Any] = {}
-    mtab = top.sub("model") or Table({}, f"{source} [model]")
+    _model_table(top, cfg, params)
+    _train_table(top, params)
+    _schedule_table(top, cfg, params)
+    otab = top.sub("output") or Table({}, f"{source} [output]")
+    cfg.out_dir = otab.get("dir", str, "hpcml-out")  # relative to the working directory, like --out
+    cfg.plot = otab.get("plot", bool, True)
+    otab.finish()
+    rtab = top.sub("run") or Table({}, f"{source} [run]")
+    cfg.threads_per_rank = _int(rtab, "threads_per_rank", None, low=1)
+    cfg.verbose = rtab.get("verbose", bool, False)
+    rtab.finish()
+    top.finish(_SECTIONS)
+    cfg.estimator_params = params
+    return cfg
+
+
+def _data_table(top: Table, cfg: SGDConfig, demo: bool) -> None:
+    """``[data]``: paths relative to the config file."""
+    source = cfg.source
+    base = os.path.dirname(os.path.abspath(source)) if source != "<demo>" else os.getcwd()
+    dtab = top.sub("data", required=not demo)
+    if dtab is None:
+        return
+    path = dtab.get("path", str, None) if demo else dtab.get("path", str)
+    cfg.data_path = os.path.join(base, path) if path else None
+    cfg.X = dtab.get("X", str, "X")
+    cfg.y = dtab.get("y", str, "y")
+    cfg.sample_weight = dtab.get("sample_weight", str, None)
+    test = dtab.get("test_path", str, None)
+    cfg.test_path = os.path.join(base, test) if test else None
+    dtab.finish()
+
+
+def _model_table(top: Table, cfg: SGDConfig, params: dict[str, Any]) -> None:
+    """``[model]``: type, loss and penalty."""
+    mtab = top.sub("model") or Table({}, f"{cfg.source} [model]")
     cfg.model_type = _choice(mtab, "type", MODEL_TYPES, "classifier")
     losses = _LOSSES[cfg.model_type]
     params["loss"] = _choice(mtab, "loss", losses, losses[0])
@@ -161,7 +184,10 @@ def parse_config(data: dict[str, Any], source: str, demo: bool = False) -> SGDCo
     params["fit_intercept"] = mtab.get("fit_intercept", bool, True)
     mtab.finish()
 
-    ttab = top.sub("train") or Table({}, f"{source} [train]")
+
+def _train_table(top: Table, params: dict[str, Any]) -> None:
+    """``[train]``: epochs, batches, stopping, momentum, seed."""
+    ttab = top.sub("train") or Table({}, f"{top.where} [train]")
     params["max_iter"] = _int(ttab, "max_iter", 1000, low=1)
     batch = ttab.get("batch_size", (int, str), "auto")
     if isinstance(batch, str) and batch != "auto":
@@ -188,7 +214,10 @@ def parse_config(data: dict[str, Any], source: str, demo: bool = False) -> SGDCo
     params["random_state"] = _int(ttab, "random_state", 0, low=0)
     ttab.finish()
 
-    stab = top.sub("schedule") or Table({}, f"{source} [schedule]")
+
+def _schedule_table(top: Table, cfg: SGDConfig, params: dict[str, Any]) -> None:
+    """``[schedule]``: the learning-rate schedule (default ``eta0`` by model type)."""
+    stab = top.sub("schedule") or Table({}, f"{cfg.source} [schedule]")
     params["learning_rate"] = _choice(stab, "name", _SCHEDULES, "constant")
     params["eta0"] = _number(stab, "eta0", 0.1 if cfg.model_type == "classifier" else 0.01, low=0.0, low_open=True)
     params["power_t"] = _number(stab, "power_t", 0.5, low=0.0)
@@ -197,21 +226,6 @@ def parse_config(data: dict[str, Any], source: str, demo: bool = False) -> SGDCo
     if params["eta_min"] > params["eta0"]:
         raise stab.error("eta_min", f"must be <= eta0 ({params['eta0']!r}), got {params['eta_min']!r}")
     stab.finish()
-
-    otab = top.sub("output") or Table({}, f"{source} [output]")
-    out_dir = otab.get("dir", str, "hpcml-out")
-    cfg.out_dir = out_dir  # relative to the working directory, like --out
-    cfg.plot = otab.get("plot", bool, True)
-    otab.finish()
-
-    rtab = top.sub("run") or Table({}, f"{source} [run]")
-    cfg.threads_per_rank = _int(rtab, "threads_per_rank", None, low=1)
-    cfg.verbose = rtab.get("verbose", bool, False)
-    rtab.finish()
-
-    top.finish(_SECTIONS)
-    cfg.estimator_params = params
-    return cfg
 
 
 def load_config(path: str | None, demo: bool = False) -> SGDConfig:

@@ -27,21 +27,13 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 from hpcml._compat import check_sample_weight, validate_data
-from hpcml.comm import raise_if_any, resolve_comm
+from hpcml.comm import agree, mark_agreed, resolve_comm
 from hpcml.errors import DataError
 from hpcml.sgd import losses as L
-from hpcml.sgd import sampling
 from hpcml.sgd.allreduce import GradientExchange
-from hpcml.sgd.sampling import (
-    SAMPLING,
-    contiguous_runs,
-    global_epoch_plan,
-    local_block_rows,
-    local_epoch_plan,
-    local_epoch_runs,
-    shard_range,
-    validation_mask,
-)
+from hpcml.sgd.batches import BatchPlan, LocalGradient
+from hpcml.sgd.optimizer import DivergenceWatch, History, Optimizer, StopRule
+from hpcml.sgd.sampling import SAMPLING, shard_range, validation_mask
 from hpcml.sgd.schedules import SCHEDULES, Schedule
 
 
@@ -51,10 +43,6 @@ class InvalidData(DataError, ValueError):
 
 class FitDiverged(InvalidData):
     """The loss or the weights became NaN or infinite (learning rate too large for the data's scale)."""
-
-
-#: A training loss this many times above the best one so far (plus 1): warn that the fit diverges.
-_EXPLODED = 1e4
 
 
 def resolve_sgd_comm(comm: Any) -> Any:
@@ -239,18 +227,12 @@ class _BaseSGD(BaseEstimator):
 
     def _fit_setup(self, comm: Any, X: Any, y: Any, sample_weight: Any, sharded: bool) -> tuple[Any, ...]:
         rank, size = comm.Get_rank(), comm.Get_size()
-        if size == 1:
+
+        def local_data() -> tuple[Any, Any, Any, int, int, int]:
             self._check_params()
-            local = self._local_data(X, y, sample_weight, sharded, rank, size)
-        else:
-            err: BaseException | None = None
-            local = None
-            try:
-                self._check_params()
-                local = self._local_data(X, y, sample_weight, sharded, rank, size)
-            except Exception as exc:  # noqa: BLE001 - agreed below, re-raised everywhere
-                err = exc
-            raise_if_any(comm, err)
+            return self._local_data(X, y, sample_weight, sharded, rank, size)
+
+        local = local_data() if size == 1 else agree(comm, local_data)
         assert local is not None
         Xl, yl, wl, n, start, d = local
         info = comm.allgather((Xl.shape[0], d, n, start, wl is not None, self._agreed_params()))
@@ -303,218 +285,33 @@ class _BaseSGD(BaseEstimator):
         k: int,
         sw: np.ndarray | None,
     ) -> None:
-        rank, size = comm.Get_rank(), comm.Get_size()
-        d = X.shape[1]
+        """The optimizer loop: epochs of steps, then the stop rule, until it or ``max_iter`` ends the fit."""
         seed = self._seed(comm)
-        eps = float(getattr(self, "epsilon", 0.1))
-        l2, l1 = L.penalty_parts(self.penalty, float(self.alpha), float(self.l1_ratio))
-        n_local = stop - start
-
-        # Held-out rows: a global mask that does not depend on the number of ranks.
-        if self.early_stopping:
-            full = validation_mask(n, float(self.validation_fraction), seed)
-            train_rows_global = np.flatnonzero(~full)
-            mine = full[start:stop]
-            val_idx = np.flatnonzero(mine)
-            train_local = np.flatnonzero(~mine)
-            Xv, Tv = X[val_idx], T[val_idx]
-            wv = None if sw is None else sw[val_idx]
-        else:
-            train_rows_global = np.arange(n)
-            train_local = np.arange(n_local)
-            Xv = Tv = wv = None
-        n_train = train_rows_global.shape[0]
-        B = auto_batch_size(n_train) if isinstance(self.batch_size, str) else int(self.batch_size)
+        train_global, train_local, held_out = self._split_validation(X, T, sw, (n, start, stop), seed)
+        B = auto_batch_size(train_global.shape[0]) if isinstance(self.batch_size, str) else int(self.batch_size)
         self.batch_size_ = B
-
-        if self.sampling == "global":
-            steps_per_epoch = -(-n_train // B)
-            local_batch = 0
-        else:
-            local_batch = max(1, B // size)
-            steps_per_epoch = int(comm.allreduce(-(-train_local.shape[0] // local_batch), op=_mpi_max()))
-        sched = Schedule(
-            self.learning_rate,
-            float(self.eta0),
-            total_steps=steps_per_epoch * int(self.max_iter),
-            warmup_steps=int(self.warmup_steps),
-            power_t=float(self.power_t),
-            eta_min=float(self.eta_min),
-        )
-
-        W = np.zeros((d, k), dtype=np.float64)
-        b = np.zeros(k, dtype=np.float64)
-        mu = float(self.momentum)
-        vW = np.zeros_like(W) if mu else None
-        vb = np.zeros_like(b) if mu else None
-        ex = GradientExchange(comm, d, k, n_extra=2)
-        same = X.dtype == np.float64
-        Wc, bc = (W, b) if same else (W.astype(X.dtype), b.astype(X.dtype))
-        val_buf = np.zeros(5, dtype=np.float64)
-        # Preallocated batch buffers and loss workspace: a fresh multi-100-KiB array per
-        # step would cost page faults, and small temporaries cost Python time.
-        n_max = B if self.sampling == "global" else local_batch
-        xbuf = np.empty((n_max, d), dtype=X.dtype)
-        tbuf = np.empty((n_max, *T.shape[1:]), dtype=T.dtype)
-        # weights as an (n, 1) column of the data's type: they scale dZ rows in the kernel
-        W1 = None if sw is None else sw.astype(X.dtype).reshape(-1, 1)
-        wbuf = None if W1 is None else np.empty((n_max, 1), dtype=X.dtype)
-        kernel = L.BatchKernel(self.loss, n_max, d, k, X.dtype, eps)
-        wtmp = np.empty_like(W)
-        l1_step = L.CumulativeL1(W.shape) if l1 else None
-        # local mode: shuffle blocks of consecutive rows (contiguous copies, see sampling.py)
-        block = local_block_rows(local_batch) if self.sampling == "local" else 1
-        # local mode: a batch is a few contiguous runs of X, multiplied in place (no gather)
-        # (when the blocks are large enough for that to beat gathering their rows)
-        in_place = X.flags.c_contiguous and sampling.runs_pay_off(block, X.shape[1] * X.itemsize)
-        # ... and with every row of the shard in training, the runs come from the block order
-        # directly (no per-row permutation, no run detection per step)
-        by_runs = in_place and train_local.shape[0] == n_local
-
-        history: list[dict[str, Any]] = []
-        loss_curve: list[float] = []
-        val_loss_curve: list[float] = []
-        val_scores: list[float] = []
-        best = best_train = np.inf
-        exploding = False
-        no_improve = 0
-        t = 0
+        plan = BatchPlan(comm, self.sampling, train_global, train_local, (n, start, stop), B, seed, X)
+        sched = self._schedule(plan.steps_per_epoch)
+        opt = self._optimizer(X.shape[1], k, X.dtype)
+        ex = GradientExchange(comm, X.shape[1], k, n_extra=2)
+        gradient = LocalGradient(self.loss, X, T, sw, plan, k, self._epsilon())
+        stop_rule, watch, history = StopRule(self.tol, self.n_iter_no_change), DivergenceWatch(), History()
         epoch = 0
-        compute_total = comm_total = 0.0
         for epoch in range(int(self.max_iter)):
-            wall0 = time.perf_counter()
-            comm0 = ex.comm_time
-            compute = 0.0
-            loss_sum = 0.0
-            seen = 0
-            lr = sched(t)
-            if self.sampling == "global":
-                plan = global_epoch_plan(train_rows_global, start, stop, B, seed, epoch)
-            elif by_runs:
-                plan = (
-                    (r, -1) for r in local_epoch_runs(n_local, local_batch, steps_per_epoch, seed, epoch, rank, block)
-                )
-            else:
-                plan = (
-                    (r, -1)
-                    for r in local_epoch_plan(train_local, local_batch, steps_per_epoch, seed, epoch, rank, block)
-                )
-            for rows, gsize in plan:
-                c0 = time.perf_counter()
-                if by_runs:  # rows: the runs of the batch
-                    nb = _stack_runs(rows, T, tbuf, W1, wbuf)
-                    if nb:
-                        wb = None if W1 is None else wbuf[:nb]
-                        ex.extra[0] = kernel.runs(X, rows, tbuf[:nb], Wc, bc, ex.gW, ex.gb, wb)
-                elif nb := rows.shape[0]:
-                    Tb = np.take(T, rows, axis=0, out=tbuf[:nb], mode="clip")  # "raise" would copy via a temporary
-                    wb = None if W1 is None else np.take(W1, rows, axis=0, out=wbuf[:nb], mode="clip")
-                    runs = contiguous_runs(rows) if in_place else None
-                    if runs is not None:
-                        ex.extra[0] = kernel.runs(X, runs, Tb, Wc, bc, ex.gW, ex.gb, wb)
-                    else:
-                        Xb = np.take(X, rows, axis=0, out=xbuf[:nb], mode="clip")
-                        ex.extra[0] = kernel(Xb, Tb, Wc, bc, ex.gW, ex.gb, wb)
-                if nb:
-                    ex.extra[1] = nb
-                else:
-                    ex.buf.fill(0.0)
-                c1 = time.perf_counter()
-                ex.allreduce()
-                c2 = time.perf_counter()
-                count = gsize if gsize > 0 else ex.extra[1]
-                if count > 0:
-                    lr = sched(t)
-                    gW, gb = ex.gW, ex.gb
-                    gW *= 1.0 / count
-                    gb *= 1.0 / count
-                    if l2:
-                        gW += np.multiply(W, l2, out=wtmp)
-                    if mu:
-                        vW *= mu
-                        vW += gW
-                        vb *= mu
-                        vb += gb
-                        if self.nesterov:
-                            gW += mu * vW
-                            gb += mu * vb
-                        else:
-                            gW, gb = vW, vb
-                    W -= np.multiply(gW, lr, out=wtmp)
-                    if self.fit_intercept:
-                        b -= lr * gb
-                    if l1:
-                        l1_step(W, lr * l1)
-                    if not same:
-                        Wc[...] = W
-                        bc[...] = b
-                    t += 1
-                    loss_sum += ex.extra[0]
-                    seen += int(count)
-                compute += (c1 - c0) + (time.perf_counter() - c2)
+            wall0, comm0 = time.perf_counter(), ex.comm_time
+            lr, loss_sum, seen, compute = _run_epoch(plan.epoch(epoch), gradient, ex, opt, sched)
             train_loss = loss_sum / max(seen, 1)
-            loss_curve.append(train_loss)
-            record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss, "lr": lr, "samples": seen}
-            score = train_loss
-            if Xv is not None:
-                c0 = time.perf_counter()
-                self._validation_sums(Xv, Tv, wv, W, b, eps, k, val_buf)
-                c1 = time.perf_counter()
-                if size > 1:
-                    comm.Allreduce(_mpi_in_place(), val_buf, op=_mpi_sum())
-                c2 = time.perf_counter()
-                compute += c1 - c0
-                ex.comm_time += c2 - c1
-                val_loss, val_score = self._validation_metrics(val_buf)
-                val_loss_curve.append(val_loss)
-                val_scores.append(val_score)
-                record["val_loss"] = val_loss
-                record["val_score"] = val_score
-                score = val_loss
-            comm_s = ex.comm_time - comm0
-            record["compute_s"] = compute
-            record["comm_s"] = comm_s
-            record["wall_s"] = time.perf_counter() - wall0
-            compute_total += compute
-            comm_total += comm_s
-            history.append(record)
-            if self.verbose and rank == 0:
-                extra = f", val_loss {record['val_loss']:.6f}" if "val_loss" in record else ""
-                print(
-                    f"epoch {epoch + 1}: loss {train_loss:.6f}{extra}, lr {lr:.4g}, {record['wall_s']:.3f} s",
-                    flush=True,
-                )
-            stop_now = False
-            if self.tol is not None:
-                if score > best - float(self.tol):
-                    no_improve += 1
-                else:
-                    no_improve = 0
-                best = min(best, score)
-                stop_now = no_improve >= int(self.n_iter_no_change)
-            # NaN/inf: scikit-learn raises too.  A loss 10^4 x above the best so far only warns
-            # (scikit-learn returns such fits silently; the tol rule stops them).
-            diverged = not (np.isfinite(train_loss) and np.isfinite(W).all() and np.isfinite(b).all())
-            # Every rank has the same numbers; rank 0's decisions are broadcast anyway so
-            # that no rounding difference can ever split the ranks.
-            if size > 1:
-                diverged, stop_now = comm.bcast((bool(diverged), bool(stop_now)), root=0)
-            if diverged:
-                exc = FitDiverged(
-                    f"floating-point overflow at epoch {epoch + 1}: the fit diverged (mean training loss "
-                    f"{train_loss:.3g}); lower eta0, or scale the input data (StandardScaler or MinMaxScaler)"
-                )
-                exc.agreed = True  # type: ignore[attr-defined] # raised by every rank at this same point
-                raise exc
-            if not exploding and train_loss > _EXPLODED * (best_train + 1.0):
-                exploding = True
-                warnings.warn(
-                    f"the fit is diverging: mean training loss {train_loss:.3g} at epoch {epoch + 1}, "
-                    f"best {best_train:.3g}; lower eta0, or scale the input data (StandardScaler or MinMaxScaler)",
-                    ConvergenceWarning,
-                    stacklevel=4,
-                )
-            best_train = min(best_train, train_loss)
+            validation = None
+            if held_out is not None:
+                validation, seconds = self._validate(comm, held_out, opt, k, ex)
+                compute += seconds
+            seconds = (compute, ex.comm_time - comm0, time.perf_counter() - wall0)
+            record = history.add(epoch + 1, train_loss, lr, seen, validation, seconds)
+            if self.verbose and comm.Get_rank() == 0:
+                print(History.line(record), flush=True)
+            stop_now = stop_rule(train_loss if validation is None else validation[0])
+            stop_now = self._agree_on_epoch(comm, train_loss, opt, epoch + 1, stop_now)
+            watch(train_loss, epoch + 1)
             if stop_now:
                 break
         else:
@@ -525,20 +322,99 @@ class _BaseSGD(BaseEstimator):
                     ConvergenceWarning,
                     stacklevel=4,
                 )
+        self._set_fitted(comm, opt, ex, history, epoch + 1, n, seed)
 
-        self._W, self._b = W, b
-        self.n_iter_ = epoch + 1
-        self.t_ = t
-        self.loss_curve_ = loss_curve
-        self.validation_loss_curve_ = val_loss_curve
-        self.validation_scores_ = val_scores
-        self.history_ = history
+    def _epsilon(self) -> float:
+        return float(getattr(self, "epsilon", 0.1))
+
+    def _schedule(self, steps_per_epoch: int) -> Schedule:
+        return Schedule(
+            self.learning_rate,
+            float(self.eta0),
+            total_steps=steps_per_epoch * int(self.max_iter),
+            warmup_steps=int(self.warmup_steps),
+            power_t=float(self.power_t),
+            eta_min=float(self.eta_min),
+        )
+
+    def _optimizer(self, d: int, k: int, dtype: Any) -> Optimizer:
+        l2, l1 = L.penalty_parts(self.penalty, float(self.alpha), float(self.l1_ratio))
+        return Optimizer(
+            d,
+            k,
+            dtype,
+            momentum=float(self.momentum),
+            nesterov=bool(self.nesterov),
+            l2=l2,
+            l1=l1,
+            fit_intercept=bool(self.fit_intercept),
+        )
+
+    def _split_validation(
+        self, X: np.ndarray, T: np.ndarray, sw: np.ndarray | None, bounds: tuple[int, int, int], seed: int
+    ) -> tuple[np.ndarray, np.ndarray, tuple[Any, ...] | None]:
+        """Training rows (global, local) and this rank's held-out ``(Xv, Tv, wv, sums)`` (None: no early stopping).
+
+        The held-out rows are a global mask that does not depend on the number of ranks.
+        """
+        n, start, stop = bounds
+        if not self.early_stopping:
+            return np.arange(n), np.arange(stop - start), None
+        full = validation_mask(n, float(self.validation_fraction), seed)
+        mine = full[start:stop]
+        val_idx = np.flatnonzero(mine)
+        wv = None if sw is None else sw[val_idx]
+        held_out = (X[val_idx], T[val_idx], wv, np.zeros(5, dtype=np.float64))
+        return np.flatnonzero(~full), np.flatnonzero(~mine), held_out
+
+    def _validate(
+        self, comm: Any, held_out: tuple[Any, ...], opt: Optimizer, k: int, ex: GradientExchange
+    ) -> tuple[tuple[float, float], float]:
+        """Validation loss and score over all ranks (one ``Allreduce``), and this rank's compute seconds."""
+        Xv, Tv, wv, sums = held_out
+        c0 = time.perf_counter()
+        self._validation_sums(Xv, Tv, wv, opt.W, opt.b, self._epsilon(), k, sums)
+        c1 = time.perf_counter()
+        if comm.Get_size() > 1:
+            comm.Allreduce(_mpi_in_place(), sums, op=_mpi_sum())
+        ex.comm_time += time.perf_counter() - c1
+        return self._validation_metrics(sums), c1 - c0
+
+    def _agree_on_epoch(self, comm: Any, train_loss: float, opt: Optimizer, epoch: int, stop_now: bool) -> bool:
+        """Rank 0's verdict on divergence (raised as :class:`FitDiverged` by every rank) and on stopping.
+
+        NaN/inf: scikit-learn raises too.  Every rank has the same numbers;
+        rank 0's decisions are broadcast anyway so that no rounding difference
+        can ever split the ranks.
+        """
+        diverged = not (np.isfinite(train_loss) and opt.finite())
+        if comm.Get_size() > 1:
+            diverged, stop_now = comm.bcast((bool(diverged), bool(stop_now)), root=0)
+        if diverged:
+            exc = FitDiverged(
+                f"floating-point overflow at epoch {epoch}: the fit diverged (mean training loss "
+                f"{train_loss:.3g}); lower eta0, or scale the input data (StandardScaler or MinMaxScaler)"
+            )
+            mark_agreed(exc)  # raised by every rank at this same point
+            raise exc
+        return bool(stop_now)
+
+    def _set_fitted(
+        self, comm: Any, opt: Optimizer, ex: GradientExchange, history: History, n_iter: int, n: int, seed: int
+    ) -> None:
+        self._W, self._b = opt.W, opt.b
+        self.n_iter_ = n_iter
+        self.t_ = opt.t
+        self.loss_curve_ = history.loss_curve
+        self.validation_loss_curve_ = history.val_loss_curve
+        self.validation_scores_ = history.val_scores
+        self.history_ = history.records
         self.timing_ = {
-            "rank": rank,
-            "ranks": size,
-            "steps": t,
-            "compute_s": compute_total,
-            "comm_s": comm_total,
+            "rank": comm.Get_rank(),
+            "ranks": comm.Get_size(),
+            "steps": opt.t,
+            "compute_s": history.compute_total,
+            "comm_s": history.comm_total,
             "allreduce_calls": ex.calls,
             "buffer_bytes": int(ex.buf.nbytes),
         }
@@ -962,24 +838,26 @@ def auto_batch_size(n_train: int) -> int:
     """
     return max(AUTO_BATCH_MIN, min(AUTO_BATCH_MAX, int(n_train) // AUTO_STEPS_PER_EPOCH))
 
-
-def _stack_runs(
-    runs: list[tuple[int, int]], T: np.ndarray, tbuf: np.ndarray, W1: np.ndarray | None, wbuf: np.ndarray | None
-) -> int:
-    """Copy the targets (and weights) of ``runs`` into the front of ``tbuf`` (``wbuf``); return the row count."""
-    off = 0
-    for a, b in runs:
-        tbuf[off : off + b - a] = T[a:b]
-        if W1 is not None:
-            wbuf[off : off + b - a] = W1[a:b]
-        off += b - a
-    return off
-
-
-def _mpi_max() -> Any:
-    from mpi4py import MPI
-
-    return MPI.MAX
+def _run_epoch(
+    batches: Any, gradient: LocalGradient, ex: GradientExchange, opt: Optimizer, sched: Schedule
+) -> tuple[float, float, int, float]:
+    """One epoch of steps: local gradient, ``Allreduce``, update.  Returns (last lr, loss sum, rows, compute s)."""
+    lr = sched(opt.t)
+    loss_sum, seen, compute = 0.0, 0, 0.0
+    for rows, gsize in batches:
+        c0 = time.perf_counter()
+        gradient(rows, opt.Wc, opt.bc, ex)
+        c1 = time.perf_counter()
+        ex.allreduce()
+        c2 = time.perf_counter()
+        count = gsize if gsize > 0 else ex.extra[1]
+        if count > 0:
+            lr = sched(opt.t)
+            opt.step(ex.gW, ex.gb, count, lr)
+            loss_sum += ex.extra[0]
+            seen += int(count)
+        compute += (c1 - c0) + (time.perf_counter() - c2)
+    return lr, loss_sum, seen, compute
 
 
 def _mpi_sum() -> Any:

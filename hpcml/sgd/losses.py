@@ -187,27 +187,10 @@ def penalty_parts(penalty: str | None, alpha: float, l1_ratio: float) -> tuple[f
     raise ValueError(f"unknown penalty {penalty!r}")
 
 
-def penalty_value(W: np.ndarray, l2: float, l1: float) -> float:
-    """``l2 * ||W||^2 / 2 + l1 * ||W||_1`` (intercepts are never penalised)."""
-    out = 0.0
-    if l2:
-        out += 0.5 * l2 * float(np.dot(W.ravel(), W.ravel()))
-    if l1:
-        out += l1 * float(np.abs(W).sum())
-    return out
-
-
-def prox_l1(W: np.ndarray, threshold: float) -> None:
-    """Soft thresholding in place: the proximal operator of ``threshold * ||W||_1``."""
-    if threshold <= 0:
-        return
-    np.copysign(np.maximum(np.abs(W) - threshold, 0.0), W, out=W)
-
-
 class CumulativeL1:
     """The L1 step of SGD with the cumulative penalty (Tsuruoka et al., 2009), as scikit-learn's SGD.
 
-    Soft thresholding (:func:`prox_l1`) at every step lets the gradient noise
+    Soft thresholding at every step lets the gradient noise
     of the next step push a weight off zero again.  Instead, ``u`` accumulates
     the penalty every weight could have received so far and ``q`` what each
     actually received; each step clips a weight towards zero by the difference
@@ -245,50 +228,10 @@ class CumulativeL1:
         q += old
 
 
-def batch_gradient(
-    loss: str,
-    X: np.ndarray,
-    T: np.ndarray,
-    W: np.ndarray,
-    b: np.ndarray,
-    epsilon: float = 0.1,
-    sample_weight: np.ndarray | None = None,
-) -> tuple[float, np.ndarray, np.ndarray]:
-    """Loss sum and gradients (sums over rows) of one mini-batch; no penalty.
-
-    Parameters
-    ----------
-    loss : str
-        Loss name.
-    X : ndarray of shape (n, d)
-        Rows of the batch.
-    T : ndarray
-        Encoded target.
-    W : ndarray of shape (d, k)
-        Weights.
-    b : ndarray of shape (k,)
-        Intercepts.
-    epsilon : float
-        Huber threshold.
-    sample_weight : ndarray of shape (n,), optional
-        Per-row weights.
-
-    Returns
-    -------
-    loss_sum : float
-    gW : ndarray of shape (d, k)
-    gb : ndarray of shape (k,)
-    """
-    Z = X @ W.astype(X.dtype, copy=False)
-    Z += b.astype(X.dtype, copy=False)
-    value, dz = loss_and_dz(loss, Z, T, epsilon, sample_weight)
-    return value, X.T @ dz, dz.sum(axis=0)
-
-
 class BatchKernel:
     """Loss sum and gradient sums of one mini-batch into preallocated buffers (the training hot path).
 
-    Same mathematics as :func:`batch_gradient`, but every intermediate lives in
+    The loss sum and ``X.T @ dz``, ``dz.sum(axis=0)`` of one batch, but every intermediate lives in
     a buffer allocated once per fit and the two most common losses have fused
     kernels: binary ``log_loss`` (one ``exp``, one ``log``, no ``log1p``/
     ``where``) and ``squared_error``.  Other losses use :func:`loss_and_dz`.

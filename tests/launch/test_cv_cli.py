@@ -154,7 +154,9 @@ def test_dry_run_prints_plan_and_fits_nothing(basic):
     assert proc.returncode == 0, proc.stderr
     assert "4 candidates x 3 folds = 12 units" in proc.stdout
     assert re.search(r"ranks\s+2 on 1 node", proc.stdout)
-    assert "threads" in proc.stdout and "openblas" in proc.stdout.lower() or "blas" in proc.stdout.lower()
+    assert re.search(r"^\s+rank\s+host\s+node\s+local\s+threads\s+cpus\s+blas/openmp$", proc.stdout, re.M)
+    for rank in range(2):  # one layout line per rank: 1 thread each, and the BLAS limited to it
+        assert re.search(rf"^\s+{rank}\s+\S+\s+0\s+{rank}/2\s+1\s+.*openblas=1", proc.stdout, re.M), proc.stdout
     assert not (out / "cv_results.json").exists()
 
 
@@ -186,7 +188,11 @@ BAD = {
     "unknown-splitter": (BASIC.replace('"StratifiedKFold"', '"StratKFold"'), "StratKFold", "unknown splitter"),
     "unknown-scorer": (BASIC.replace('"f1_macro"]', '"f1_macroo"]'), "f1_macroo", "unknown scorer"),
     "empty-grid": (BASIC.replace("gamma = [1e-3, 1e-2]", "gamma = []"), "gamma", "empty"),
-    "wrong-type": (BASIC.replace("n_splits = 3", 'n_splits = "three"'), "n_splits", ""),
+    "wrong-type": (
+        BASIC.replace("n_splits = 3", 'n_splits = "three"'),
+        "[cv] n_splits",
+        "expected an integer, got 'three'",
+    ),
     "toml-syntax": (BASIC.replace("[cv]", "[cv"), "line", "TOML syntax error"),
     "too-many-splits": (BASIC.replace("n_splits = 3", "n_splits = 50"), "[cv]", "n_splits=50"),
 }

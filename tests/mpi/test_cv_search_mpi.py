@@ -24,6 +24,7 @@ from sklearn.svm import SVC
 from threadpoolctl import threadpool_limits
 
 import hpcml
+from hpcml.comm import origin_of
 
 COMM = MPI.COMM_WORLD
 
@@ -346,7 +347,7 @@ def test_splitter_error_has_sklearn_type_on_every_rank(make_cv):
             run()
         assert type(ours.value) is type(theirs.value) and not isinstance(ours.value, RemoteError)
         assert str(ours.value) == str(theirs.value)
-        assert ours.value.hpcml_rank == 0
+        assert origin_of(ours.value).rank == 0
     COMM.Barrier()
 
 
@@ -389,9 +390,10 @@ def test_raise_if_any_raises_the_original_type_everywhere(make_error, check):
         raise_if_any(COMM, mine)
     assert type(got.value) is type(make_error())
     check(got.value)
-    assert got.value.hpcml_rank == failing and got.value.agreed
-    assert got.value.hpcml_host == COMM.bcast(HOST, root=failing)
-    assert type(got.value).__name__ in got.value.remote_traceback
+    origin = origin_of(got.value)
+    assert origin.rank == failing and origin.agreed
+    assert origin.host == COMM.bcast(HOST, root=failing)
+    assert type(got.value).__name__ in origin.traceback
     if COMM.Get_rank() == failing:
         assert got.value is mine
     COMM.Barrier()

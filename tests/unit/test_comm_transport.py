@@ -15,7 +15,20 @@ from sklearn.datasets import load_breast_cancer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from hpcml.comm import HOST, ByValue, PackedException, bcast_object, describe, resolve_comm
+from hpcml.comm import (
+    HOST,
+    ByValue,
+    Origin,
+    PackedException,
+    agree,
+    bcast_object,
+    describe,
+    is_agreed,
+    mark_agreed,
+    mark_origin,
+    origin_of,
+    resolve_comm,
+)
 from hpcml.cv.engine import comm_params, refit_alone, restore_comm_params, user_estimator
 from hpcml.cv.fitting import FitRaised
 from hpcml.errors import RemoteError, SerializationError
@@ -44,8 +57,10 @@ def _raised(exc: BaseException) -> BaseException:
 def test_packed_exception_keeps_type_message_and_attributes():
     got = _travel(_raised(KeyError("missing")))
     assert type(got) is KeyError and got.args == ("missing",)
-    assert (got.hpcml_rank, got.hpcml_host) == (3, "node7")
-    assert "KeyError" in got.remote_traceback and "_raised" in got.remote_traceback
+    origin = origin_of(got)
+    assert (origin.rank, origin.host, origin.agreed) == (3, "node7", False)
+    assert "KeyError" in origin.traceback and "_raised" in origin.traceback
+    assert not hasattr(got, "hpcml_rank") and not hasattr(got, "remote_traceback")  # one typed record
 
 
 def test_packed_exception_rebuilds_what_pickle_cannot():
@@ -86,7 +101,7 @@ def test_packed_exception_falls_back_to_remote_error():
 
 def test_remote_error_pickles():
     error = RemoteError(1, "h", "KeyError: 'x'", "Traceback ...")
-    error.agreed = True
+    mark_agreed(error)
     copy = pickle.loads(pickle.dumps(error))
     assert (copy.rank, copy.host, copy.message, copy.traceback, str(copy)) == (
         1,
@@ -95,7 +110,7 @@ def test_remote_error_pickles():
         "Traceback ...",
         str(error),
     )
-    assert copy.agreed
+    assert is_agreed(copy) and origin_of(copy) == Origin(agreed=True)
 
 
 def test_serialization_error_is_a_pickling_error_and_travels():
@@ -178,3 +193,26 @@ def test_refit_alone_serialises_comms_set_by_the_candidate():
     assert fitted.get_params()["clf__comm"] == "self"
     restore_comm_params(fitted, comm_params(user_estimator(base, {"clf": SGDClassifier(random_state=0)})))
     assert fitted.get_params()["clf__comm"] is None
+
+
+def test_origin_reads_the_attributes_older_code_sets():
+    # runner.py / sgd CLI still set exc.agreed and exc.remote_traceback: merged into the typed record
+    error = ValueError("x")
+    error.agreed = True
+    error.remote_traceback = "Traceback (legacy)"
+    assert origin_of(error) == Origin(traceback="Traceback (legacy)", agreed=True)
+    mark_origin(error, 2, "n2", "Traceback (new)")
+    assert origin_of(error) == Origin(2, "n2", "Traceback (legacy)", True)  # the first traceback is kept
+    fresh = KeyError("k")
+    assert origin_of(fresh) == Origin() and not is_agreed(fresh)
+
+
+def test_agree_on_one_rank_returns_or_raises_the_marked_error():
+    comm = MPI.COMM_SELF
+    assert agree(comm, lambda a, b=0: a + b, 2, b=3) == 5
+    assert agree(comm, None) is None
+    with pytest.raises(ZeroDivisionError) as got:
+        agree(comm, lambda: 1 / 0)
+    origin = origin_of(got.value)
+    assert (origin.rank, origin.host, origin.agreed) == (0, HOST, True)
+    assert "ZeroDivisionError" in origin.traceback

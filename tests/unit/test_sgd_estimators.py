@@ -320,13 +320,13 @@ def test_local_sampling_in_place_runs_equal_gathered_batches(monkeypatch, weight
     or runs found in each batch's row indices (held-out rows); Fortran-ordered
     X: rows gathered into a buffer.
     """
-    import hpcml.sgd.estimators as E
+    import hpcml.sgd.sampling as S
 
     X, y = make_classification(3000, 12, random_state=2)
     w = np.random.default_rng(0).uniform(0.5, 2.0, size=y.shape) if weighted else None
     kw = dict(comm="self", sampling="local", batch_size=256, max_iter=3, tol=None, early_stopping=early_stopping)
     calls = {"plan": 0, "detect": 0}
-    real_plan, real_detect = E.local_epoch_runs, E.contiguous_runs
+    real_plan, real_detect = S.local_epoch_runs, S.contiguous_runs
 
     def plan(*args):
         calls["plan"] += 1
@@ -336,11 +336,11 @@ def test_local_sampling_in_place_runs_equal_gathered_batches(monkeypatch, weight
         calls["detect"] += 1
         return real_detect(rows)
 
-    monkeypatch.setattr(E, "local_epoch_runs", plan)
-    monkeypatch.setattr(E, "contiguous_runs", detect)
+    monkeypatch.setattr(S, "local_epoch_runs", plan)
+    monkeypatch.setattr(S, "contiguous_runs", detect)
     small = SGDClassifier(**kw).fit(X, y, sample_weight=w)
     assert calls == {"plan": 0, "detect": 0}  # blocks of 32 x 12 float64 rows: gathering is cheaper
-    monkeypatch.setattr(E.sampling, "MIN_RUN_BYTES", 0)
+    monkeypatch.setattr(S, "MIN_RUN_BYTES", 0)
     in_place = SGDClassifier(**kw).fit(X, y, sample_weight=w)
     if early_stopping:
         assert calls == {"plan": 0, "detect": in_place.t_}

@@ -1,0 +1,49 @@
+"""Every ``HPCML_*`` environment variable, by name, in one place (numpy-free, no side effects).
+
+Python code reads the variables through these constants; the Slurm recipes in
+``slurm/`` read theirs in shell (listed here so that one file names them all).
+
+=============================  ==========================================================================
+Read by hpcml (Python)
+=============================  ==========================================================================
+``HPCML_FOLD_COPIES``          ``auto`` / ``rank`` / ``node``: how ``hpcml.cv`` materialises fold rows
+                               (:mod:`hpcml.cv.folds`)
+``HPCML_SHARED_MEMORY``        ``0`` turns off node-shared loading of X and y (:mod:`hpcml.data.shared`)
+``HPCML_INJECT_FAULT``         ``POINT:RANK[:COUNT]``: raise at a named point, for fault tests only
+                               (:mod:`hpcml._faults`)
+``HPCML_READY_FILE``           tests only: when set, every process creates ``<value>.<pid>`` once its
+                               stop-signal handlers are installed (:mod:`hpcml.signals`), so that a test
+                               waits for that state instead of sleeping before it sends a signal
+=============================  ==========================================================================
+
+=============================  ==========================================================================
+Read by the Slurm recipes (shell)
+=============================  ==========================================================================
+``HPCML_PYTHON``               Python of the job (default ``python3``)
+``HPCML_LAUNCHER``             ``srun`` or ``mpiexec``
+``HPCML_MPIEXEC``              the ``mpiexec`` to use with ``HPCML_LAUNCHER=mpiexec``
+``HPCML_SRUN_MPI``             ``srun --mpi=`` plugin
+``HPCML_MAX_RESTARTS``         cv-long.sbatch: most jobs in a resubmission chain
+``HPCML_RESTART``              cv-long.sbatch: this job's place in the chain (set by the chain)
+``HPCML_PREV_UNITS``           cv-long.sbatch: units journaled when the previous job ended (set by the chain)
+``HPCML_NO_PROGRESS``          cv-long.sbatch: jobs without a new unit before the chain gives up
+``HPCML_SIGNAL_DELAY``         cv-long.sbatch: seconds to wait for the run after the warning signal
+``HPCML_SBATCH_OPTS``          cv-long.sbatch: extra options of the successor's ``sbatch``
+``HPCML_SLURM_SCRIPT``         cv-long.sbatch: the script the successor runs
+``HPCML_ARRAY_THROTTLE``       array.sbatch: most array tasks at once
+``HPCML_SLURM_DIR``,           slurm/local-cluster.sh: state folder, port, CPUs and start-up timeout of
+``HPCML_SLURM_PORT``,          the local test cluster
+``HPCML_SLURM_CPUS``,
+``HPCML_SLURM_TIMEOUT``
+=============================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+FOLD_COPIES = "HPCML_FOLD_COPIES"
+SHARED_MEMORY = "HPCML_SHARED_MEMORY"
+INJECT_FAULT = "HPCML_INJECT_FAULT"
+READY_FILE = "HPCML_READY_FILE"
+
+#: The variables read by Python code (the recipes' are listed in the module docstring).
+PYTHON_VARIABLES = (FOLD_COPIES, SHARED_MEMORY, INJECT_FAULT, READY_FILE)
