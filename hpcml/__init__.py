@@ -14,6 +14,7 @@ __all__ = [
     "GridSearchCV",
     "RandomizedSearchCV",
     "cross_validate",
+    "AsyncHalvingSearchCV",
     "H5Dataset",
     "write_dataset",
     "__version__",
@@ -23,6 +24,7 @@ _LAZY = {
     "GridSearchCV": "hpcml.cv.search",
     "RandomizedSearchCV": "hpcml.cv.search",
     "cross_validate": "hpcml.cv.search",
+    "AsyncHalvingSearchCV": "hpcml.cv.async_search",
     "H5Dataset": "hpcml.data.h5",
     "write_dataset": "hpcml.data.h5",
 }
