@@ -369,7 +369,7 @@ class AsyncHalvingSearchCV(BaseSuccessiveHalving):
         self.n_possible_iterations_ = n_possible
 
     def _rung_splits(self, X: Any, y: Any, groups: Any, comm: MPI.Intracomm) -> list[list[tuple[Any, Any]]]:
-        """The splits of every rung (subsampled as scikit-learn's halving does for ``n_samples``); checked before any fit."""
+        """Every rung's splits (subsampled as scikit-learn's halving does for ``n_samples``), checked."""
         if self.resource != "n_samples":
             splits = compute_splits(self._checked_cv_orig, X, y, groups, comm)
             return [splits]
