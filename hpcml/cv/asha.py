@@ -24,6 +24,7 @@ in the same order and the rule makes the same decisions (:meth:`AshaRule.replay`
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field
@@ -108,13 +109,18 @@ class AshaRule:
             }
         )
 
-    def finish(self, job: Job, score: float, failed: bool) -> None:
-        """Record the mean score of a finished job (``failed``: a fold's fit raised)."""
+    def finish(self, job: Job, score: float, failed: bool, seconds: float | None = None) -> None:
+        """Record the mean score of a finished job (``failed``: a fold's fit raised).
+
+        ``seconds`` (since the run started, rank 0's clock) is logged for reports
+        only; replaying a log ignores it.
+        """
         self.running.discard(job)
         self.finished[job.rung][job.candidate] = (float(score), bool(failed))
-        self.log.append(
-            {"event": "finish", "candidate": job.candidate, "rung": job.rung, "score": _json_score(score, failed)}
-        )
+        event = {"event": "finish", "candidate": job.candidate, "rung": job.rung, "score": _json_score(score, failed)}
+        if seconds is not None:
+            event["t"] = round(seconds, 6)
+        self.log.append(event)
 
     @property
     def done(self) -> bool:
@@ -144,7 +150,7 @@ class AshaRule:
         for i, event in enumerate(log):
             if event["event"] == "finish":
                 score, failed = _parse_score(event["score"])
-                rule.finish(Job(event["candidate"], event["rung"]), score, failed)
+                rule.finish(Job(event["candidate"], event["rung"]), score, failed, event.get("t"))
                 continue
             job = rule.next_job()
             want = Job(event["candidate"], event["rung"])
@@ -241,6 +247,7 @@ class AshaQueue:
         self.rule = rule
         self.layout = layout
         self.partial: dict[Job, dict[int, dict[str, Any]]] = {}
+        self.started = time.perf_counter()
         self._units = UnitQueue(
             list(first or []),
             [],
@@ -306,6 +313,6 @@ class AshaQueue:
             if len(parts) == self.layout.n_splits:
                 del self.partial[job]
                 score, failed = job_score([parts[s] for s in range(self.layout.n_splits)])
-                self.rule.finish(job, score, failed)
+                self.rule.finish(job, score, failed, time.perf_counter() - self.started)
                 finished.append(job)
         return finished

@@ -227,6 +227,8 @@ class AsyncHalvingSearchCV(BaseSuccessiveHalving):
     }
     for _name in ("n_jobs", "aggressive_elimination"):
         _parameter_constraints.pop(_name, None)
+    #: the promotion rule (benchmarks swap in a synchronous one to measure the barrier's cost)
+    _rule_class: type[AshaRule] = AshaRule
 
     def __init__(
         self,
@@ -290,7 +292,7 @@ class AsyncHalvingSearchCV(BaseSuccessiveHalving):
         X, y, params = _resolve_data(X, y, params, comm)
         check_error_score(self.error_score)
         problem, layout, split_of = self._prepare(X, y, params, comm)
-        rule = AshaRule(layout.n_candidates, layout.n_rungs, self.factor) if comm.Get_rank() == 0 else None
+        rule = self._rule_class(layout.n_candidates, layout.n_rungs, self.factor) if comm.Get_rank() == 0 else None
         try:
             run = run_asha(
                 problem,
