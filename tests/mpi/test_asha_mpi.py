@@ -237,3 +237,60 @@ def test_resource_in_searched_parameters_is_refused():
     )
     with pytest.raises(ValueError, match="Cannot use parameter n_estimators as the resource"):
         search.fit(X, y)
+
+
+def _prepared(X, y, **kw):
+    search = hpcml.AsyncHalvingSearchCV(SVC(), SPACE, n_candidates=15, cv=3, random_state=0, min_resources=30, **kw)
+    search._validate_params()
+    problem, layout, split_of = search._prepare(X, y, {}, COMM)
+    return search, problem, layout, split_of
+
+
+def _results_table(search, results, layout, problem):
+    search._store_results(results, layout, problem)
+    return {k: v for k, v in search.cv_results_.items() if "time" not in k}
+
+
+@pytest.mark.mpi
+def test_resume_from_a_log_prefix_replays_it_and_rederives_the_same_results():
+    from hpcml.cv.async_search import run_asha
+
+    X, y = data(400, seed=2)
+    search, problem, layout, split_of = _prepared(X, y)
+    first = run_asha(problem, layout, AshaRule(15, layout.n_rungs, 3), COMM, split_of=split_of, threads=1)
+    assert first.complete
+    check_log(first.log, 15, layout.n_rungs, 3)
+    # a finished run re-derived from its log and results: nothing runs again, same cv_results_
+    again = run_asha(
+        problem,
+        layout,
+        AshaRule.replay(15, layout.n_rungs, 3, first.log),
+        COMM,
+        split_of=split_of,
+        done=first.results,
+        threads=1,
+    )
+    assert again.report.results == {} and again.log == first.log
+    table = _results_table(search, first.results, layout, problem)
+    rederived = _results_table(search, again.results, layout, problem)
+    assert table.keys() == rederived.keys()
+    for key in table:
+        np.testing.assert_array_equal(np.asarray(table[key], dtype=object), np.asarray(rederived[key], dtype=object))
+    # stopped half-way: the journal holds the first half of the events and the units finished by then,
+    # plus one split of a job still running; the resumed run keeps every earlier decision
+    cut = len(first.log) // 2
+    prefix = first.log[:cut]
+    finished_jobs = {(e["candidate"], e["rung"]) for e in prefix if e["event"] == "finish"}
+    done = {u: r for u, r in first.results.items() if layout.triple(u)[:2] in finished_jobs}
+    rule = AshaRule.replay(15, layout.n_rungs, 3, prefix)
+    running = sorted(rule.running, key=lambda j: (j.rung, j.candidate))
+    if running:
+        u = layout.unit(running[0].candidate, running[0].rung, 0)
+        done[u] = first.results[u]
+    resumed = run_asha(problem, layout, rule, COMM, split_of=split_of, done=done, threads=1)
+    assert resumed.complete and resumed.log[:cut] == prefix
+    assert not set(resumed.report.results) & set(done)  # nothing finished before the stop ran again
+    check_log(resumed.log, 15, layout.n_rungs, 3)
+    for unit, result in resumed.results.items():  # a (candidate, rung, split) has one score, whoever ran it
+        if unit in first.results:
+            assert result["test_scores"] == first.results[unit]["test_scores"]
