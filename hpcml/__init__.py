@@ -13,6 +13,8 @@ from hpcml._version import __version__
 __all__ = [
     "GridSearchCV",
     "RandomizedSearchCV",
+    "HalvingGridSearchCV",
+    "HalvingRandomSearchCV",
     "cross_validate",
     "AsyncHalvingSearchCV",
     "H5Dataset",
@@ -23,6 +25,8 @@ __all__ = [
 _LAZY = {
     "GridSearchCV": "hpcml.cv.search",
     "RandomizedSearchCV": "hpcml.cv.search",
+    "HalvingGridSearchCV": "hpcml.cv.halving",
+    "HalvingRandomSearchCV": "hpcml.cv.halving",
     "cross_validate": "hpcml.cv.search",
     "AsyncHalvingSearchCV": "hpcml.cv.async_search",
     "H5Dataset": "hpcml.data.h5",
