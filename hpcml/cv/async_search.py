@@ -32,7 +32,7 @@ from hpcml._compat import (
 )
 from hpcml._faults import inject
 from hpcml.comm import raise_if_any, resolve_comm
-from hpcml.cv.asha import AshaLayout, AshaQueue, AshaRule, Job
+from hpcml.cv.asha import AshaLayout, AshaQueue, AshaRule, Job, job_score
 from hpcml.cv.engine import comm_params, refit_alone, restore_comm_params, user_estimator
 from hpcml.cv.fitting import FitRaised, FoldCache, Problem, check_error_score, fit_and_score, serial_estimator
 from hpcml.cv.plan import broadcast, compute_splits
@@ -171,9 +171,11 @@ def _resumed_queue(
         if layout.unit(job.candidate, job.rung, s) not in done
     ]
     queue = AshaQueue(rule, layout, n_ranks, deadline=deadline, first=first)
-    for job in rule.running:
+    for job in sorted(rule.running, key=lambda j: (j.rung, j.candidate)):
         parts = {s: done[u] for s in range(layout.n_splits) if (u := layout.unit(job.candidate, job.rung, s)) in done}
-        if parts:
+        if len(parts) == layout.n_splits:  # stopped between its last unit and its finish event
+            rule.finish(job, *job_score([parts[s] for s in range(layout.n_splits)]))
+        elif parts:
             queue.partial[job] = parts
     for unit, result in done.items():
         queue.record(unit, result["fit_time"] + result["score_time"])
@@ -319,45 +321,73 @@ class AsyncHalvingSearchCV(BaseSuccessiveHalving):
         routed = self._get_routed_params_for_fit(params)
         self._routed_fit = routed.estimator.fit
         groups = routed.splitter.split.get("groups")
-        self._checked_cv_orig = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
-        self._check_input_parameters(X=X, y=y, split_params=routed.splitter.split)
-        self._n_samples_orig = _num_samples(X)
-        self.n_splits_ = self._checked_cv_orig.get_n_splits(X, y, **routed.splitter.split)
+        self.check_inputs(X, y, routed.splitter.split)
         candidates = _agree_candidates(self._generate_candidate_params(), comm)
         if self.resource != "n_samples" and any(self.resource in c for c in candidates):
             raise ValueError(
                 f"Cannot use parameter {self.resource} as the resource since it is part of the searched parameters."
             )
-        self._asha_candidates = candidates
+        self._X, self._y = X, y
+        return self.plan(
+            X,
+            y,
+            groups,
+            [(0, c) for c in candidates],
+            [clone(self.estimator)],
+            {"scorer": self._scorers, "fit_params": routed.estimator.fit, "score_params": routed.scorer.score},
+            comm,
+        )
+
+    def check_inputs(self, X: Any, y: Any, split_params: dict[str, Any]) -> None:
+        """scikit-learn's halving checks (``_check_input_parameters``): ``min_resources_``, ``max_resources_``."""
+        self._checked_cv_orig = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
+        self._check_input_parameters(X=X, y=y, split_params=split_params)
+        self._n_samples_orig = _num_samples(X)
+        self.n_splits_ = self._checked_cv_orig.get_n_splits(X, y, **split_params)
+
+    def plan(
+        self,
+        X: Any,
+        y: Any,
+        groups: Any,
+        candidates: list[tuple[int, dict[str, Any]]],
+        estimators: list[Any],
+        scoring: dict[str, Any],
+        comm: MPI.Intracomm,
+    ) -> tuple[Problem, AshaLayout, Any]:
+        """The units of an ASHA search over ``candidates`` ((estimator index, params)); collective.
+
+        Returns
+        -------
+        problem, layout, split_of
+            ``problem``'s candidate ``c * n_rungs + k`` is candidate ``c`` with
+            rung ``k``'s resource; ``split_of(rung, split)`` indexes ``problem.splits``.
+        """
         self._set_rungs(len(candidates))
         rung_splits = self._rung_splits(X, y, groups, comm)
-        n_rungs = len(self._rung_resources)
         expanded = [
-            (0, {**c, self.resource: r} if self.resource != "n_samples" else dict(c))
-            for c in candidates
+            (t, {**c, self.resource: r} if self.resource != "n_samples" else dict(c))
+            for t, c in candidates
             for r in self._rung_resources
         ]
         problem = Problem(
             X=X,
             y=y,
             splits=[s for splits in rung_splits for s in splits],
-            estimators=[clone(self.estimator)],
+            estimators=estimators,
             candidates=expanded,
-            scorer=self._scorers,
-            fit_params=routed.estimator.fit,
-            score_params=routed.scorer.score,
             error_score=self.error_score,
             return_train_score=self.return_train_score,
             verbose=int(self.verbose),
+            **scoring,
         )
-        self._X, self._y = X, y
         n_splits = self.n_splits_
         per_rung = len(rung_splits) > 1
 
         def split_of(rung: int, split: int) -> int:
             return rung * n_splits + split if per_rung else split
 
-        return problem, AshaLayout(len(candidates), n_rungs, n_splits), split_of
+        return problem, AshaLayout(len(candidates), len(self._rung_resources), n_splits), split_of
 
     def _set_rungs(self, n_candidates: int) -> None:
         if self.min_resources == "exhaust":
@@ -421,6 +451,7 @@ class AsyncHalvingSearchCV(BaseSuccessiveHalving):
     def _refit(self, X: Any, y: Any, comm: MPI.Intracomm) -> None:
         """Refit the best candidate on rank 0 alone and share it (as hpcml's grid search does)."""
         if not self.refit:
+            del self._X, self._y
             return
         base = clone(self.estimator)
         fitted, error = None, None
