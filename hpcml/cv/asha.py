@@ -23,6 +23,7 @@ in the same order and the rule makes the same decisions (:meth:`AshaRule.replay`
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from collections import deque
@@ -72,23 +73,42 @@ class AshaRule:
     def __post_init__(self) -> None:
         self.finished = [{} for _ in range(self.n_rungs)]
         self.promoted = [set() for _ in range(self.n_rungs)]
+        # Per rung, sorted rank keys (see _rank_key) of every finished job, and of
+        # the finished, not failed, not yet promoted ones: a decision costs
+        # O(rungs log n) instead of sorting a rung (rank 0 decides under the
+        # dispatcher's lock, for thousands of candidates).
+        self._ranked: list[list[tuple[int, float, int]]] = [[] for _ in range(self.n_rungs)]
+        self._open: list[list[tuple[int, float, int]]] = [[] for _ in range(self.n_rungs)]
 
     def top(self, rung: int) -> list[int]:
         """The candidates of ``rung``'s top ``floor(n / factor)`` (not failed), best first."""
-        seen = self.finished[rung]
-        k = math.floor(len(seen) / self.factor + 1e-9)
-        ranked = sorted(seen, key=lambda c: _rank_key(c, *seen[c]))
-        return [c for c in ranked[:k] if not seen[c][1] and not math.isnan(seen[c][0])]
+        ranked = self._ranked[rung][: self._n_top(rung)]
+        return [key[2] for key in ranked if not key[0]]
+
+    def _n_top(self, rung: int) -> int:
+        return math.floor(len(self._ranked[rung]) / self.factor + 1e-9)
+
+    def _promotable(self, rung: int) -> int | None:
+        """The best finished, not failed, not promoted candidate of ``rung`` if it is in the top, else None.
+
+        Every job ranked above it is promoted, so it is the rule's choice exactly
+        when its position is below ``floor(n / factor)``.
+        """
+        open_ = self._open[rung]
+        if open_ and bisect.bisect_left(self._ranked[rung], open_[0]) < self._n_top(rung):
+            return open_[0][2]
+        return None
 
     def next_job(self) -> Job | None:
         """Decide the next job (and log it), or ``None`` if none can start now."""
         for rung in range(self.n_rungs - 2, -1, -1):
-            for cand in self.top(rung):
-                if cand not in self.promoted[rung]:
-                    self.promoted[rung].add(cand)
-                    job = Job(cand, rung + 1)
-                    self._decide(job, "promote", rung)
-                    return job
+            cand = self._promotable(rung)
+            if cand is not None:
+                self._open[rung].pop(0)
+                self.promoted[rung].add(cand)
+                job = Job(cand, rung + 1)
+                self._decide(job, "promote", rung)
+                return job
         if self.next_new < self.n_candidates:
             job = Job(self.next_new, 0)
             self.next_new += 1
@@ -117,6 +137,10 @@ class AshaRule:
         """
         self.running.discard(job)
         self.finished[job.rung][job.candidate] = (float(score), bool(failed))
+        key = _rank_key(job.candidate, float(score), bool(failed))
+        bisect.insort(self._ranked[job.rung], key)
+        if not key[0] and job.rung < self.n_rungs - 1 and job.candidate not in self.promoted[job.rung]:
+            bisect.insort(self._open[job.rung], key)
         event = {"event": "finish", "candidate": job.candidate, "rung": job.rung, "score": _json_score(score, failed)}
         if seconds is not None:
             event["t"] = round(seconds, 6)
@@ -127,7 +151,7 @@ class AshaRule:
         """Whether nothing runs and nothing can be decided any more."""
         if self.running or self.next_new < self.n_candidates:
             return False
-        return all(c in self.promoted[r] for r in range(self.n_rungs - 1) for c in self.top(r))
+        return all(self._promotable(r) is None for r in range(self.n_rungs - 1))
 
     def occupancy(self) -> list[tuple[int, int]]:
         """Per rung: (finished jobs, running jobs)."""
