@@ -13,7 +13,10 @@ from hpcml._version import __version__
 __all__ = [
     "GridSearchCV",
     "RandomizedSearchCV",
+    "HalvingGridSearchCV",
+    "HalvingRandomSearchCV",
     "cross_validate",
+    "AsyncHalvingSearchCV",
     "H5Dataset",
     "write_dataset",
     "__version__",
@@ -22,7 +25,10 @@ __all__ = [
 _LAZY = {
     "GridSearchCV": "hpcml.cv.search",
     "RandomizedSearchCV": "hpcml.cv.search",
+    "HalvingGridSearchCV": "hpcml.cv.halving",
+    "HalvingRandomSearchCV": "hpcml.cv.halving",
     "cross_validate": "hpcml.cv.search",
+    "AsyncHalvingSearchCV": "hpcml.cv.async_search",
     "H5Dataset": "hpcml.data.h5",
     "write_dataset": "hpcml.data.h5",
 }

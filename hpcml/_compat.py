@@ -12,6 +12,8 @@ from typing import Any
 from sklearn.base import _fit_context  # noqa: F401
 from sklearn.metrics._scorer import _check_multimetric_scoring, _MultimetricScorer  # noqa: F401
 from sklearn.model_selection._search import BaseSearchCV
+from sklearn.model_selection._search_successive_halving import BaseSuccessiveHalving  # noqa: F401
+from sklearn.model_selection._search_successive_halving import _SubsampleMetaSplitter as SubsampleMetaSplitter  # noqa: F401
 from sklearn.model_selection._validation import (  # noqa: F401
     _aggregate_score_dicts,
     _check_groups_routing_disabled,

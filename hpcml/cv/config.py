@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hpcml.cv.folds import MODES as FOLD_MODES
+from hpcml.cv.strategy import SearchStrategy, parse_search
 from hpcml.errors import ConfigError
 from hpcml.tomlconf import Table, config_hash, import_object, parse_toml
 
-TOP_KEYS = ("data", "model", "cv", "scoring", "run")
+TOP_KEYS = ("data", "model", "cv", "scoring", "run", "search")
 
 
 def _none(value: Any) -> Any:
@@ -81,6 +82,7 @@ class SearchConfig:
     out: str | None
     fold_copies: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
+    search: SearchStrategy = field(default_factory=SearchStrategy)  # [search]: hpcml.cv.strategy
 
 
 def load_config(data: bytes, source: str) -> SearchConfig:
@@ -115,6 +117,9 @@ def load_config(data: bytes, source: str) -> SearchConfig:
         if model.distributions is not None and model.random_state is None:
             model.random_state = random_state
     run.finish(["error_score", "return_train_score", "refit", "out", "random_state", "fold_copies"])
+    search = parse_search(top.sub("search"), models, random_state)
+    if search.halving and multimetric:
+        raise ConfigError(f"{source}: [scoring] successive halving ranks candidates by one metric: give one")
     top.finish(TOP_KEYS)
     return SearchConfig(
         source=source,
@@ -131,6 +136,7 @@ def load_config(data: bytes, source: str) -> SearchConfig:
         refit=refit,
         out=out,
         fold_copies=fold_copies,
+        search=search,
     )
 
 

@@ -88,6 +88,12 @@ class Journal:
         if time.monotonic() - self._last_sync >= self.fsync_interval:
             self.sync()
 
+    def note(self, records: list[dict[str, Any]]) -> None:
+        """Write records of another ``type`` than units (e.g. ASHA decisions) and hand them to the OS."""
+        for record in records:
+            self._write(record)
+        self._fh.flush()
+
     def sync(self) -> None:
         """Flush and fsync (nothing once closed)."""
         if self._fh.closed:

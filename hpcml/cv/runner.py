@@ -193,6 +193,14 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
     rank = comm.Get_rank()
     limit_loaded_pools(layout)  # NumPy/SciPy are loaded now: enforce and record their pools
     config, config_path = _read_config(opts, comm)
+    if config.search.strategy == "halving":  # scikit-learn's successive halving, rung by rung
+        from hpcml.cv.halving_run import run_halving
+
+        return run_halving(opts, comm, config, config_path, started)
+    if config.search.strategy == "async_halving":  # ASHA: barrier-free, promotions decided as results arrive
+        from hpcml.cv.asha_run import run_async_halving
+
+        return run_async_halving(opts, comm, config, config_path, started)
     folder = opts.out or (os.path.join(opts.out or DEMO_OUT) if opts.demo else (config.out or DEFAULT_OUT))
     t0 = time.perf_counter()
     arrays, data_info, fingerprint = _load_data(config, comm)

@@ -344,10 +344,16 @@ class _Dispatcher:
         batch = self.take()
         if batch:
             return (Reply.WORK, batch)
-        if holding:  # it still runs a batch and will ask again
+        if holding or self.pending():  # it still runs a batch, or work may appear: it will ask again
             return (Reply.WAIT, [])
         self.active.discard(source)
         return (Reply.DONE, [])
+
+    def pending(self) -> bool:
+        """Whether a queue that is empty now may still get units (a dynamic work source, e.g. ASHA)."""
+        with self.lock:
+            pending = getattr(self.queue, "pending", None)
+            return not self.stopping and pending is not None and pending()
 
     def prefetch_ok(self) -> bool:
         """Whether a worker that is still busy may get its next batch now.
@@ -520,10 +526,15 @@ def _run_root(comm, work, queue, on_results, should_stop, poll_hook, threaded, M
             return dispatcher.stopping
 
     try:
+        idle = Backoff()
         while True:
             batch = dispatcher.take()
             if not batch:
+                if dispatcher.pending() and not stop_requested():
+                    idle.sleep()  # a dynamic queue: results still to come may bring units
+                    continue
                 break
+            idle.reset()
             items, error = _run_local(work, batch, stop_requested)
             if items:
                 dispatcher.record(0, items)
@@ -598,6 +609,7 @@ def _run_worker(comm, work, poll_hook):  # noqa: ANN001, ANN202
     # answered WORK or WAIT, never DONE, so a worker is released only once it
     # has reported everything.
     in_hand: list[int] | None = None
+    idle = Backoff()
     request([], None, holding=False)
     outstanding = True
     while True:
@@ -610,7 +622,9 @@ def _run_worker(comm, work, poll_hook):  # noqa: ANN001, ANN202
                 break
             if kind == Reply.WORK:
                 in_hand = batch
-            else:  # WAIT to a request without a batch in hand cannot happen; ask again
+                idle.reset()
+            else:  # WAIT without a batch in hand: a dynamic queue has no unit yet; ask again soon
+                idle.sleep()
                 request([], None, holding=False)
                 outstanding = True
                 continue

@@ -150,6 +150,7 @@ class _MPISearchMixin:
         routed = self._get_routed_params_for_fit(params)
         groups = routed.splitter.split.get("groups")
         self._checked_cv_orig = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
+        self._check_input_parameters(X=X, y=y, split_params=routed.splitter.split)  # halving's checks
         self.n_splits_ = self._checked_cv_orig.get_n_splits(X, y, **routed.splitter.split)
         base_estimator = clone(self.estimator)
         threads = self.threads_per_rank or _default_threads(comm)
