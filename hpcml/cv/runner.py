@@ -41,6 +41,7 @@ from hpcml.cv.journal import Journal, check_header, read_journal
 from hpcml.cv.plan import UnitIndex, broadcast, compute_splits
 from hpcml.cv.progress import Progress, best_so_far_score
 from hpcml.cv.reduce import best_candidate, build_cv_results
+from hpcml.data.fingerprint import combined, fingerprints
 from hpcml.errors import EXIT_INCOMPLETE, ConfigError, DataError, RunError, UsageError
 from hpcml.signals import StopFlag
 from hpcml.threads import RankLayout, describe_layouts, limit_loaded_pools
@@ -104,7 +105,9 @@ def _scorer(config: SearchConfig) -> tuple[Any, list[str] | None]:
     return check_scoring(estimator, config.scoring), None
 
 
-def _load_data(config: SearchConfig, comm: MPI.Intracomm) -> tuple[dict[str, Any], dict[str, Any], str]:
+def _load_data(
+    config: SearchConfig, comm: MPI.Intracomm
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     from hpcml.data.h5 import H5Dataset
     from hpcml.data.shared import load_arrays
 
@@ -113,14 +116,14 @@ def _load_data(config: SearchConfig, comm: MPI.Intracomm) -> tuple[dict[str, Any
     _agree(comm, inject, "load", comm.Get_rank())
     arrays, info = load_arrays(dataset, comm)
 
-    def check() -> str:
+    def check() -> None:
         y = arrays.get("y")
         if y is not None and y.dtype.kind == "f" and np.isnan(y).any():
             raise DataError(f"{d.path}: dataset '{d.y}' (y) holds {int(np.isnan(y).sum())} NaN values")
-        return dataset.fingerprint()
 
-    fingerprint = broadcast(_agree(comm, check, root_only=True), comm)
-    return arrays, info, fingerprint
+    _agree(comm, check, root_only=True)
+    prints = _agree(comm, fingerprints, dict(arrays), comm)  # every byte, hashed by all ranks (resume)
+    return arrays, info, prints
 
 
 def _plan_hash(models: list[str], candidates: list[dict[str, Any]], splits: list[tuple[Any, Any]]) -> str:
@@ -195,7 +198,8 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
     config, config_path = _read_config(opts, comm)
     folder = opts.out or (os.path.join(opts.out or DEMO_OUT) if opts.demo else (config.out or DEFAULT_OUT))
     t0 = time.perf_counter()
-    arrays, data_info, fingerprint = _load_data(config, comm)
+    arrays, data_info, data_prints = _load_data(config, comm)
+    fingerprint = combined(data_prints)
     load_seconds = time.perf_counter() - t0
     X, y, groups = arrays["X"], arrays["y"], arrays.get("groups")
     fit_params = {"sample_weight": arrays["sample_weight"]} if arrays.get("sample_weight") is not None else {}
@@ -241,6 +245,7 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
         "hpcml_version": __version__,
         "config_hash": config.hash,
         "data_fingerprint": fingerprint,
+        "data": data_prints,
         "plan_hash": _plan_hash(models_per_cand, params_per_cand, splits),
         "n_candidates": len(candidates),
         "n_splits": len(splits),

@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from hpcml.atomicio import atomic_path
 from hpcml.data.h5 import DatasetWriter
 from hpcml.errors import DataError, UsageError
 
@@ -129,20 +130,27 @@ def convert(
     dtype = np.dtype(dtype) if dtype is not None else None
     if dtype is not None and dtype.kind != "f":
         raise UsageError(f"--dtype must be a float type, got {dtype}")
+    _check_output(src, dst)
+    source = f"hpcml.data convert {os.path.basename(src)} ({kind})"
+    func = {"npy": _convert_npy, "npz": _convert_npz, "csv": _convert_csv, "svmlight": _convert_svmlight}[kind]
+    # Written beside dst under a temporary name and renamed at the end: a failed
+    # or killed conversion leaves an existing dst (or anything else) untouched.
+    with atomic_path(dst) as tmp:
+        result = func(src, tmp, target=target, dtype=dtype, chunk_rows=chunk_rows, block_rows=block_rows,
+                      progress=progress, source=source)
+    result["format"] = kind
+    return result
+
+
+def _check_output(src: str, dst: str) -> None:
+    """Refuse an output that is the input (by any name), a directory, or in a missing folder."""
+    if os.path.isdir(dst):
+        raise DataError(f"{dst}: output is a directory; give a file name such as {os.path.join(dst, 'data.h5')}")
     parent = os.path.dirname(os.path.abspath(dst))
     if not os.path.isdir(parent):
         raise DataError(f"{dst}: directory {parent} does not exist")
-    source = f"hpcml.data convert {os.path.basename(src)} ({kind})"
-    func = {"npy": _convert_npy, "npz": _convert_npz, "csv": _convert_csv, "svmlight": _convert_svmlight}[kind]
-    try:
-        result = func(src, dst, target=target, dtype=dtype, chunk_rows=chunk_rows, block_rows=block_rows,
-                      progress=progress, source=source)
-    except BaseException:
-        if os.path.exists(dst):
-            os.unlink(dst)
-        raise
-    result["format"] = kind
-    return result
+    if os.path.exists(dst) and os.path.samefile(src, dst):
+        raise DataError(f"{dst}: output is the input file; convert would destroy it (choose another name)")
 
 
 def _column_index(target: str, names: list[str] | None, n_cols: int, src: str) -> int:

@@ -20,6 +20,7 @@ import time
 import warnings
 from typing import Any
 
+from hpcml.atomicio import atomic_path, atomic_write
 from hpcml.errors import ConfigError
 
 PROG = "python -m hpcml.sgd"
@@ -38,25 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace``."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Write ``data`` to ``path`` through a temporary file and ``os.replace`` (mode: 0666 less the umask)."""
+    atomic_write(path, data)
 
 
 def _write_with(path: str, writer: Any) -> None:
     """Call ``writer(tmp_path)`` and move the result to ``path`` atomically."""
-    base, ext = os.path.splitext(path)
-    tmp = f"{base}.tmp{os.getpid()}{ext}"
-    try:
+    with atomic_path(path) as tmp:
         writer(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def make_demo(out_dir: str, n_samples: int = 20000, n_features: int = 20) -> tuple[str, str]:
