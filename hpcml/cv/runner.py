@@ -11,7 +11,6 @@ import json
 import os
 import platform
 import sys
-import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from hpcml._compat import (
     routed_score_params,
 )
 from hpcml._faults import inject
+from hpcml.cliargs import make_out_dir
 from hpcml.comm import HOST, idle_barrier, raise_if_any
 from hpcml.cv import output
 from hpcml.cv.config import SearchConfig, load_config
@@ -38,9 +38,11 @@ from hpcml.cv.engine import comm_params, evaluate, refit_alone, restore_comm_par
 from hpcml.cv.fitting import FitRaised, Problem
 from hpcml.cv.folds import choose
 from hpcml.cv.journal import Journal, check_header, read_journal
+from hpcml.cv.observer import RunObserver
 from hpcml.cv.plan import UnitIndex, broadcast, compute_splits
 from hpcml.cv.progress import Progress, best_so_far_score
 from hpcml.cv.reduce import best_candidate, build_cv_results
+from hpcml.cv.stages import check_units, checkpoint, make_candidates
 from hpcml.data.fingerprint import combined, fingerprints
 from hpcml.errors import EXIT_INCOMPLETE, ConfigError, DataError, RunError, UsageError
 from hpcml.signals import StopFlag
@@ -138,7 +140,7 @@ def _plan_hash(models: list[str], candidates: list[dict[str, Any]], splits: list
 
 def _prepare_out(folder: str, opts: Options, header: dict[str, Any]) -> dict[int, dict[str, Any]]:
     """Rank 0: check the output folder; returns the units already done (``--resume``)."""
-    os.makedirs(folder, exist_ok=True)
+    make_out_dir(folder)
     present = [name for name in output.OUTPUT_FILES if os.path.exists(os.path.join(folder, name))]
     if opts.overwrite:
         for name in present:
@@ -194,8 +196,12 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
     """Run one search.  Collective over ``comm``; returns the exit status."""
     started = time.time()
     rank = comm.Get_rank()
+    stop = opts.stop if opts.stop is not None else StopFlag()
+    if opts.stop is None:
+        stop.install()
     limit_loaded_pools(layout)  # NumPy/SciPy are loaded now: enforce and record their pools
     config, config_path = _read_config(opts, comm)
+    checkpoint(stop, comm, "reading the config")
     folder = opts.out or (os.path.join(opts.out or DEMO_OUT) if opts.demo else (config.out or DEFAULT_OUT))
     t0 = time.perf_counter()
     arrays, data_info, data_prints = _load_data(config, comm)
@@ -203,16 +209,11 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
     load_seconds = time.perf_counter() - t0
     X, y, groups = arrays["X"], arrays["y"], arrays.get("groups")
     fit_params = {"sample_weight": arrays["sample_weight"]} if arrays.get("sample_weight") is not None else {}
-
-    def make_candidates() -> list[tuple[str, dict[str, Any]]]:
-        out = []
-        for model in config.models:
-            out.extend((model.name, params) for params in model.candidates())
-        return out
-
-    candidates = broadcast(_agree(comm, make_candidates, root_only=True), comm)
+    checkpoint(stop, comm, "loading the data")
+    candidates = broadcast(_agree(comm, make_candidates, config, stop, root_only=True), comm)
     if not candidates:
         raise ConfigError(f"{config.source}: the search has no candidates")
+    checkpoint(stop, comm, "drawing the candidates")
     model_index = {m.name: i for i, m in enumerate(config.models)}
     classifier = any(is_classifier(m.estimator) for m in config.models)
     cv = _agree(comm, lambda: check_cv(config.cv, y, classifier=classifier))
@@ -225,6 +226,8 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
     splits = compute_splits(
         cv, X, y, groups, comm, convert=split_error, check_n_splits=True, split_everywhere=False
     )
+    check_units(config, len(candidates), len(splits))
+    checkpoint(stop, comm, "computing the splits")
     scorer, scoring_names = _agree(comm, _scorer, config)
     with warnings.catch_warnings():
         if rank != 0:  # scikit-learn's warning about scorers without sample_weight: once
@@ -269,104 +272,34 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
     )
 
     plan = _Plan(config, folder, index, params_per_cand, models_per_cand, scoring_names, problem)
-    stop = opts.stop if opts.stop is not None else StopFlag()
-    if opts.stop is None:
-        stop.install()
-    journal = None
-    progress = None
-    lock = threading.Lock()
-    timers: list[threading.Timer] = []
-    finished: dict[int, dict[str, Any]] = dict(done)
-    metric = config.refit_metric
-    if rank == 0:
-        journal = _agree(comm, Journal, folder, header, root_only=True)
-        progress = Progress(len(index), len(done), len(splits), metric, enabled=not opts.quiet)
-        for unit, result in done.items():
-            cand = unit // len(splits)
-            progress.seed(cand, best_so_far_score(result, metric), models_per_cand[cand])
-    else:
-        _agree(comm, lambda: None, root_only=True)
-
-    def on_results(source: int, items: list[tuple[int, Any, float]]) -> None:
-        records = []
-        seen = []
-        with lock:
-            for unit, result, seconds in items:
-                cand, split = index.pair(unit)
-                finished[unit] = result
-                records.append(
-                    {
-                        "unit": unit,
-                        "cand": cand,
-                        "split": split,
-                        "model": models_per_cand[cand],
-                        "params": params_per_cand[cand],
-                        **result,
-                        "rank": source,
-                        "host": host_of[source],
-                        "seconds": seconds,
-                        "time": time.time(),
-                    }
-                )
-                seen.append((cand, best_so_far_score(result, metric), models_per_cand[cand]))
-            assert journal is not None and progress is not None
-            journal.append(records)
-            progress.update(seen)
-
     host_of = comm.allgather(HOST)
-
-    def abandon() -> None:
-        # The grace period is over and units are still running: keep what is
-        # finished (journal, partial results) and end every rank with status 3.
-        with lock:
-            if journal is not None:
-                journal.sync()
-            _write_partial(plan, finished)
-        print(
-            f"hpcml: stopped by signal {stop.signum}: {len(finished)}/{len(index)} units finished; "
-            f"units still running after the {opts.grace:g} s grace period are lost; continue with --resume",
-            file=sys.stderr,
-            flush=True,
-        )
-        comm.Abort(EXIT_INCOMPLETE)
-
-    if rank == 0:
-
-        def start_grace_timer() -> None:
-            timer = threading.Timer(max(opts.grace, 0.0), abandon)
-            timer.daemon = True
-            timers.append(timer)
-            timer.start()
-
-        stop.on_first(start_grace_timer)
-
-    deadline = _deadline(opts, started)
-
+    observer = _agree(comm, _open_observer, plan, header, done, host_of, opts, root_only=True)
+    if observer is not None:
+        observer.watch(stop, opts.grace, len(index), comm)
+        plan.observer = observer
     try:
         evaluation = evaluate(
             problem,
             comm,
             done=done if rank == 0 else None,
-            on_results=on_results if rank == 0 else None,
+            on_results=observer.on_results if observer is not None else None,
             should_stop=(lambda: bool(stop)) if rank == 0 else None,
-            deadline=deadline,
+            deadline=_deadline(opts, started),
             fold_copies=config.fold_copies,
         )
     except FitRaised as exc:
-        if rank == 0 and journal is not None:
-            journal.close()
+        if observer is not None:
+            observer.close()
+            observer.journal.close()
         raise _fit_raised_error(exc, comm) from None
     finally:
-        for timer in timers:  # the units finished in time: no abandonment
-            timer.cancel()
-        if rank == 0 and journal is not None:
-            journal.sync()
+        if observer is not None:
+            observer.units_over()
 
     status, error = 0, None
-    if rank == 0:
-        assert journal is not None and progress is not None
-        journal.close()
-        progress.finish()
+    if observer is not None:
+        observer.journal.close()
+        observer.progress.finish()
         try:
             static_info = {
                 "config": os.path.abspath(config_path),
@@ -385,6 +318,8 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
             status = _finish(opts, plan, evaluation, static_info, started, stop, len(done))
         except Exception as exc:  # noqa: BLE001 - agreed below
             error = exc
+        finally:
+            observer.close()
     idle_barrier(comm)
     raise_if_any(comm, error)
     return int(comm.bcast(status, root=0))
@@ -424,6 +359,25 @@ class _Plan:
     models: list[str]
     scoring_names: list[str] | None
     problem: Problem
+    observer: RunObserver | None = None
+
+
+def _open_observer(
+    plan: _Plan, header: dict[str, Any], done: dict[int, dict[str, Any]], host_of: list[str], opts: Options
+) -> RunObserver:
+    """Rank 0: the journal (new or resumed), the progress line and the observer feeding both."""
+    index, models, params, metric = plan.index, plan.models, plan.params, plan.config.refit_metric
+    journal = Journal(plan.folder, header)
+    progress = Progress(len(index), len(done), index.n_splits, metric, enabled=not opts.quiet)
+    for unit, result in done.items():
+        cand = unit // index.n_splits
+        progress.seed(cand, best_so_far_score(result, metric), models[cand])
+
+    def describe(unit: int) -> tuple[int, int, str, dict[str, Any]]:
+        cand, split = index.pair(unit)
+        return cand, split, models[cand], params[cand]
+
+    return RunObserver(journal, progress, describe, dict(done), lambda fin: _write_partial(plan, fin), host_of, metric)
 
 
 def _finish(
@@ -487,6 +441,8 @@ def _finish(
     output.write_json(folder, output.BEST_JSON, best)
     refit_error = None
     if config.refit and failure is None:
+        if plan.observer is not None:
+            plan.observer.refit_starts()
         cand = best["best_index"]
         template, cand_params = problem.candidates[cand]
         # The model as configured (the engine gave problem.estimators comm="self").

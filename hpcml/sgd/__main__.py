@@ -21,14 +21,15 @@ import warnings
 from typing import Any
 
 from hpcml.atomicio import atomic_path, atomic_write
-from hpcml.errors import ConfigError
+from hpcml.cliargs import Parser, check_out, launch_rank, make_out_dir, parse_once
+from hpcml.errors import ConfigError, UsageError
 
 PROG = "python -m hpcml.sgd"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog=PROG,
         description="Synchronous data-parallel SGD (allreduce) on HDF5 shards; run under mpiexec.",
     )
@@ -152,7 +153,13 @@ def plot_history(history: list[dict[str, Any]], path: str) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (see :mod:`hpcml.errors`)."""
-    args = build_parser().parse_args(argv)
+    args = parse_once(build_parser(), argv)
+    try:
+        check_out(args.out)
+    except UsageError:
+        if launch_rank() != 0:  # printed once, by rank 0
+            raise SystemExit(2) from None
+        raise
     from mpi4py import MPI
 
     from hpcml.comm import idle_barrier, raise_if_any
@@ -184,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     err = None
     try:
         if rank == 0:
-            os.makedirs(out_dir, exist_ok=True)
+            make_out_dir(out_dir)
             if args.demo:
                 cfg.data_path, cfg.test_path = make_demo(out_dir)
                 cfg.X, cfg.y = "X", "y"
