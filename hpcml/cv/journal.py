@@ -129,16 +129,32 @@ def read_journal(folder: str) -> tuple[dict[str, Any] | None, dict[int, dict[str
             if not following or following.startswith('{"type":"resume"'):
                 continue
             raise ConfigError(f"{path}:{number}: corrupt journal line") from None
+        if not isinstance(record, dict):
+            raise ConfigError(f"{path}:{number}: not a journal record (a JSON {type(record).__name__})")
         kind = record.get("type")
         if kind == "header" and header is None:
             header = record
         elif kind == "unit":
+            _check_unit(record, path, number)
             count += 1
             for key in ("test_scores", "train_scores"):
                 if key in record:
                     record[key] = _nan(record[key])
             units[int(record["unit"])] = record
     return header, units, count
+
+
+#: Keys every unit record must hold to be reused by ``--resume``.
+UNIT_KEYS = ("unit", "test_scores", "fit_time", "score_time", "n_test_samples", "fit_error")
+
+
+def _check_unit(record: dict[str, Any], path: str, number: int) -> None:
+    missing = [key for key in UNIT_KEYS if key not in record]
+    if missing:
+        raise ConfigError(f"{path}:{number}: unit record without {', '.join(missing)}")
+    unit = record["unit"]
+    if not isinstance(unit, int) or isinstance(unit, bool) or unit < 0:
+        raise ConfigError(f"{path}:{number}: unit record with an invalid unit number {unit!r}")
 
 
 def check_header(header: dict[str, Any] | None, expected: dict[str, Any], path: str) -> None:

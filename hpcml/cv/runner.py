@@ -42,7 +42,7 @@ from hpcml.cv.observer import RunObserver
 from hpcml.cv.plan import UnitIndex, broadcast, compute_splits
 from hpcml.cv.progress import Progress, best_so_far_score
 from hpcml.cv.reduce import best_candidate, build_cv_results
-from hpcml.cv.stages import check_units, checkpoint, make_candidates
+from hpcml.cv.stages import check_target, check_units, checkpoint, make_candidates, oversubscription
 from hpcml.data.fingerprint import combined, fingerprints
 from hpcml.errors import EXIT_INCOMPLETE, ConfigError, DataError, RunError, UsageError
 from hpcml.signals import StopFlag
@@ -201,6 +201,7 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
         stop.install()
     limit_loaded_pools(layout)  # NumPy/SciPy are loaded now: enforce and record their pools
     config, config_path = _read_config(opts, comm)
+    _agree(comm, check_target, config)
     checkpoint(stop, comm, "reading the config")
     folder = opts.out or (os.path.join(opts.out or DEMO_OUT) if opts.demo else (config.out or DEFAULT_OUT))
     t0 = time.perf_counter()
@@ -236,6 +237,9 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
             config.models[0].estimator, config.scoring, config.error_score, fit_params.get("sample_weight")
         )
     layouts = comm.gather(layout.as_dict(), root=0)
+    warning = oversubscription(layouts) if rank == 0 else None
+    if warning is not None:
+        print(f"hpcml: warning: {warning}", file=sys.stderr, flush=True)
     models_per_cand = [m for m, _ in candidates]
     params_per_cand = [p for _, p in candidates]
     if opts.dry_run:
@@ -291,7 +295,7 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
         if observer is not None:
             observer.close()
             observer.journal.close()
-        raise _fit_raised_error(exc, comm) from None
+        raise _fit_raised_error(exc, config.error_score) from None
     finally:
         if observer is not None:
             observer.units_over()
@@ -340,9 +344,13 @@ def _deadline(opts: Options, started: float) -> float | None:
     return None
 
 
-def _fit_raised_error(exc: FitRaised, comm: MPI.Intracomm) -> Exception:
+def _fit_raised_error(exc: FitRaised, error_score: Any) -> Exception:
     original = exc.original
-    error = RuntimeError(f"a fit raised with error_score='raise': {type(original).__name__}: {original}")
+    if error_score == "raise":
+        what = "a fit raised with error_score='raise'"
+    else:  # e.g. a multi-metric scorer on an estimator without predict: scikit-learn raises whatever error_score
+        what = f"a unit raised (error_score={error_score!r} does not cover this error; scikit-learn raises it too)"
+    error = RuntimeError(f"{what}: {type(original).__name__}: {original}")
     error.agreed = True  # type: ignore[attr-defined]
     error.remote_traceback = exc.tb  # type: ignore[attr-defined]  # printed once, by rank 0
     return error

@@ -91,10 +91,84 @@ def make_candidates(config: Any, stop: StopFlag | None) -> list[tuple[str, dict[
 
 
 def check_units(config: Any, n_candidates: int, n_splits: int) -> None:
-    """Refuse a plan of more than :data:`MAX_UNITS` units (candidates x splits)."""
+    """Refuse a plan without splits (scikit-learn: "No fits were performed") or above :data:`MAX_UNITS` units."""
+    if n_splits == 0:
+        raise ConfigError(
+            f"{config.source}: [cv] {config.cv_label} gives no split: no fits were performed "
+            "(was the CV iterator empty? a PredefinedSplit needs a test_fold other than -1)"
+        )
     if n_candidates * n_splits > MAX_UNITS:
         raise ConfigError(
             f"{config.source}: the search has {n_candidates} candidates x {n_splits} splits = "
             f"{n_candidates * n_splits} units, more than hpcml plans at once ({MAX_UNITS}); "
             "use fewer candidates or splits, or split the search"
         )
+
+
+def check_target(config: Any) -> None:
+    """Refuse ``[data] y = false`` for a model that needs a target (scikit-learn's ``target_tags.required``)."""
+    if config.data.y is not None:
+        return
+    for model in config.models:
+        tags = model.estimator.__sklearn_tags__()
+        if tags.target_tags.required:
+            raise ConfigError(
+                f"{config.source}: [data] y = false, but model '{model.name}' ({type(model.estimator).__name__}) "
+                "needs a target: name the y dataset"
+            )
+
+
+def oversubscription(layouts: list[dict[str, Any]]) -> str | None:
+    """A warning when the ranks of a host are given more threads than the host's CPUs they may use."""
+    by_host: dict[str, tuple[int, set[int]]] = {}
+    for lay in layouts:
+        threads, cpus = by_host.get(lay["host"], (0, set()))
+        by_host[lay["host"]] = (threads + int(lay["threads"]), cpus | set(lay["cpus"]))
+    worst = [(host, t, len(c)) for host, (t, c) in sorted(by_host.items()) if c and t > len(c)]
+    if not worst:
+        return None
+    host, threads, cpus = max(worst, key=lambda w: w[1] / w[2])
+    return (f"{threads} threads on {cpus} CPUs of {host} ({threads / cpus:.1f}x oversubscribed: BLAS/OpenMP "
+            "threads will compete and fits slow down); lower --threads-per-rank or the number of ranks")
+
+
+def _digest(value: Any) -> tuple[Any, ...] | None:
+    """Type, shape and a CRC-32 of the bytes of an array (dense or sparse); ``None`` for ``None``."""
+    import zlib
+
+    import numpy as np
+    import scipy.sparse as sp
+
+    if value is None:
+        return None
+    if sp.issparse(value):
+        parts = [value.data, getattr(value, "indices", None), getattr(value, "indptr", None)]
+    else:
+        array = value.to_numpy() if hasattr(value, "to_numpy") else np.asarray(value)
+        if array.dtype.hasobject:  # no cheap byte identity: compare the shape only
+            return (type(value).__name__, tuple(array.shape), str(array.dtype))
+        parts = [array]
+    crc = 0
+    for part in parts:
+        if part is not None:
+            crc = zlib.crc32(np.ascontiguousarray(part).reshape(-1).view(np.uint8), crc)
+    return (type(value).__name__, tuple(np.shape(value)), str(getattr(value, "dtype", "")), crc)
+
+
+def check_same_data(comm: MPI.Intracomm, X: Any, y: Any) -> None:
+    """Collective (one allgather): every rank must hold the same X and y, as the API requires.
+
+    A CRC-32 over the bytes (after ``indexable``) catches data loaded or shuffled
+    differently on some ranks, which would otherwise give silently wrong scores.
+    Nothing is exchanged on a single rank.
+    """
+    if comm.Get_size() == 1:
+        return
+    digests = comm.allgather((_digest(X), _digest(y)))
+    for rank, (dx, dy) in enumerate(digests):
+        for name, mine, theirs in (("X", digests[0][0], dx), ("y", digests[0][1], dy)):
+            if mine != theirs:
+                raise ValueError(
+                    f"{name} differs between ranks (rank {rank} holds other data than rank 0); every rank of "
+                    "comm must pass the same X and y to fit"
+                )
