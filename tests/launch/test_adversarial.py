@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
+import subprocess
+import time
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 from cvfixtures import BASIC, load_results, write_config, write_digits
-from helpers import PYTHON, run, run_mpi
+from helpers import PYTHON, mpi_env, mpiexec_path, run, run_mpi
 
 from hpcml.data.h5 import H5Dataset
 
@@ -166,3 +169,156 @@ def test_resume_of_unchanged_data_at_another_rank_count_is_accepted(finished):
     h.update(b"values@0:" + hashlib.sha256(np.ascontiguousarray(X).tobytes()).digest())
     assert header["data"]["X"]["sha256"] == h.hexdigest()
     assert fingerprints({"X": X}, MPI.COMM_SELF)["X"]["sha256"] == h.hexdigest()
+
+
+# ------------------------------------------------------------------ 1, 9: signals at every stage
+HELPERS = '''
+import os, time
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.model_selection import KFold
+
+
+def _wait(folder, name, limit=120.0):
+    end = time.monotonic() + limit  # never hangs: the test's launch timeout is shorter anyway
+    while not os.path.exists(os.path.join(folder, name)) and time.monotonic() < end:
+        time.sleep(0.01)
+
+
+class GatedKFold(KFold):
+    """KFold whose split() announces itself and waits for the test's 'go' file."""
+
+    def __init__(self, n_splits=3, folder="."):
+        super().__init__(n_splits=n_splits)
+        self.folder = folder
+
+    def split(self, X, y=None, groups=None):
+        open(os.path.join(self.folder, "splitting"), "w").close()
+        _wait(self.folder, "go")
+        yield from super().split(X, y, groups)
+
+
+class GatedRefit(ClassifierMixin, BaseEstimator):
+    """Majority classifier whose refit (a fit on all rows) announces itself and waits."""
+
+    def __init__(self, total=0, folder=".", c=0):
+        self.total = total
+        self.folder = folder
+        self.c = c
+
+    def fit(self, X, y):
+        self.classes_, counts = np.unique(y, return_counts=True)
+        self.majority_ = self.classes_[np.argmax(counts)]
+        if len(X) == self.total and not os.path.exists(os.path.join(self.folder, "no-wait")):
+            open(os.path.join(self.folder, "refitting"), "w").close()
+            _wait(self.folder, "go")
+        return self
+
+    def predict(self, X):
+        return np.full(len(X), self.majority_)
+'''
+
+
+def _helpers(tmp_path: Path) -> dict[str, str]:
+    (tmp_path / "advhelpers.py").write_text(HELPERS)
+    return {"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, limit: float = 120) -> None:
+    end = time.monotonic() + limit
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.monotonic() < end, f"{path.name} never appeared"
+        time.sleep(0.02)
+
+
+def _start(n: int, args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([mpiexec_path(), "-n", str(n), PYTHON, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=mpi_env(env), start_new_session=True)
+
+
+def _end(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+        pytest.fail(f"hung: killed after {timeout} s\n{err[-2000:]}")
+    return proc.returncode, err
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_sigterm_while_planning_exits_3_at_the_next_stage(tmp_path, dry_run):
+    write_digits(tmp_path / "digits.h5", n=120)
+    env = _helpers(tmp_path)
+    cfg = write_config(tmp_path / "s.toml", BASIC.replace(
+        'splitter = "StratifiedKFold"\nn_splits = 3\nshuffle = true\nrandom_state = 0',
+        f'splitter = "advhelpers.GatedKFold"\nn_splits = 3\nfolder = "{tmp_path}"'))
+    out = tmp_path / "o"
+    proc = _start(3, ["-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet"] + (["--dry-run"] if dry_run else []),
+                  env)
+    _wait_for(tmp_path / "splitting", proc)
+    os.killpg(proc.pid, signal.SIGTERM)
+    (tmp_path / "go").touch()
+    code, err = _end(proc)
+    assert code == 3, err
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("[")]
+    assert lines == ["hpcml: error: stopped by signal 15 while computing the splits; no unit ran, nothing to "
+                     "resume (run again)"], err
+    assert not out.exists()
+
+
+def test_plan_beyond_the_bound_is_refused_before_drawing(tmp_path):
+    write_digits(tmp_path / "digits.h5", n=60)
+    cfg = write_config(tmp_path / "s.toml", BASIC.replace(
+        "grid = { C = [0.5, 5], gamma = [1e-3, 1e-2] }",
+        'distributions = { C = { dist = "loguniform", low = 1e-3, high = 1e3 } }\nn_iter = 10000000'))
+    proc = run_mpi(2, ["-m", "hpcml.cv", str(cfg), "--dry-run"], timeout=120)
+    _one_error_line(proc, "the search has 10000000 candidates, more than hpcml plans at once (100000)")
+
+
+def test_stop_flag_is_read_between_candidate_slices():
+    from hpcml.cv.config import load_config
+    from hpcml.cv.stages import make_candidates
+    from hpcml.errors import Incomplete
+    from hpcml.signals import StopFlag
+
+    text = BASIC.replace("grid = { C = [0.5, 5], gamma = [1e-3, 1e-2] }",
+                         'distributions = { C = { dist = "loguniform", low = 1e-3, high = 1e3 } }\nn_iter = 5000\n'
+                         'random_state = 7')
+    config = load_config(text.encode(), "s.toml")
+    stop = StopFlag()
+    assert len(make_candidates(config, stop)) == 5000
+    from sklearn.model_selection import ParameterSampler
+
+    assert [p for _, p in make_candidates(config, stop)] == list(
+        ParameterSampler(config.models[0].distributions, 5000, random_state=config.models[0].random_state))
+    stop._set(signal.SIGTERM)
+    with pytest.raises(Incomplete, match="stopped by signal 15 while drawing the candidates"):
+        make_candidates(config, stop)
+
+
+def test_sigterm_during_the_refit_keeps_complete_results_and_says_so(tmp_path):
+    write_digits(tmp_path / "digits.h5", n=120)
+    env = _helpers(tmp_path)
+    cfg = write_config(tmp_path / "s.toml", BASIC.replace(
+        'estimator = "sklearn.svm.SVC"\ngrid = { C = [0.5, 5], gamma = [1e-3, 1e-2] }',
+        f'estimator = "advhelpers.GatedRefit"\nparams = {{ total = 120, folder = "{tmp_path}" }}\n'
+        'grid = { c = [0, 1] }').replace('metrics = ["accuracy", "f1_macro"]\nrefit = "accuracy"',
+                                         'metrics = "accuracy"'))
+    out = tmp_path / "o"
+    proc = _start(2, ["-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet", "--grace", "1"], env)
+    _wait_for(tmp_path / "refitting", proc)
+    os.killpg(proc.pid, signal.SIGTERM)
+    code, err = _end(proc)
+    (tmp_path / "go").touch()
+    assert code == 3, err
+    assert ("hpcml: stopped by signal 15: all 6 units finished (cv_results.json written); the refit of the best "
+            "candidate did not end within the 1 s grace period and best_model.joblib was not written; "
+            "--resume refits it") in err
+    assert sorted(p.name for p in out.iterdir()) == ["best.json", "cv_results.csv", "cv_results.json",
+                                                     "journal.jsonl"]
+    (tmp_path / "no-wait").touch()
+    proc = run_mpi(2, ["-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet", "--resume"], timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "best_model.joblib").exists() and not (out / "cv_results.partial.json").exists()
