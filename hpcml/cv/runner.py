@@ -227,7 +227,7 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
     splits = compute_splits(
         cv, X, y, groups, comm, convert=split_error, check_n_splits=True, split_everywhere=False
     )
-    check_units(config, len(candidates), len(splits))
+    _agree(comm, check_units, config, len(candidates), len(splits))
     checkpoint(stop, comm, "computing the splits")
     scorer, scoring_names = _agree(comm, _scorer, config)
     with warnings.catch_warnings():

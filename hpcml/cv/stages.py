@@ -94,7 +94,7 @@ def check_units(config: Any, n_candidates: int, n_splits: int) -> None:
     """Refuse a plan without splits (scikit-learn: "No fits were performed") or above :data:`MAX_UNITS` units."""
     if n_splits == 0:
         raise ConfigError(
-            f"{config.source}: [cv] {config.cv_label} gives no split: no fits were performed "
+            f"{config.source}: [cv] {type(config.cv).__name__} gives no split: no fits were performed "
             "(was the CV iterator empty? a PredefinedSplit needs a test_fold other than -1)"
         )
     if n_candidates * n_splits > MAX_UNITS:

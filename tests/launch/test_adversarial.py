@@ -322,3 +322,187 @@ def test_sigterm_during_the_refit_keeps_complete_results_and_says_so(tmp_path):
     proc = run_mpi(2, ["-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet", "--resume"], timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
     assert (out / "best_model.joblib").exists() and not (out / "cv_results.partial.json").exists()
+
+
+# ------------------------------------------------------------------ 5-9, 11: one clear line, exit 2, printed once
+def _csr_file(path: Path, indptr, indices) -> None:
+    with h5py.File(path, "w") as fh:
+        g = fh.create_group("X")
+        g.attrs["shape"] = (6, 3)
+        g.attrs["format"] = "csr"
+        g["indptr"] = np.asarray(indptr, dtype=np.int64)
+        g["indices"] = np.asarray(indices, dtype=np.int32)
+        g["data"] = np.ones(len(indices))
+        fh["y"] = np.arange(6) % 2
+
+
+def _cv_cases(tmp: Path) -> dict[str, tuple[int, list[str], str]]:
+    """case -> (ranks, arguments after -m hpcml.cv, expected text of the one error line)."""
+    write_digits(tmp / "digits.h5", n=60)
+    cfg = write_config(tmp / "s.toml", SMALL)
+    _csr_file(tmp / "big_index.h5", [0, 1, 2, 3, 4, 5, 6], [0, 1, 2, 7, 0, 1])
+    _csr_file(tmp / "bad_indptr.h5", [0, 2, 1, 3, 4, 5, 6], [0, 1, 2, 0, 0, 1])
+    _csr_file(tmp / "neg_index.h5", [0, 1, 2, 3, 4, 5, 6], [0, 1, 2, -1, 0, 1])
+    sparse = {name: write_config(tmp / f"{name}.toml", SMALL.replace('path = "digits.h5"', f'path = "{name}.h5"')
+                                 .replace("n_splits = 3", "n_splits = 2"))
+              for name in ("big_index", "bad_indptr", "neg_index")}
+    predefined = write_config(tmp / "p.toml", SMALL.replace(
+        'splitter = "StratifiedKFold"\nn_splits = 3\nshuffle = true\nrandom_state = 0',
+        f'splitter = "PredefinedSplit"\ntest_fold = {[-1] * 60}'))
+    no_y = write_config(tmp / "noy.toml", SMALL.replace('path = "digits.h5"', 'path = "digits.h5"\ny = false'))
+    (tmp / "afile").write_text("x")
+    return {
+        "csr index >= n_features": (3, [str(sparse["big_index"])], "column index 7 outside [0, 3) at entry 3"),
+        "csr indptr decreasing": (3, [str(sparse["bad_indptr"])], "'indptr' decreases at row 1"),
+        "csr negative index": (2, [str(sparse["neg_index"])], "column index -1 outside [0, 3) at entry 3"),
+        "PredefinedSplit without test fold": (2, [str(predefined)], "gives no split: no fits were performed"),
+        "--out is a file": (2, [str(cfg), "--out", str(tmp / "afile")], "exists and is not a folder"),
+        "--out under a file": (2, [str(cfg), "--out", str(tmp / "afile" / "o")], "cannot create the output folder"),
+        "--out empty": (2, [str(cfg), "--out", ""], "--out must name a folder, got an empty string"),
+        "unknown flag at 3 ranks": (3, [str(cfg), "--bogus"], "unrecognized arguments: --bogus"),
+        "--grace negative": (3, [str(cfg), "--grace", "-1"], "--grace must be a finite number of seconds"),
+        "--grace nan": (2, [str(cfg), "--grace", "nan"], "--grace must be a finite number of seconds"),
+        "--time-limit nan": (2, [str(cfg), "--time-limit", "nan"], "--time-limit must be a finite number"),
+        "y = false, supervised model": (2, [str(no_y)], "[data] y = false, but model 'svc' (SVC) needs a target"),
+    }
+
+
+CV_CASES = ["csr index >= n_features", "csr indptr decreasing", "csr negative index",
+            "PredefinedSplit without test fold", "--out is a file", "--out under a file", "--out empty",
+            "unknown flag at 3 ranks", "--grace negative", "--grace nan", "--time-limit nan",
+            "y = false, supervised model"]
+
+
+@pytest.mark.parametrize("case", CV_CASES)
+def test_cv_bad_input_is_one_line_exit_2(tmp_path, case):
+    n, args, expected = _cv_cases(tmp_path)[case]
+    proc = run_mpi(n, ["-m", "hpcml.cv", *args, "--quiet"], timeout=120, cwd=tmp_path)
+    _one_error_line(proc, expected)
+    assert "Traceback" not in proc.stderr
+
+
+def test_journal_line_that_is_not_a_unit_record_is_one_line(finished):
+    tmp, cfg, out = finished
+    for bad, expected in (('[1, 2]', "not a journal record (a JSON list)"),
+                          ('{"type":"unit","unit":"x","test_scores":1}', "unit record without fit_time")):
+        lines = (out / "journal.jsonl").read_text().splitlines()
+        (out / "journal.jsonl").write_text("\n".join(lines[:2] + [bad] + lines[2:]) + "\n")
+        line = _one_error_line(_resume(cfg, out), expected)
+        assert line.startswith(f"hpcml: error: {out / 'journal.jsonl'}:3: ")
+        (out / "journal.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_scoring_error_outside_error_score_is_named_correctly(tmp_path):
+    write_digits(tmp_path / "digits.h5", n=60)
+    cfg = write_config(tmp_path / "s.toml", SMALL.replace(
+        'estimator = "sklearn.svm.SVC"\ngrid = { C = [1, 2] }',
+        'estimator = "sklearn.preprocessing.StandardScaler"\ngrid = { with_mean = [true, false] }'))
+    proc = run_mpi(2, ["-m", "hpcml.cv", str(cfg), "--out", str(tmp_path / "o"), "--quiet"], timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == ("hpcml: error: RuntimeError: a unit raised (error_score=nan does not cover this error; "
+                    "scikit-learn raises it too): AttributeError: StandardScaler has none of the following "
+                    "attributes: predict.")
+    assert "error_score='raise'" not in proc.stderr
+
+
+def test_threads_far_above_the_cores_warn_once(tmp_path):
+    write_digits(tmp_path / "digits.h5", n=60)
+    cfg = write_config(tmp_path / "s.toml", SMALL)
+    cpus = len(os.sched_getaffinity(0))
+    proc = run_mpi(2, ["-m", "hpcml.cv", str(cfg), "--dry-run", "--threads-per-rank", str(4 * cpus)], timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    warnings = [ln for ln in proc.stderr.splitlines() if ln.startswith("hpcml: warning:")]
+    assert len(warnings) == 1 and f"{8 * cpus} threads on {cpus} CPUs" in warnings[0], proc.stderr
+    proc = run_mpi(2, ["-m", "hpcml.cv", str(cfg), "--dry-run", "--threads-per-rank", "1"], timeout=120)
+    assert proc.returncode == 0 and "oversubscribed" not in proc.stderr, proc.stderr
+
+
+def _data_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
+    np.savez(tmp / "obj.npz", X=np.array([[1, "a"]], dtype=object))
+    with h5py.File(tmp / "links.h5", "w") as fh:
+        fh["y"] = np.arange(3)
+        fh["X"] = h5py.ExternalLink("missing.h5", "/X")
+        fh["A"] = h5py.SoftLink("/B")
+        fh["B"] = h5py.SoftLink("/A")
+    return {
+        "object npz": (["convert", str(tmp / "obj.npz"), str(tmp / "o.h5")],
+                       "array 'X' cannot be read without unpickling"),
+        "external link to a missing file": (["info", str(tmp / "links.h5")], "dataset 'X' (X) cannot be opened"),
+        "soft-link loop": (["info", str(tmp / "links.h5"), "--X", "A"], "dataset 'A' (X) cannot be opened"),
+        "bad --header": (["convert", "a.csv", "b.h5", "--header", "maybe"], "argument --header: invalid choice"),
+    }
+
+
+@pytest.mark.parametrize("case", ["object npz", "external link to a missing file", "soft-link loop", "bad --header"])
+def test_data_bad_input_is_one_line_exit_2(tmp_path, case):
+    args, expected = _data_cases(tmp_path)[case]
+    _one_error_line(run([PYTHON, "-m", "hpcml.data", *args], timeout=60, cwd=tmp_path), expected)
+
+
+def test_data_usage_error_under_mpi_is_printed_once(tmp_path):
+    proc = run_mpi(3, ["-m", "hpcml.data", "synth", str(tmp_path / "x.h5"), "--n-samples", "10"], timeout=60)
+    _one_error_line(proc, "the following arguments are required: --n-features")
+
+
+# ------------------------------------------------------------------ 5, 6: convert reads what pandas and big labels mean
+def test_convert_reads_pandas_numeric_header_as_names(tmp_path):
+    import pandas as pd
+
+    X = np.arange(20.0).reshape(5, 4)
+    pd.DataFrame(X).to_csv(tmp_path / "p.csv", index=False)
+    assert (tmp_path / "p.csv").read_text().splitlines()[0] == "0,1,2,3"
+    proc = run([PYTHON, "-m", "hpcml.data", "convert", str(tmp_path / "p.csv"), str(tmp_path / "p.h5")], timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    ds = H5Dataset(tmp_path / "p.h5")
+    np.testing.assert_array_equal(ds.read("X"), X[:, :3])
+    np.testing.assert_array_equal(ds.read("y"), X[:, 3].astype(np.int64))
+    with h5py.File(tmp_path / "p.h5") as fh:
+        assert [n.decode() if isinstance(n, bytes) else n for n in fh["feature_names"][:]] == ["0", "1", "2"]
+    proc = run([PYTHON, "-m", "hpcml.data", "convert", str(tmp_path / "p.csv"), str(tmp_path / "q.h5"),
+                "--header", "no"], timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert H5Dataset(tmp_path / "q.h5").read("X").shape == (6, 3)  # the header line read as data, on request
+
+
+def test_convert_keeps_integral_targets_beyond_int64_exact_as_float(tmp_path):
+    (tmp_path / "b.csv").write_text("1,2,9300000000000000000\n3,4,1\n5,6,-9300000000000000000\n")
+    proc = run([PYTHON, "-m", "hpcml.data", "convert", str(tmp_path / "b.csv"), str(tmp_path / "b.h5")], timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    y = H5Dataset(tmp_path / "b.h5").read("y")
+    assert y.dtype == np.float64
+    np.testing.assert_array_equal(y, [9.3e18, 1.0, -9.3e18])
+    np.save(tmp_path / "u.npy", np.array([[1, 2**63 + 2048], [3, 5]], dtype=np.uint64))
+    proc = run([PYTHON, "-m", "hpcml.data", "convert", str(tmp_path / "u.npy"), str(tmp_path / "u.h5"),
+                "--target", "1"], timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    y = H5Dataset(tmp_path / "u.h5").read("y")
+    assert y.dtype == np.float64 and y[0] == float(2**63 + 2048) and y[1] == 5.0
+
+
+# ------------------------------------------------------------------ 8, 9: hpcml.sgd
+def _sgd_case(tmp: Path, y: np.ndarray) -> Path:
+    from hpcml.data.h5 import write_dataset
+
+    X = np.random.default_rng(0).normal(size=(len(y), 4))
+    write_dataset(tmp / "d.h5", X, y)
+    return write_config(tmp / "s.toml", '[data]\npath = "d.h5"\n\n[model]\ntype = "classifier"\n')
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("float labels", "d.h5: rows 0:66: Unknown label type: continuous; a classifier needs class labels"),
+        ("single class", "the data has a single class [0]; need at least 2"),
+        ("--out is a file", "exists and is not a folder"),
+        ("unknown flag", "unrecognized arguments: --bogus"),
+    ],
+)
+def test_sgd_bad_input_is_one_line_exit_2_at_3_ranks(tmp_path, case, expected):
+    y = {"float labels": np.random.default_rng(1).normal(size=200), "single class": np.zeros(200, dtype=int)}.get(
+        case, np.arange(200) % 2)
+    cfg = _sgd_case(tmp_path, y)
+    extra = {"--out is a file": ["--out", str(cfg)], "unknown flag": ["--bogus"]}.get(case, [])
+    proc = run_mpi(3, ["-m", "hpcml.sgd", str(cfg), "--out", str(tmp_path / "o"), *extra], timeout=120)
+    line = _one_error_line(proc, expected)
+    assert "Abort" not in proc.stderr and "Traceback" not in proc.stderr, line
