@@ -506,3 +506,46 @@ def test_sgd_bad_input_is_one_line_exit_2_at_3_ranks(tmp_path, case, expected):
     proc = run_mpi(3, ["-m", "hpcml.sgd", str(cfg), "--out", str(tmp_path / "o"), *extra], timeout=120)
     line = _one_error_line(proc, expected)
     assert "Abort" not in proc.stderr and "Traceback" not in proc.stderr, line
+
+
+# ------------------------------------------------ 11: the API notices different data on different ranks
+API_DIFFERENT = r'''
+import json, sys
+import numpy as np
+from mpi4py import MPI
+from sklearn.datasets import load_iris
+from sklearn.svm import SVC
+import hpcml
+
+rank = MPI.COMM_WORLD.Get_rank()
+X, y = load_iris(return_X_y=True)
+which = sys.argv[1]
+if which == "X" and rank == 1:
+    X = X.copy(); X[77, 2] += 1e-9
+if which == "y" and rank == 1:
+    y = y.copy(); y[[3, 140]] = y[[140, 3]]
+out = {}
+for name, call in (("search", lambda: hpcml.GridSearchCV(SVC(), {"C": [1, 2]}, cv=3).fit(X, y)),
+                   ("cross_validate", lambda: hpcml.cross_validate(SVC(), X, y, cv=3))):
+    try:
+        call()
+        out[name] = "ok"
+    except ValueError as exc:
+        out[name] = str(exc)
+json.dump(out, open(f"{sys.argv[2]}/r{rank}.json", "w"))
+'''
+
+
+@pytest.mark.parametrize("which", ["X", "y", "same"])
+def test_api_refuses_different_data_on_different_ranks(tmp_path, which):
+    script = tmp_path / "api.py"
+    script.write_text(API_DIFFERENT)
+    proc = run_mpi(2, [str(script), which, str(tmp_path)], timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    results = [json.loads((tmp_path / f"r{r}.json").read_text()) for r in range(2)]
+    if which == "same":
+        assert results == [{"search": "ok", "cross_validate": "ok"}] * 2
+        return
+    message = (f"{which} differs between ranks (rank 1 holds other data than rank 0); every rank of comm must "
+               "pass the same X and y to fit")
+    assert results == [{"search": message, "cross_validate": message}] * 2
