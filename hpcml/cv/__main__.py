@@ -63,6 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         check_seconds(args.grace, "--grace")
         check_seconds(args.time_limit, "--time-limit", allow_zero=False)
         check_out(args.out)
+        from hpcml._faults import check_env
+
+        check_env()  # HPCML_INJECT_FAULT, read once; malformed = usage error
     except UsageError:
         if launch_rank() != 0:  # printed once, by rank 0
             raise SystemExit(2) from None

@@ -549,3 +549,37 @@ def test_api_refuses_different_data_on_different_ranks(tmp_path, which):
     message = (f"{which} differs between ranks (rank 1 holds other data than rank 0); every rank of comm must "
                "pass the same X and y to fit")
     assert results == [{"search": message, "cross_validate": message}] * 2
+
+
+# ------------------------------------------------------------------ issue 12.5: fault hooks opt-in
+@pytest.mark.parametrize("value", ["unit", "unit:x", "nowhere:0", "unit:0:1:2"])
+def test_malformed_fault_variable_is_a_usage_error(tmp_path, value):
+    write_digits(tmp_path / "digits.h5", n=60)
+    cfg = write_config(tmp_path / "s.toml", SMALL)
+    proc = run_mpi(2, ["-m", "hpcml.cv", str(cfg), "--out", str(tmp_path / "o"), "--quiet"], timeout=120,
+                   env={"HPCML_INJECT_FAULT": value})
+    _one_error_line(proc, f"HPCML_INJECT_FAULT={value!r}: expected POINT:RANK[:COUNT] with POINT one of load, unit")
+    assert not (tmp_path / "o").exists()
+
+
+def test_no_fault_hook_without_the_variable(monkeypatch):
+    from hpcml import _faults
+
+    monkeypatch.delenv("HPCML_INJECT_FAULT", raising=False)
+    _faults.configured.cache_clear()
+    _faults.hook.cache_clear()
+    try:
+        assert _faults.hook("unit", 0) is None and _faults.hook("worker", 0) is None and not _faults.active()
+        monkeypatch.setenv("HPCML_INJECT_FAULT", "unit:1:2")
+        assert _faults.hook("unit", 1) is None  # read once: a later change is not seen
+        _faults.configured.cache_clear()
+        _faults.hook.cache_clear()
+        fire = _faults.hook("unit", 1)
+        assert fire is not None and _faults.hook("unit", 0) is None and _faults.hook("worker", 1) is None
+        fire()
+        fire()
+        with pytest.raises(_faults.InjectedFault, match="injected fault at 'unit' on rank 1"):
+            fire()
+    finally:
+        _faults.configured.cache_clear()
+        _faults.hook.cache_clear()
