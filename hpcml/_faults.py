@@ -1,32 +1,83 @@
-"""Fault injection for hpcml's own fault tests (tests/launch/test_faults.py).
+"""Fault injection for hpcml's own fault tests (tests/launch/test_faults.py); opt-in.
 
 ``HPCML_INJECT_FAULT=POINT:RANK`` (or ``POINT:RANK:COUNT`` for "after COUNT
-calls") makes :func:`inject` raise :class:`InjectedFault` at that point on that
-rank of ``COMM_WORLD``.  Unset (always, outside tests) it costs one dict lookup.
-Points: ``load`` (while reading data), ``unit`` (inside a work unit, outside
-the fit), ``worker`` (in a worker's dispatch loop, outside any unit).
+calls") makes the hook of that point raise :class:`InjectedFault` on that rank
+of ``COMM_WORLD``.  Points: ``load`` (while reading data), ``unit`` (inside a
+work unit, outside the fit), ``worker`` (in a worker's dispatch loop, outside
+any unit).
+
+The variable is read once, at start-up (:func:`check_env`, called by the CLI
+entry points before anything runs; a malformed value is a usage error).  When it
+is unset :func:`hook` returns ``None`` and callers install nothing: no hook on
+the per-unit path, no extra collective.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 
-_calls: dict[str, int] = {}
+from hpcml.errors import UsageError
+
+#: The environment variable naming the fault to inject.
+ENV = "HPCML_INJECT_FAULT"
+
+#: Points where a fault can be injected.
+POINTS = ("load", "unit", "worker")
 
 
 class InjectedFault(RuntimeError):
-    """The error raised by :func:`inject`."""
+    """The error raised by an injected fault."""
 
 
-def inject(point: str, rank: int) -> None:
-    """Raise :class:`InjectedFault` if ``HPCML_INJECT_FAULT`` names this point and rank."""
-    spec = os.environ.get("HPCML_INJECT_FAULT")
-    if not spec:
-        return
+@dataclass(frozen=True)
+class FaultSpec:
+    """Where and when to raise: at ``point`` on ``rank``, after ``after`` harmless calls."""
+
+    point: str
+    rank: int
+    after: int = 0
+
+
+def parse(spec: str) -> FaultSpec:
+    """Parse ``POINT:RANK[:COUNT]``; anything else is a :class:`UsageError`."""
     parts = spec.split(":")
-    if parts[0] != point or int(parts[1]) != rank:
-        return
-    after = int(parts[2]) if len(parts) > 2 else 0
-    _calls[point] = _calls.get(point, 0) + 1
-    if _calls[point] > after:
-        raise InjectedFault(f"injected fault at '{point}' on rank {rank}")
+    ok = 2 <= len(parts) <= 3 and parts[0] in POINTS and all(p.isdigit() for p in parts[1:])
+    if not ok:
+        raise UsageError(f"{ENV}={spec!r}: expected POINT:RANK[:COUNT] with POINT one of {', '.join(POINTS)}")
+    return FaultSpec(parts[0], int(parts[1]), int(parts[2]) if len(parts) == 3 else 0)
+
+
+@functools.cache
+def configured() -> FaultSpec | None:
+    """The fault named by the environment, read once per process (``None`` when unset)."""
+    spec = os.environ.get(ENV)
+    return parse(spec) if spec else None
+
+
+def check_env() -> None:
+    """Start-up check of the CLI entry points: raise :class:`UsageError` for a malformed value."""
+    configured()
+
+
+@functools.cache
+def hook(point: str, rank: int) -> Callable[[], None] | None:
+    """The hook to call at ``point`` on ``rank``, or ``None`` when no fault is configured there."""
+    spec = configured()
+    if spec is None or spec.point != point or spec.rank != rank:
+        return None
+    calls = [0]
+
+    def fire() -> None:
+        calls[0] += 1
+        if calls[0] > spec.after:
+            raise InjectedFault(f"injected fault at '{point}' on rank {rank}")
+
+    return fire
+
+
+def active() -> bool:
+    """Whether a fault is configured (the same on every rank: one environment for the job)."""
+    return configured() is not None

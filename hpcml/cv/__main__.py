@@ -15,17 +15,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from hpcml.cliargs import Parser, check_out, check_seconds, launch_rank, parse_once
 from hpcml.errors import UsageError
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2 (no usage wall)
-        raise UsageError(f"{message} (see python -m hpcml.cv --help)")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
-    parser = _Parser(
+    parser = Parser(
         prog="python -m hpcml.cv",
         description="MPI cross-validation and hyperparameter search over scikit-learn estimators.",
         epilog="Run under mpiexec/srun: every rank, rank 0 included, fits work units. "
@@ -58,11 +54,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="S",
         help="stop starting units that would not finish within S seconds of the start",
     )
-    args = parser.parse_args(argv)
-    if args.demo == (args.config is not None):
-        parser.error("give a CONFIG.toml or --demo (one of them)")
-    if args.threads_per_rank is not None and args.threads_per_rank < 1:
-        parser.error("--threads-per-rank must be at least 1")
+    args = parse_once(parser, argv)
+    try:
+        if args.demo == (args.config is not None):
+            parser.error("give a CONFIG.toml or --demo (one of them)")
+        if args.threads_per_rank is not None and args.threads_per_rank < 1:
+            parser.error("--threads-per-rank must be at least 1")
+        check_seconds(args.grace, "--grace")
+        check_seconds(args.time_limit, "--time-limit", allow_zero=False)
+        check_out(args.out)
+        from hpcml._faults import check_env
+
+        check_env()  # HPCML_INJECT_FAULT, read once; malformed = usage error
+    except UsageError:
+        if launch_rank() != 0:  # printed once, by rank 0
+            raise SystemExit(2) from None
+        raise
     return args
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from sklearn.base import clone
 
-from hpcml._faults import inject
+from hpcml._faults import hook as fault_hook
 from hpcml.comm import is_agreed
 from hpcml.cv.fitting import FitRaised, FoldCache, Problem, fit_and_score, serial_estimator
 from hpcml.cv.folds import FoldPlan, NodeFolds, choose, split_rows
@@ -104,10 +104,18 @@ def evaluate(
         if node_folds is None:
             fold_plan = FoldPlan("rank", f"fold copies per rank: {failure}", fold_plan.fold_bytes)
 
+    unit_fault = fault_hook("unit", rank)  # None unless HPCML_INJECT_FAULT names it (tests)
+
     def work(unit: int) -> dict[str, Any]:
-        inject("unit", rank)
         cand, split = index.pair(unit)
         return fit_and_score(problem, cache, cand, split)
+
+    if unit_fault is not None:
+        plain = work
+
+        def work(unit: int) -> dict[str, Any]:
+            unit_fault()
+            return plain(unit)
 
     costs: dict[int, list[float]] = {}
     for unit, result in done.items():
@@ -131,7 +139,7 @@ def evaluate(
         run_units,
         comm,
         work,
-        poll_hook=poll_hook if poll_hook is not None else (lambda: inject("worker", rank)),
+        poll_hook=poll_hook if poll_hook is not None else fault_hook("worker", rank),
         on_results=on_results,
         should_stop=should_stop,
     )

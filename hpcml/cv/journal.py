@@ -19,7 +19,7 @@ from typing import Any
 from hpcml.errors import ConfigError
 
 JOURNAL = "journal.jsonl"
-FORMAT = 1
+FORMAT = 2  # 2: the header's data fingerprint covers every byte (hpcml.data.fingerprint)
 
 
 def _clean(value: Any) -> Any:
@@ -135,10 +135,13 @@ def read_journal(folder: str) -> tuple[dict[str, Any] | None, dict[int, dict[str
             if not following or following.startswith('{"type":"resume"'):
                 continue
             raise ConfigError(f"{path}:{number}: corrupt journal line") from None
+        if not isinstance(record, dict):
+            raise ConfigError(f"{path}:{number}: not a journal record (a JSON {type(record).__name__})")
         kind = record.get("type")
         if kind == "header" and header is None:
             header = record
         elif kind == "unit":
+            _check_unit(record, path, number)
             count += 1
             for key in ("test_scores", "train_scores"):
                 if key in record:
@@ -147,16 +150,40 @@ def read_journal(folder: str) -> tuple[dict[str, Any] | None, dict[int, dict[str
     return header, units, count
 
 
+#: Keys every unit record must hold to be reused by ``--resume``.
+UNIT_KEYS = ("unit", "test_scores", "fit_time", "score_time", "n_test_samples", "fit_error")
+
+
+def _check_unit(record: dict[str, Any], path: str, number: int) -> None:
+    missing = [key for key in UNIT_KEYS if key not in record]
+    if missing:
+        raise ConfigError(f"{path}:{number}: unit record without {', '.join(missing)}")
+    unit = record["unit"]
+    if not isinstance(unit, int) or isinstance(unit, bool) or unit < 0:
+        raise ConfigError(f"{path}:{number}: unit record with an invalid unit number {unit!r}")
+
+
 def check_header(header: dict[str, Any] | None, expected: dict[str, Any], path: str) -> None:
-    """Refuse to resume a journal written by another search (config, data or plan changed)."""
+    """Refuse to resume a journal written by another search (config, data or plan changed).
+
+    The message says what changed; for the data, which role (X, y, groups,
+    sample_weight) and whether its shape, dtype or only its values differ.
+    """
     if header is None:
         raise ConfigError(f"{path}: journal has no header; cannot resume from it")
-    for key, what in (
-        ("config_hash", "the config file changed"),
-        ("data_fingerprint", "the data changed"),
-        ("plan_hash", "the candidates or splits changed (seed the splitter/sampler with random_state to resume)"),
-    ):
-        if header.get(key) != expected.get(key):
-            raise ConfigError(
-                f"{path}: cannot resume: {what} since this journal was written (use --overwrite to start over)"
-            )
+    tail = " since this journal was written (use --overwrite to start over)"
+    if header.get("config_hash") != expected.get("config_hash"):
+        raise ConfigError(f"{path}: cannot resume: the config file changed{tail}")
+    if header.get("data_fingerprint") != expected.get("data_fingerprint"):
+        if "data" not in header:
+            what = "the journal predates full-data fingerprints (format 1); its data cannot be verified"
+        else:
+            from hpcml.data.fingerprint import what_changed
+
+            what = f"the data changed ({what_changed(header['data'], expected.get('data') or {})})"
+        raise ConfigError(f"{path}: cannot resume: {what}{tail}")
+    if header.get("plan_hash") != expected.get("plan_hash"):
+        raise ConfigError(
+            f"{path}: cannot resume: the candidates or splits changed (seed the splitter/sampler with "
+            f"random_state to resume){tail}"
+        )

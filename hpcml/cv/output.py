@@ -11,10 +11,11 @@ import io
 import json
 import math
 import os
-import tempfile
 from typing import Any
 
 import numpy as np
+
+from hpcml.atomicio import atomic_write as _atomic_write
 
 CV_RESULTS_JSON = "cv_results.json"
 CV_RESULTS_CSV = "cv_results.csv"
@@ -26,19 +27,8 @@ OUTPUT_FILES = (CV_RESULTS_JSON, CV_RESULTS_CSV, PARTIAL_JSON, BEST_JSON, BEST_M
 
 
 def atomic_write(path: str, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` via a temporary file and a rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``data`` to ``path`` via a temporary file and a rename (mode: 0666 less the umask)."""
+    _atomic_write(path, data)
 
 
 def to_json_value(value: Any) -> Any:

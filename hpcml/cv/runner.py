@@ -11,7 +11,6 @@ import json
 import os
 import platform
 import sys
-import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -30,7 +29,9 @@ from hpcml._compat import (
     _warn_or_raise_about_fit_failures,
     routed_score_params,
 )
-from hpcml._faults import inject
+from hpcml._faults import active as faults_active
+from hpcml._faults import hook as fault_hook
+from hpcml.cliargs import make_out_dir
 from hpcml.comm import HOST, idle_barrier, raise_if_any
 from hpcml.cv import output
 from hpcml.cv.config import SearchConfig, load_config
@@ -38,9 +39,12 @@ from hpcml.cv.engine import comm_params, evaluate, refit_alone, restore_comm_par
 from hpcml.cv.fitting import FitRaised, Problem
 from hpcml.cv.folds import choose
 from hpcml.cv.journal import Journal, check_header, read_journal
+from hpcml.cv.observer import RunObserver
 from hpcml.cv.plan import UnitIndex, broadcast, compute_splits
 from hpcml.cv.progress import Progress, best_so_far_score
 from hpcml.cv.reduce import best_candidate, build_cv_results
+from hpcml.cv.stages import check_target, check_units, checkpoint, make_candidates, oversubscription
+from hpcml.data.fingerprint import combined, fingerprints
 from hpcml.errors import EXIT_INCOMPLETE, ConfigError, DataError, RunError, UsageError
 from hpcml.signals import StopFlag
 from hpcml.threads import RankLayout, describe_layouts, limit_loaded_pools
@@ -104,23 +108,27 @@ def _scorer(config: SearchConfig) -> tuple[Any, list[str] | None]:
     return check_scoring(estimator, config.scoring), None
 
 
-def _load_data(config: SearchConfig, comm: MPI.Intracomm) -> tuple[dict[str, Any], dict[str, Any], str]:
+def _load_data(
+    config: SearchConfig, comm: MPI.Intracomm
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     from hpcml.data.h5 import H5Dataset
     from hpcml.data.shared import load_arrays
 
     d = config.data
     dataset = H5Dataset(d.path, X=d.X, y=d.y, groups=d.groups, sample_weight=d.sample_weight)
-    _agree(comm, inject, "load", comm.Get_rank())
+    if faults_active():  # tests only: no extra collective on a normal run
+        load_fault = fault_hook("load", comm.Get_rank())
+        _agree(comm, load_fault if load_fault is not None else (lambda: None))
     arrays, info = load_arrays(dataset, comm)
 
-    def check() -> str:
+    def check() -> None:
         y = arrays.get("y")
         if y is not None and y.dtype.kind == "f" and np.isnan(y).any():
             raise DataError(f"{d.path}: dataset '{d.y}' (y) holds {int(np.isnan(y).sum())} NaN values")
-        return dataset.fingerprint()
 
-    fingerprint = broadcast(_agree(comm, check, root_only=True), comm)
-    return arrays, info, fingerprint
+    _agree(comm, check, root_only=True)
+    prints = _agree(comm, fingerprints, dict(arrays), comm)  # every byte, hashed by all ranks (resume)
+    return arrays, info, prints
 
 
 def _plan_hash(models: list[str], candidates: list[dict[str, Any]], splits: list[tuple[Any, Any]]) -> str:
@@ -135,7 +143,7 @@ def _plan_hash(models: list[str], candidates: list[dict[str, Any]], splits: list
 
 def _prepare_out(folder: str, opts: Options, header: dict[str, Any]) -> dict[int, dict[str, Any]]:
     """Rank 0: check the output folder; returns the units already done (``--resume``)."""
-    os.makedirs(folder, exist_ok=True)
+    make_out_dir(folder)
     present = [name for name in output.OUTPUT_FILES if os.path.exists(os.path.join(folder, name))]
     if opts.overwrite:
         for name in present:
@@ -191,8 +199,13 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
     """Run one search.  Collective over ``comm``; returns the exit status."""
     started = time.time()
     rank = comm.Get_rank()
+    stop = opts.stop if opts.stop is not None else StopFlag()
+    if opts.stop is None:
+        stop.install()
     limit_loaded_pools(layout)  # NumPy/SciPy are loaded now: enforce and record their pools
     config, config_path = _read_config(opts, comm)
+    _agree(comm, check_target, config)
+    checkpoint(stop, comm, "reading the config")
     if config.search.strategy == "halving":  # scikit-learn's successive halving, rung by rung
         from hpcml.cv.halving_run import run_halving
 
@@ -203,20 +216,16 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
         return run_async_halving(opts, comm, config, config_path, started)
     folder = opts.out or (os.path.join(opts.out or DEMO_OUT) if opts.demo else (config.out or DEFAULT_OUT))
     t0 = time.perf_counter()
-    arrays, data_info, fingerprint = _load_data(config, comm)
+    arrays, data_info, data_prints = _load_data(config, comm)
+    fingerprint = combined(data_prints)
     load_seconds = time.perf_counter() - t0
     X, y, groups = arrays["X"], arrays["y"], arrays.get("groups")
     fit_params = {"sample_weight": arrays["sample_weight"]} if arrays.get("sample_weight") is not None else {}
-
-    def make_candidates() -> list[tuple[str, dict[str, Any]]]:
-        out = []
-        for model in config.models:
-            out.extend((model.name, params) for params in model.candidates())
-        return out
-
-    candidates = broadcast(_agree(comm, make_candidates, root_only=True), comm)
+    checkpoint(stop, comm, "loading the data")
+    candidates = broadcast(_agree(comm, make_candidates, config, stop, root_only=True), comm)
     if not candidates:
         raise ConfigError(f"{config.source}: the search has no candidates")
+    checkpoint(stop, comm, "drawing the candidates")
     model_index = {m.name: i for i, m in enumerate(config.models)}
     classifier = any(is_classifier(m.estimator) for m in config.models)
     cv = _agree(comm, lambda: check_cv(config.cv, y, classifier=classifier))
@@ -229,6 +238,8 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
     splits = compute_splits(
         cv, X, y, groups, comm, convert=split_error, check_n_splits=True, split_everywhere=False
     )
+    _agree(comm, check_units, config, len(candidates), len(splits))
+    checkpoint(stop, comm, "computing the splits")
     scorer, scoring_names = _agree(comm, _scorer, config)
     with warnings.catch_warnings():
         if rank != 0:  # scikit-learn's warning about scorers without sample_weight: once
@@ -237,6 +248,9 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
             config.models[0].estimator, config.scoring, config.error_score, fit_params.get("sample_weight")
         )
     layouts = comm.gather(layout.as_dict(), root=0)
+    warning = oversubscription(layouts) if rank == 0 else None
+    if warning is not None:
+        print(f"hpcml: warning: {warning}", file=sys.stderr, flush=True)
     models_per_cand = [m for m, _ in candidates]
     params_per_cand = [p for _, p in candidates]
     if opts.dry_run:
@@ -249,6 +263,7 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
         "hpcml_version": __version__,
         "config_hash": config.hash,
         "data_fingerprint": fingerprint,
+        "data": data_prints,
         "plan_hash": _plan_hash(models_per_cand, params_per_cand, splits),
         "n_candidates": len(candidates),
         "n_splits": len(splits),
@@ -272,104 +287,34 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
     )
 
     plan = _Plan(config, folder, index, params_per_cand, models_per_cand, scoring_names, problem)
-    stop = opts.stop if opts.stop is not None else StopFlag()
-    if opts.stop is None:
-        stop.install()
-    journal = None
-    progress = None
-    lock = threading.Lock()
-    timers: list[threading.Timer] = []
-    finished: dict[int, dict[str, Any]] = dict(done)
-    metric = config.refit_metric
-    if rank == 0:
-        journal = _agree(comm, Journal, folder, header, root_only=True)
-        progress = Progress(len(index), len(done), len(splits), metric, enabled=not opts.quiet)
-        for unit, result in done.items():
-            cand = unit // len(splits)
-            progress.seed(cand, best_so_far_score(result, metric), models_per_cand[cand])
-    else:
-        _agree(comm, lambda: None, root_only=True)
-
-    def on_results(source: int, items: list[tuple[int, Any, float]]) -> None:
-        records = []
-        seen = []
-        with lock:
-            for unit, result, seconds in items:
-                cand, split = index.pair(unit)
-                finished[unit] = result
-                records.append(
-                    {
-                        "unit": unit,
-                        "cand": cand,
-                        "split": split,
-                        "model": models_per_cand[cand],
-                        "params": params_per_cand[cand],
-                        **result,
-                        "rank": source,
-                        "host": host_of[source],
-                        "seconds": seconds,
-                        "time": time.time(),
-                    }
-                )
-                seen.append((cand, best_so_far_score(result, metric), models_per_cand[cand]))
-            assert journal is not None and progress is not None
-            journal.append(records)
-            progress.update(seen)
-
     host_of = comm.allgather(HOST)
-
-    def abandon() -> None:
-        # The grace period is over and units are still running: keep what is
-        # finished (journal, partial results) and end every rank with status 3.
-        with lock:
-            if journal is not None:
-                journal.sync()
-            _write_partial(plan, finished)
-        print(
-            f"hpcml: stopped by signal {stop.signum}: {len(finished)}/{len(index)} units finished; "
-            f"units still running after the {opts.grace:g} s grace period are lost; continue with --resume",
-            file=sys.stderr,
-            flush=True,
-        )
-        comm.Abort(EXIT_INCOMPLETE)
-
-    if rank == 0:
-
-        def start_grace_timer() -> None:
-            timer = threading.Timer(max(opts.grace, 0.0), abandon)
-            timer.daemon = True
-            timers.append(timer)
-            timer.start()
-
-        stop.on_first(start_grace_timer)
-
-    deadline = _deadline(opts, started)
-
+    observer = _agree(comm, _open_observer, plan, header, done, host_of, opts, root_only=True)
+    if observer is not None:
+        observer.watch(stop, opts.grace, len(index), comm)
+        plan.observer = observer
     try:
         evaluation = evaluate(
             problem,
             comm,
             done=done if rank == 0 else None,
-            on_results=on_results if rank == 0 else None,
+            on_results=observer.on_results if observer is not None else None,
             should_stop=(lambda: bool(stop)) if rank == 0 else None,
-            deadline=deadline,
+            deadline=_deadline(opts, started),
             fold_copies=config.fold_copies,
         )
     except FitRaised as exc:
-        if rank == 0 and journal is not None:
-            journal.close()
-        raise _fit_raised_error(exc, comm) from None
+        if observer is not None:
+            observer.close()
+            observer.journal.close()
+        raise _fit_raised_error(exc, config.error_score) from None
     finally:
-        for timer in timers:  # the units finished in time: no abandonment
-            timer.cancel()
-        if rank == 0 and journal is not None:
-            journal.sync()
+        if observer is not None:
+            observer.units_over()
 
     status, error = 0, None
-    if rank == 0:
-        assert journal is not None and progress is not None
-        journal.close()
-        progress.finish()
+    if observer is not None:
+        observer.journal.close()
+        observer.progress.finish()
         try:
             static_info = {
                 "config": os.path.abspath(config_path),
@@ -388,6 +333,8 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
             status = _finish(opts, plan, evaluation, static_info, started, stop, len(done))
         except Exception as exc:  # noqa: BLE001 - agreed below
             error = exc
+        finally:
+            observer.close()
     idle_barrier(comm)
     raise_if_any(comm, error)
     return int(comm.bcast(status, root=0))
@@ -408,9 +355,13 @@ def _deadline(opts: Options, started: float) -> float | None:
     return None
 
 
-def _fit_raised_error(exc: FitRaised, comm: MPI.Intracomm) -> Exception:
+def _fit_raised_error(exc: FitRaised, error_score: Any) -> Exception:
     original = exc.original
-    error = RuntimeError(f"a fit raised with error_score='raise': {type(original).__name__}: {original}")
+    if error_score == "raise":
+        what = "a fit raised with error_score='raise'"
+    else:  # e.g. a multi-metric scorer on an estimator without predict: scikit-learn raises whatever error_score
+        what = f"a unit raised (error_score={error_score!r} does not cover this error; scikit-learn raises it too)"
+    error = RuntimeError(f"{what}: {type(original).__name__}: {original}")
     error.agreed = True  # type: ignore[attr-defined]
     error.remote_traceback = exc.tb  # type: ignore[attr-defined]  # printed once, by rank 0
     return error
@@ -427,6 +378,25 @@ class _Plan:
     models: list[str]
     scoring_names: list[str] | None
     problem: Problem
+    observer: RunObserver | None = None
+
+
+def _open_observer(
+    plan: _Plan, header: dict[str, Any], done: dict[int, dict[str, Any]], host_of: list[str], opts: Options
+) -> RunObserver:
+    """Rank 0: the journal (new or resumed), the progress line and the observer feeding both."""
+    index, models, params, metric = plan.index, plan.models, plan.params, plan.config.refit_metric
+    journal = Journal(plan.folder, header)
+    progress = Progress(len(index), len(done), index.n_splits, metric, enabled=not opts.quiet)
+    for unit, result in done.items():
+        cand = unit // index.n_splits
+        progress.seed(cand, best_so_far_score(result, metric), models[cand])
+
+    def describe(unit: int) -> tuple[int, int, str, dict[str, Any]]:
+        cand, split = index.pair(unit)
+        return cand, split, models[cand], params[cand]
+
+    return RunObserver(journal, progress, describe, dict(done), lambda fin: _write_partial(plan, fin), host_of, metric)
 
 
 def _finish(
@@ -490,6 +460,8 @@ def _finish(
     output.write_json(folder, output.BEST_JSON, best)
     refit_error = None
     if config.refit and failure is None:
+        if plan.observer is not None:
+            plan.observer.refit_starts()
         cand = best["best_index"]
         template, cand_params = problem.candidates[cand]
         # The model as configured (the engine gave problem.estimators comm="self").

@@ -41,6 +41,7 @@ from hpcml.comm import raise_if_any, resolve_comm
 from hpcml.cv.engine import comm_params, evaluate, refit_alone, restore_comm_params, user_estimator
 from hpcml.cv.fitting import FitRaised, Problem, check_error_score
 from hpcml.cv.plan import broadcast, compute_splits
+from hpcml.cv.stages import check_same_data
 
 if TYPE_CHECKING:  # pragma: no cover
     from mpi4py import MPI
@@ -143,6 +144,7 @@ class _MPISearchMixin:
         """
         comm = resolve_comm(self.comm)
         X, y, params = _resolve_data(X, y, params, comm)
+        check_same_data(comm, X, y)
         check_error_score(self.error_score)
         scorers, refit_metric = self._get_scorers()
         X, y = indexable(X, y)
@@ -435,6 +437,7 @@ def cross_validate(
     _check_groups_routing_disabled(groups)
     check_error_score(error_score)
     X, y = indexable(X, y)
+    check_same_data(comm, X, y)
     cv = check_cv(cv, y, classifier=is_classifier(estimator))
     if scoring is None or isinstance(scoring, str) or callable(scoring):
         scorers = check_scoring(estimator, scoring=scoring)

@@ -11,18 +11,14 @@ import json
 import sys
 from typing import Any
 
+from hpcml.cliargs import Parser, parse_once
 from hpcml.errors import UsageError
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m hpcml.data``."""
-    p = _Parser(prog="python -m hpcml.data", description="HDF5 data sets for hpcml.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = Parser(prog="python -m hpcml.data", description="HDF5 data sets for hpcml.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     c = sub.add_parser("convert", help="convert .npy/.npz/.csv/.svmlight to hpcml HDF5 (streaming)")
     c.add_argument("input")
@@ -32,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--chunk-rows", type=int, default=None, help="rows per HDF5 chunk (default ~4 MiB)")
     c.add_argument("--format", dest="fmt", default=None, choices=["npy", "npz", "csv", "svmlight"])
     c.add_argument("--block-rows", type=int, default=65536, help="rows read per block (bounds memory)")
+    c.add_argument("--header", default="auto", choices=["auto", "yes", "no"],
+                   help="CSV first line names the columns (auto: a non-number field, or exactly 0,1,...,n-1)")
     c.add_argument("--no-progress", action="store_true")
 
     s = sub.add_parser("synth", help="generate a synthetic data set in parallel (mpiexec -n N)")
@@ -55,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; returns the exit status."""
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    args = parse_once(build_parser(), sys.argv[1:] if argv is None else argv)
     if args.command == "convert":
         return _convert(args)
     if args.command == "synth":
@@ -77,7 +75,8 @@ def _convert(args: Any) -> int:
     except TypeError:
         raise UsageError(f"--dtype: unknown type '{args.dtype}'") from None
     result = convert(args.input, args.output, target=args.target, dtype=dtype, chunk_rows=args.chunk_rows,
-                     fmt=args.fmt, block_rows=args.block_rows, progress=False if args.no_progress else None)
+                     fmt=args.fmt, block_rows=args.block_rows, progress=False if args.no_progress else None,
+                     header=args.header)
     kind = "sparse " if result["sparse"] else ""
     print(f"wrote {args.output}: {result['rows']} x {result['features']} {kind}({result['format']} input)")
     return 0

@@ -8,6 +8,7 @@ memory-map them, so one member is loaded at a time).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import sys
@@ -16,6 +17,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from hpcml.atomicio import atomic_path
 from hpcml.data.h5 import DatasetWriter
 from hpcml.errors import DataError, UsageError
 
@@ -92,6 +94,7 @@ def convert(
     fmt: str | None = None,
     block_rows: int = BLOCK_ROWS,
     progress: bool | None = None,
+    header: str = "auto",
 ) -> dict[str, Any]:
     """Convert ``src`` to an HDF5 file ``dst`` in hpcml's layout, streaming.
 
@@ -117,6 +120,10 @@ def convert(
         Rows read per block (bounds memory).
     progress : bool, optional
         Force the progress bar on or off (default: only on a terminal).
+    header : {"auto", "yes", "no"}
+        Whether a CSV's first line names the columns.  ``"auto"``: it does if a
+        field is not a number, or if the fields are exactly ``0,1,...,n-1`` (the
+        column names ``pandas.DataFrame(X).to_csv(index=False)`` writes).
 
     Returns
     -------
@@ -129,20 +136,33 @@ def convert(
     dtype = np.dtype(dtype) if dtype is not None else None
     if dtype is not None and dtype.kind != "f":
         raise UsageError(f"--dtype must be a float type, got {dtype}")
+    if header not in ("auto", "yes", "no"):
+        raise UsageError(f"--header must be auto, yes or no, got '{header}'")
+    if header != "auto" and kind != "csv":
+        raise UsageError(f"--header applies to CSV input only, not {kind}")
+    _check_output(src, dst)
+    source = f"hpcml.data convert {os.path.basename(src)} ({kind})"
+    func = {"npy": _convert_npy, "npz": _convert_npz, "csv": _convert_csv, "svmlight": _convert_svmlight}[kind]
+    if kind == "csv":
+        func = functools.partial(_convert_csv, header=header)
+    # Written beside dst under a temporary name and renamed at the end: a failed
+    # or killed conversion leaves an existing dst (or anything else) untouched.
+    with atomic_path(dst) as tmp:
+        result = func(src, tmp, target=target, dtype=dtype, chunk_rows=chunk_rows, block_rows=block_rows,
+                      progress=progress, source=source)
+    result["format"] = kind
+    return result
+
+
+def _check_output(src: str, dst: str) -> None:
+    """Refuse an output that is the input (by any name), a directory, or in a missing folder."""
+    if os.path.isdir(dst):
+        raise DataError(f"{dst}: output is a directory; give a file name such as {os.path.join(dst, 'data.h5')}")
     parent = os.path.dirname(os.path.abspath(dst))
     if not os.path.isdir(parent):
         raise DataError(f"{dst}: directory {parent} does not exist")
-    source = f"hpcml.data convert {os.path.basename(src)} ({kind})"
-    func = {"npy": _convert_npy, "npz": _convert_npz, "csv": _convert_csv, "svmlight": _convert_svmlight}[kind]
-    try:
-        result = func(src, dst, target=target, dtype=dtype, chunk_rows=chunk_rows, block_rows=block_rows,
-                      progress=progress, source=source)
-    except BaseException:
-        if os.path.exists(dst):
-            os.unlink(dst)
-        raise
-    result["format"] = kind
-    return result
+    if os.path.exists(dst) and os.path.samefile(src, dst):
+        raise DataError(f"{dst}: output is the input file; convert would destroy it (choose another name)")
 
 
 def _column_index(target: str, names: list[str] | None, n_cols: int, src: str) -> int:
@@ -165,11 +185,18 @@ def _split_target(block: np.ndarray, col: int | None) -> tuple[np.ndarray, np.nd
     return block[:, keep], block[:, col]
 
 
+#: Integral float targets are stored as int64 only inside this range (beyond it they stay float64).
+_INT64_LIMIT = 2.0**63
+
+
 def _y_dtype(values: np.ndarray) -> np.dtype:
-    """Integers stay integers (class labels), anything else float64."""
+    """Integers stay integers (class labels) when int64 holds them, anything else float64."""
     if values.dtype.kind in "iub":
+        if values.dtype.kind == "u" and values.size and int(values.max()) >= 2**63:
+            return np.dtype(np.float64)
         return np.dtype(np.int64)
-    if values.dtype.kind == "f" and values.size and np.all(np.isfinite(values)) and np.all(values == np.round(values)):
+    if (values.dtype.kind == "f" and values.size and np.all(np.isfinite(values))
+            and np.all(values == np.round(values)) and np.all(np.abs(values) < _INT64_LIMIT)):
         return np.dtype(np.int64)
     return np.dtype(np.float64)
 
@@ -192,7 +219,8 @@ def _convert_npy(src: str, dst: str, *, target: str | None, dtype: np.dtype, chu
     n_features = arr.shape[1] - (col is not None)
     y_dtype = None
     if col is not None:
-        y_dtype = np.dtype(np.int64) if arr.dtype.kind in "iub" else np.dtype(np.float64)
+        wide_unsigned = arr.dtype.kind == "u" and arr.dtype.itemsize == 8  # may exceed int64: checked per block
+        y_dtype = np.dtype(np.int64) if arr.dtype.kind in "iub" and not wide_unsigned else np.dtype(np.float64)
     rows = _block_for(n_features, dtype, block_rows)
     bar = Progress(arr.shape[0], "convert", enabled=progress)
     integral = True
@@ -229,24 +257,32 @@ def _convert_npz(src: str, dst: str, *, target: str | None, dtype: np.dtype, chu
         if xkey is None:
             raise DataError(f"{src}: no array named 'X' (or 'arr_0'); found {', '.join(keys) or 'nothing'}")
         ykey = "y" if "y" in keys else ("arr_1" if "arr_1" in keys else None)
-        X = npz[xkey]
+        X = _member(npz, xkey, src)
         if X.ndim != 2:
             raise DataError(f"{src}: X must be 2-D, got shape {X.shape}")
         if X.dtype.kind not in "biuf":
             raise DataError(f"{src}: X is not numeric (dtype {X.dtype})")
         if X.shape[0] == 0 or X.shape[1] == 0:
             raise DataError(f"{src}: X is empty (shape {X.shape})")
-        extras = {k: npz[k] for k in ("groups", "sample_weight") if k in keys}
-        y = npz[ykey] if ykey is not None else None
+        extras = {k: _member(npz, k, src) for k in ("groups", "sample_weight") if k in keys}
+        y = _member(npz, ykey, src) if ykey is not None else None
         if y is None and target is not None:
             col = _column_index(target, None, X.shape[1], src)
             X, y = _split_target(X, col)
-        names = npz["feature_names"] if "feature_names" in keys else None
+        names = _member(npz, "feature_names", src) if "feature_names" in keys else None
         for name, arr in (("y", y), *extras.items()):
             if arr is not None and len(arr) != X.shape[0]:
                 raise DataError(f"{src}: X has {X.shape[0]} rows but {name} has {len(arr)}")
     write_dataset(dst, X, y, chunk_rows=chunk_rows, dtype=dtype, feature_names=names, source=source, **extras)
     return {"rows": int(X.shape[0]), "features": int(X.shape[1]), "sparse": False}
+
+
+def _member(npz: Any, key: str, src: str) -> np.ndarray:
+    """One array of an ``.npz``; object (pickled) arrays are refused, never unpickled."""
+    try:
+        return npz[key]
+    except ValueError as exc:
+        raise DataError(f"{src}: array '{key}' cannot be read without unpickling ({_short(exc)})") from None
 
 
 def _parse_csv_block(lines: list[str], src: str, first_line: int, n_cols: int) -> np.ndarray:
@@ -264,17 +300,20 @@ def _short(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _looks_like_header(fields: list[str]) -> bool:
+def _looks_like_header(fields: list[str], header: str = "auto") -> bool:
+    """``header`` "yes"/"no" decide; "auto": a non-number field, or exactly ``0,1,...,n-1`` (pandas' names)."""
+    if header != "auto":
+        return header == "yes"
     for f in fields:
         try:
             float(f)
         except ValueError:
             return f.strip() != ""
-    return False
+    return len(fields) > 1 and fields == [str(i) for i in range(len(fields))]
 
 
 def _convert_csv(src: str, dst: str, *, target: str | None, dtype: np.dtype, chunk_rows: int | None,
-                 block_rows: int, progress: bool | None, source: str) -> dict[str, Any]:
+                 block_rows: int, progress: bool | None, source: str, header: str = "auto") -> dict[str, Any]:
     dtype = np.dtype(np.float64) if dtype is None else dtype
     size = os.path.getsize(src)
     bar = Progress(size, "convert", enabled=progress)
@@ -285,7 +324,7 @@ def _convert_csv(src: str, dst: str, *, target: str | None, dtype: np.dtype, chu
         if not first:
             raise DataError(f"{src}: file is empty")
         fields = [f.strip().strip('"') for f in first.rstrip("\r\n").split(",")]
-        names = fields if _looks_like_header(fields) else None
+        names = fields if _looks_like_header(fields, header) else None
         pending = [] if names is not None else [first]
         n_cols = len(fields)
         if n_cols < 2 and target is not None:

@@ -127,9 +127,15 @@ class H5Dataset:
         name = self.names[role]
         if name is None:
             raise DataError(f"{self.path}: no dataset named for role {role}")
-        if name not in fh:
-            raise DataError(f"{self.path}: dataset '{name}' ({role}) not found")
-        node = fh[name]
+        try:
+            present = name in fh
+            node = fh[name] if present else None
+        except (KeyError, OSError, RuntimeError, ValueError) as exc:  # dangling external link, soft-link loop
+            raise DataError(f"{self.path}: dataset '{name}' ({role}) cannot be opened ({_first_line(exc)})") from None
+        if node is None:
+            link = fh.get(name, getlink=True)
+            what = f" (a {type(link).__name__} to a missing target)" if link is not None else ""
+            raise DataError(f"{self.path}: dataset '{name}' ({role}) not found{what}")
         if role == "X" and is_sparse_group(node):
             return node
         if not isinstance(node, h5py.Dataset):
@@ -171,6 +177,7 @@ class H5Dataset:
                             f"{self.path}: '{name}/indptr' has {node['indptr'].shape[0]} entries, "
                             f"expected {shape[0] + 1} for {shape[0]} rows"
                         )
+                    _check_csr(node, self.path, name, shape)
                     info["sparse"] = True
                 else:
                     shape, dtype = node.shape, node.dtype
@@ -347,6 +354,38 @@ class H5Dataset:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+#: Entries of ``indices``/``indptr`` checked per block by :func:`_check_csr`.
+_CHECK_BLOCK = 1 << 22
+
+
+def _check_csr(node: h5py.Group, path: str, name: str | None, shape: tuple[int, int]) -> None:
+    """Reject a CSR group scipy/sklearn would crash on or misread: bad indptr, indices outside the columns."""
+    where = f"{path}: sparse group '{name}' (X)"
+    indptr_ds, indices_ds = node["indptr"], node["indices"]
+    nnz = int(node["data"].shape[0])
+    if indices_ds.shape != (nnz,):
+        raise DataError(f"{where}: 'indices' has {indices_ds.shape[0]} entries but 'data' has {nnz}")
+    last = 0
+    for start in range(0, indptr_ds.shape[0], _CHECK_BLOCK):
+        block = indptr_ds[start : start + _CHECK_BLOCK].astype(np.int64)
+        if start == 0 and block[0] != 0:
+            raise DataError(f"{where}: 'indptr' must start at 0, got {int(block[0])}")
+        steps = np.diff(np.concatenate(([last], block)))
+        if np.any(steps < 0):
+            row = start + int(np.flatnonzero(steps < 0)[0]) - 1
+            raise DataError(f"{where}: 'indptr' decreases at row {row}")
+        last = int(block[-1])
+    if last != nnz:
+        raise DataError(f"{where}: 'indptr' ends at {last} but there are {nnz} stored values")
+    for start in range(0, nnz, _CHECK_BLOCK):
+        block = indices_ds[start : start + _CHECK_BLOCK]
+        bad = (block < 0) | (block >= shape[1])
+        if np.any(bad):
+            value = int(block[np.flatnonzero(bad)[0]])
+            raise DataError(f"{where}: column index {value} outside [0, {shape[1]}) at entry "
+                            f"{start + int(np.flatnonzero(bad)[0])}")
 
 
 def _sparse_shape(node: h5py.Group, path: str, name: str | None) -> tuple[int, int]:

@@ -20,14 +20,16 @@ import time
 import warnings
 from typing import Any
 
-from hpcml.errors import ConfigError
+from hpcml.atomicio import atomic_path, atomic_write
+from hpcml.cliargs import Parser, check_out, launch_rank, make_out_dir, parse_once
+from hpcml.errors import ConfigError, UsageError
 
 PROG = "python -m hpcml.sgd"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog=PROG,
         description="Synchronous data-parallel SGD (allreduce) on HDF5 shards; run under mpiexec.",
     )
@@ -38,25 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace``."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Write ``data`` to ``path`` through a temporary file and ``os.replace`` (mode: 0666 less the umask)."""
+    atomic_write(path, data)
 
 
 def _write_with(path: str, writer: Any) -> None:
     """Call ``writer(tmp_path)`` and move the result to ``path`` atomically."""
-    base, ext = os.path.splitext(path)
-    tmp = f"{base}.tmp{os.getpid()}{ext}"
-    try:
+    with atomic_path(path) as tmp:
         writer(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def make_demo(out_dir: str, n_samples: int = 20000, n_features: int = 20) -> tuple[str, str]:
@@ -162,7 +153,13 @@ def plot_history(history: list[dict[str, Any]], path: str) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (see :mod:`hpcml.errors`)."""
-    args = build_parser().parse_args(argv)
+    args = parse_once(build_parser(), argv)
+    try:
+        check_out(args.out)
+    except UsageError:
+        if launch_rank() != 0:  # printed once, by rank 0
+            raise SystemExit(2) from None
+        raise
     from mpi4py import MPI
 
     from hpcml.comm import idle_barrier, raise_if_any
@@ -194,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     err = None
     try:
         if rank == 0:
-            os.makedirs(out_dir, exist_ok=True)
+            make_out_dir(out_dir)
             if args.demo:
                 cfg.data_path, cfg.test_path = make_demo(out_dir)
                 cfg.X, cfg.y = "X", "y"

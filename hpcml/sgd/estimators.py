@@ -41,6 +41,22 @@ class InvalidData(DataError, ValueError):
     """Unusable training data (a :class:`~hpcml.errors.DataError` that is also a ``ValueError``)."""
 
 
+def _everywhere(exc: Exception) -> Exception:
+    """Mark an error that every rank raises from the same gathered facts: printed once (by rank 0)."""
+    exc.agreed = True  # type: ignore[attr-defined]  # read by hpcml.comm.run_guarded
+    return exc
+
+
+def _check_labels(y: Any, where: str) -> None:
+    """scikit-learn's classification-target check, as one :class:`InvalidData` line naming the data."""
+    try:
+        check_classification_targets(y)
+    except ValueError as exc:
+        first = str(exc).split(". ")[0]
+        raise InvalidData(f"{where}: {first}; a classifier needs class labels (use a regressor for a "
+                          "continuous target)") from None
+
+
 class FitDiverged(InvalidData):
     """The loss or the weights became NaN or infinite (learning rate too large for the data's scale)."""
 
@@ -165,7 +181,7 @@ class _BaseSGD(BaseEstimator):
             where = f"{X.path}: rows {start}:{stop}"
             self._check_finite(Xl, yl, where)
             if self._is_classifier:
-                check_classification_targets(yl)
+                _check_labels(yl, where)
             if wl is not None:
                 wl = self._check_weights(wl, Xl, where)
             for attr in ("feature_names_in_",):
@@ -190,7 +206,7 @@ class _BaseSGD(BaseEstimator):
         except ValueError as exc:
             raise InvalidData(str(exc)) from None
         if self._is_classifier:
-            check_classification_targets(ya)
+            _check_labels(ya, "y")
         wa = None if sample_weight is None else self._check_weights(sample_weight, Xa, "sample_weight")
         if sharded:
             return Xa, ya, wa, -1, -1, Xa.shape[1]
@@ -238,23 +254,25 @@ class _BaseSGD(BaseEstimator):
         info = comm.allgather((Xl.shape[0], d, n, start, wl is not None, self._agreed_params()))
         differ = sorted({k for i in info for k, v in i[5] if dict(info[0][5]).get(k) != v})
         if differ:
-            raise ValueError(
+            raise _everywhere(ValueError(
                 f"{type(self).__name__} has different parameters on different ranks ({', '.join(differ)}); "
                 "every rank of comm must fit the same estimator"
-            )
+            ))
         if len({i[4] for i in info}) != 1:
-            raise InvalidData("sample_weight was given on some ranks but not on others")
+            raise _everywhere(InvalidData("sample_weight was given on some ranks but not on others"))
         dims = {i[1] for i in info}
         if len(dims) != 1:
-            raise InvalidData(f"ranks disagree on the number of features: {sorted(dims)}")
+            raise _everywhere(InvalidData(f"ranks disagree on the number of features: {sorted(dims)}"))
         if sharded:
             counts = [i[0] for i in info]
             n = int(sum(counts))
             start = int(sum(counts[:rank]))
             if n < 2:
-                raise InvalidData(f"need at least 2 samples over all ranks, got {n}")
+                raise _everywhere(InvalidData(f"need at least 2 samples over all ranks, got {n}"))
         elif len({i[2] for i in info}) != 1:
-            raise InvalidData("ranks were given data sets of different lengths (give every rank the same arrays)")
+            raise _everywhere(
+                InvalidData("ranks were given data sets of different lengths (give every rank the same arrays)")
+            )
         stop = start + Xl.shape[0]
         return Xl, yl, wl, n, start, stop, d
 
@@ -679,8 +697,8 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
         Xl, yl, wl, n, start, stop, d = self._fit_setup(comm, X, y, sample_weight, sharded)
         labels = comm.allgather(np.unique(yl))
         classes = np.unique(np.concatenate(labels))
-        if classes.shape[0] < 2:
-            raise InvalidData(f"the data has a single class {classes.tolist()}; need at least 2")
+        if classes.shape[0] < 2:  # every rank sees the same classes: raised everywhere, printed once
+            raise _everywhere(InvalidData(f"the data has a single class {classes.tolist()}; need at least 2"))
         idx = np.searchsorted(classes, yl)
         k = L.n_outputs(self.loss, classes.shape[0])
         T = L.encode_target(self.loss, idx, classes.shape[0], dtype=Xl.dtype)
