@@ -1,0 +1,63 @@
+"""scikit-learn's own test files, run against hpcml's classes under ``mpiexec -n 1`` and ``-n 2``.
+
+Each file is copied from the installed scikit-learn at test time with one added
+line that swaps hpcml's classes in (tests/sklearn_suites.py).  The unmodified copy
+is run once (plain pytest) for the reference counts: with hpcml every rank must
+pass exactly as many tests, with no failure and no error.  The 4-rank run is not in
+CI (time); run it by hand with ``HPCML_SKLEARN_SUITE_RANKS=4``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from sklearn_suites import prepare_suite, run_suite
+
+SUITES = {
+    "search": (
+        "model_selection/tests/test_search.py",
+        "from hpcml import GridSearchCV, RandomizedSearchCV",
+    ),
+    "validation": (
+        "model_selection/tests/test_validation.py",
+        "from hpcml import cross_validate, cross_val_score, cross_val_predict, validation_curve, learning_curve",
+    ),
+}
+
+RANKS = [int(n) for n in os.environ.get("HPCML_SKLEARN_SUITE_RANKS", "1,2").split(",")]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """Counts of every unmodified copy (computed once per session)."""
+    counts = {}
+
+    def get(name):
+        if name not in counts:
+            relative, _ = SUITES[name]
+            path = prepare_suite(tmp_path_factory.mktemp(f"sk-{name}-orig"), relative, swap=None)
+            result = run_suite(path, n=None, timeout=1200)
+            assert result.returncode == 0 and result.failed == 0, result.summary()
+            counts[name] = result
+        return counts[name]
+
+    return get
+
+
+@pytest.mark.parametrize("n", RANKS)
+@pytest.mark.parametrize("name", sorted(SUITES))
+def test_sklearn_suite_passes_with_hpcml(name, n, tmp_path, reference):
+    ref = reference(name)
+    relative, swap = SUITES[name]
+    path = prepare_suite(tmp_path, relative, swap=swap)
+    assert swap in path.read_text()
+    result = run_suite(path, n=n, timeout=1500)
+    assert result.failed_ids == [], result.summary()
+    assert result.returncode == 0, result.summary()
+    assert len(result.ranks) == n
+    for rank, counts in enumerate(result.ranks):
+        for key in ("passed", "skipped", "xfailed", "xpassed"):
+            assert counts[key] == ref.count(key), (rank, key, counts, ref.ranks[0])
