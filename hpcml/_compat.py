@@ -49,17 +49,14 @@ def check_sample_weight(sample_weight: Any, X: Any, dtype: Any) -> Any:
     return _check_sample_weight(sample_weight, X, dtype=dtype)
 
 
-def run_search(search: Any, evaluate_candidates: Any, X: Any, y: Any) -> None:
-    """Call ``search._run_search`` with the callback context newer scikit-learn wants."""
+def run_search(search: Any, evaluate_candidates: Any, root: Any) -> None:
+    """Call ``search._run_search``, with the root callback context when it takes one (scikit-learn >= 1.9)."""
     from inspect import signature
 
-    if "callback_ctx" not in signature(search._run_search).parameters:
+    if root is None or "callback_ctx" not in signature(search._run_search).parameters:
         search._run_search(evaluate_candidates)
         return
-    root = search._init_callback_context(max_subtasks=1 + (search.refit is not False))
-    root.call_on_fit_task_begin(estimator=search, X=X, y=y)
     search._run_search(evaluate_candidates, callback_ctx=root)
-    root.call_on_fit_task_end(estimator=search, X=X, y=y)
 
 
 def routed_score_params(estimator: Any, scoring: Any, error_score: Any, sample_weight: Any) -> dict[str, Any]:
