@@ -14,9 +14,14 @@ from sklearn.model_selection._search import BaseSearchCV
 from sklearn.model_selection._validation import (  # noqa: F401
     _aggregate_score_dicts,
     _check_groups_routing_disabled,
+    _check_is_permutation,
+    _enforce_prediction_order,
+    _fit_and_predict,
+    _incremental_fit_estimator,
     _insert_error_scores,
     _normalize_score_results,
     _score,
+    _translate_train_sizes,
     _warn_or_raise_about_fit_failures,
 )
 from sklearn.utils._metadata_requests import (  # noqa: F401
@@ -27,6 +32,11 @@ from sklearn.utils._metadata_requests import (  # noqa: F401
 )
 from sklearn.utils.metaestimators import _safe_split  # noqa: F401
 from sklearn.utils.validation import _check_method_params  # noqa: F401
+
+
+def sklearn_constraints(function: Any) -> dict[str, Any]:
+    """The parameter constraints scikit-learn's ``validate_params`` gave a public function."""
+    return dict(function._skl_parameter_constraints)
 
 
 def validate_data(estimator: Any, X: Any, y: Any = "no_validation", *, reset: bool = True, **check_params: Any) -> Any:

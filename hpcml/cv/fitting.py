@@ -46,6 +46,8 @@ class Problem:
     verbose: int = 0
     #: ``cv_results_`` order of the candidates' parameters, for verbose messages (None: cross_validate)
     show_params: bool = True
+    #: ``[CV k/n]`` progress in verbose messages (None: as ``show_params``; validation_curve shows params only)
+    show_progress: bool | None = None
     #: scikit-learn callbacks of the search (:class:`hpcml.cv.callbacks.UnitCallbacks`), or None
     callbacks: Any = None
 
@@ -338,7 +340,8 @@ def _progress_and_params(problem: Problem, cand: int, split: int) -> tuple[str, 
     """The ``[CV{progress}]`` part and the parameters text of scikit-learn's ``_fit_and_score`` lines."""
     verbose = problem.verbose
     progress = ""
-    if verbose > 2 and problem.show_params:  # cross_validate gives no split/candidate progress
+    show_progress = problem.show_params if problem.show_progress is None else problem.show_progress
+    if verbose > 2 and show_progress:  # cross_validate gives no split/candidate progress
         progress = f" {split + 1}/{problem.n_splits}"
         if verbose > 9:
             progress += f"; {cand + 1}/{problem.n_candidates}"
