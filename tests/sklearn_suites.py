@@ -166,7 +166,8 @@ def run_suite(
     workdir = test_file.parent
     for old in workdir.glob("rank-*.json"):
         old.unlink()
-    cmd = [PYTHON, "-m", "pytest", "-q", "-rfE", "--rootdir", str(workdir), "-c", str(workdir / "pytest.ini")]
+    cmd = [PYTHON, "-m", "pytest", "-q", "-rfE", "--durations=10", "--rootdir", str(workdir)]
+    cmd += ["-c", str(workdir / "pytest.ini")]
     cmd += [*pytest_args, str(test_file)]
     if n is not None:
         cmd = [mpiexec_path(), "-n", str(n), *cmd]
