@@ -17,7 +17,18 @@ from typing import TYPE_CHECKING, Any
 from sklearn.base import clone
 
 from hpcml._faults import inject
-from hpcml.cv.fitting import LINES_KEY, FitRaised, FoldCache, Problem, fit_and_score, print_lines, serial_estimator
+from hpcml.cv.fitting import (
+    LINES_KEY,
+    WARNINGS_KEY,
+    FitRaised,
+    FoldCache,
+    Problem,
+    captured_warnings,
+    fit_and_score,
+    print_lines,
+    serial_estimator,
+    show_warnings,
+)
 from hpcml.cv.folds import FoldPlan, NodeFolds, choose, split_rows
 from hpcml.cv.plan import UnitIndex, broadcast, unit_order
 from hpcml.cv.schedule import ScheduleReport, UnitQueue, run_units
@@ -106,7 +117,12 @@ def evaluate(
     def work(unit: int) -> dict[str, Any]:
         inject("unit", rank)
         cand, split = index.pair(unit)
-        return fit_and_score(problem, cache, cand, split)
+        if not problem.collect_warnings:
+            return fit_and_score(problem, cache, cand, split)
+        result, shown = captured_warnings(fit_and_score, problem, cache, cand, split)
+        if shown:
+            result[WARNINGS_KEY] = shown
+        return result
 
     costs: dict[int, list[float]] = {}
     for unit, result in done.items():
@@ -180,6 +196,8 @@ def evaluate(
                 result.pop(LINES_KEY, None)
     if problem.return_estimator:
         _restore_unit_comms(out, index, problem.candidates, user_estimators)
+    if problem.collect_warnings:
+        show_unit_warnings(out, comm)
     return Evaluation(
         out=out,
         complete=all(item is not None for item in out),
@@ -187,6 +205,25 @@ def evaluate(
         fold_cache={"hits": cache.hits, "misses": cache.misses},
         folds={**fold_plan.as_dict(), "phases": phases},
     )
+
+
+def show_unit_warnings(out: list[Any], comm: MPI.Intracomm) -> None:
+    """Show on this rank the warnings every unit of ``out`` showed, and drop them from the results.
+
+    Collective: a warning an ``"error"`` filter turns into an exception raises on every rank.
+    """
+    from hpcml.comm import raise_if_any
+
+    registry: dict[Any, Any] = {}
+    error = None
+    for result in out:
+        shown = result.pop(WARNINGS_KEY, None) if isinstance(result, dict) else None
+        if shown and error is None:
+            try:
+                show_warnings(shown, registry)
+            except Exception as exc:  # noqa: BLE001 - agreed below
+                error = exc
+    raise_if_any(comm, error)
 
 
 def _printing(

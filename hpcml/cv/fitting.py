@@ -50,6 +50,8 @@ class Problem:
     show_progress: bool | None = None
     #: scikit-learn callbacks of the search (:class:`hpcml.cv.callbacks.UnitCallbacks`), or None
     callbacks: Any = None
+    #: warnings a unit shows travel with its result and are shown on every rank (the API; not the CLI)
+    collect_warnings: bool = False
 
     @property
     def n_candidates(self) -> int:
@@ -308,6 +310,37 @@ def fit_and_score(problem: Problem, cache: FoldCache, cand: int, split: int) -> 
     if lines:
         result[LINES_KEY] = lines
     return result
+
+
+#: Key of a unit result holding the warnings it showed (:func:`captured_warnings`, :func:`show_warnings`).
+WARNINGS_KEY = "_hpcml_warnings"
+
+
+def captured_warnings(work: Any, *args: Any) -> tuple[Any, list[tuple[Any, ...]]]:
+    """``work(*args)`` and the warnings it showed, captured instead of printed.
+
+    The filters in force still act (an ``"error"`` filter still raises inside
+    the fit, ``"ignore"`` still drops), so what is captured is what this rank
+    would have shown.
+    """
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        result = work(*args)
+    return result, [(w.message, w.category, w.filename, w.lineno) for w in caught]
+
+
+def show_warnings(shown: list[tuple[Any, ...]], registry: dict[Any, Any]) -> None:
+    """Show warnings captured by :func:`captured_warnings` (on any rank) through this rank's filters.
+
+    ``registry`` is shared by one collective call, so a warning repeated by
+    many units is shown once per location and call, as scikit-learn's serial
+    loop shows it once per location.
+    """
+    import warnings
+
+    for message, category, filename, lineno in shown:
+        warnings.warn_explicit(message, category, filename, lineno, registry=registry)
 
 
 #: Key of a unit result holding its verbose lines; rank 0 prints them (:func:`print_lines`).

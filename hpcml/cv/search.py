@@ -259,6 +259,7 @@ class _MPISearchMixin:
                 error_score=self.error_score,
                 return_train_score=self.return_train_score,
                 verbose=int(self.verbose),
+                collect_warnings=True,
                 callbacks=unit_callbacks(self, callback_ctx, len(candidate_params) * len(splits), comm.Get_rank()),
             )
             try:
@@ -550,6 +551,7 @@ def cross_validate(
         return_train_score=return_train_score,
         return_estimator=return_estimator,
         verbose=int(verbose),
+        collect_warnings=True,
         show_params=False,
     )
     try:

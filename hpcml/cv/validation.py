@@ -38,8 +38,8 @@ from hpcml._compat import (
     sklearn_constraints,
 )
 from hpcml.comm import resolve_comm
-from hpcml.cv.engine import evaluate
-from hpcml.cv.fitting import FitRaised, Problem, check_error_score, echo
+from hpcml.cv.engine import evaluate, show_unit_warnings
+from hpcml.cv.fitting import WARNINGS_KEY, FitRaised, Problem, captured_warnings, check_error_score, echo
 from hpcml.cv.plan import broadcast, compute_splits
 from hpcml.cv.search import _EXTRA_CONSTRAINTS, _default_threads, cross_validate
 
@@ -89,8 +89,8 @@ def _evaluate(problem: Problem, comm: MPI.Intracomm, threads: int | None) -> lis
 def map_units(comm: MPI.Intracomm, n_units: int, work: Callable[[int], Any], threads: int | None) -> list[Any]:
     """``[work(i) for i in range(n_units)]``, the units spread over ``comm``.  Collective.
 
-    Every rank returns the whole list.  An exception raised by ``work`` on
-    any rank is raised on every rank.
+    Every rank returns the whole list and shows the warnings every unit
+    showed.  An exception raised by ``work`` on any rank is raised on every rank.
     """
     import contextlib
 
@@ -101,9 +101,11 @@ def map_units(comm: MPI.Intracomm, n_units: int, work: Callable[[int], Any], thr
     queue = UnitQueue(range(min(n_units, 1)), range(1, n_units), comm.Get_size()) if comm.Get_rank() == 0 else None
     limit = threads or _default_threads(comm)
     with threadpool_limits(limits=limit) if limit else contextlib.nullcontext():
-        report = run_units(comm, work, queue=queue)
+        report = run_units(comm, lambda unit: captured_warnings(work, unit), queue=queue)
     out = [report.results[i] for i in range(n_units)] if comm.Get_rank() == 0 else None
-    return broadcast(out, comm)
+    out = broadcast(out, comm)
+    show_unit_warnings([{WARNINGS_KEY: shown} for _, shown in out], comm)
+    return [result for result, _ in out]
 
 
 @validate_params(_constraints(_skms.cross_val_score), prefer_skip_nested_validation=False)
@@ -199,6 +201,7 @@ def validation_curve(
         error_score=error_score,
         return_train_score=True,
         verbose=int(verbose),
+        collect_warnings=True,
         show_progress=False,
     )
     results = _aggregate_score_dicts(_evaluate(problem, comm, threads_per_rank))
@@ -306,6 +309,7 @@ def learning_curve(
             error_score=error_score,
             return_train_score=True,
             verbose=int(verbose),
+            collect_warnings=True,
             show_params=False,
         )
         results = _evaluate(problem, comm, threads_per_rank)

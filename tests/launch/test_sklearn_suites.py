@@ -27,6 +27,13 @@ SUITES = {
 
 RANKS = [int(n) for n in os.environ.get("HPCML_SKLEARN_SUITE_RANKS", "1,2").split(",")]
 
+#: Tests that may fail at 2+ ranks by design (docs/sklearn-compat.md, "Known differences"): they count
+#: side effects of user code run inside a unit (a scorer appending to a list of the test's own), which
+#: happen on the rank that ran the unit, as with scikit-learn's n_jobs > 1.
+KNOWN_AT_2_PLUS = {
+    "validation": {"test_validation.py::test_cross_val_score_score_func"},
+}
+
 pytestmark = pytest.mark.slow
 
 
@@ -55,9 +62,12 @@ def test_sklearn_suite_passes_with_hpcml(name, n, tmp_path, reference):
     path = prepare_suite(tmp_path, relative, swap=swap)
     assert swap in path.read_text()
     result = run_suite(path, n=n, timeout=1500)
-    assert result.failed_ids == [], result.summary()
-    assert result.returncode == 0, result.summary()
+    known = KNOWN_AT_2_PLUS.get(name, set()) if n > 1 else set()
+    assert set(result.failed_ids) <= known, result.summary()
+    assert result.returncode == (1 if result.failed_ids else 0), result.summary()
     assert len(result.ranks) == n
     for rank, counts in enumerate(result.ranks):
-        for key in ("passed", "skipped", "xfailed", "xpassed"):
+        assert counts["error"] == 0, (rank, counts)
+        assert counts["passed"] + counts["failed"] == ref.count("passed"), (rank, counts, ref.ranks[0])
+        for key in ("skipped", "xfailed", "xpassed"):
             assert counts[key] == ref.count(key), (rank, key, counts, ref.ranks[0])
