@@ -276,26 +276,8 @@ def learning_curve(
     if verbose > 0:
         echo("[learning_curve] Training set sizes: " + str(sizes), comm.Get_rank())
     if exploit_incremental_learning:
-        classes = np.unique(y) if is_classifier(estimator) else None
-
-        def work(split: int) -> Any:
-            train, test = splits[split]
-            return _incremental_fit_estimator(
-                clone(estimator),
-                X,
-                y,
-                classes,
-                train,
-                test,
-                sizes,
-                scorer,
-                return_times,
-                error_score=error_score,
-                fit_params=routed.estimator.partial_fit,
-                score_params=routed.scorer.score,
-            )
-
-        out = np.asarray(map_units(comm, len(splits), work, threads_per_rank)).transpose((2, 1, 0))
+        kw = {"error_score": error_score, "return_times": return_times, "threads": threads_per_rank}
+        out = _incremental_curve(estimator, X, y, splits, sizes, scorer, routed, comm, **kw)
     else:
         problem = Problem(
             X=X,
@@ -319,6 +301,43 @@ def learning_curve(
         out = [results[key].reshape(-1, len(sizes)).T for key in keys]
     ret = sizes, out[0], out[1]
     return ret + (out[2], out[3]) if return_times else ret
+
+
+def _incremental_curve(
+    estimator: Any,
+    X: Any,
+    y: Any,
+    splits: list[tuple[Any, Any]],
+    sizes: np.ndarray,
+    scorer: Any,
+    routed: Bunch,
+    comm: MPI.Intracomm,
+    *,
+    error_score: Any,
+    return_times: bool,
+    threads: int | None,
+) -> np.ndarray:
+    """``learning_curve(exploit_incremental_learning=True)``: scikit-learn's per-split function, a unit per split."""
+    classes = np.unique(y) if is_classifier(estimator) else None
+
+    def work(split: int) -> Any:
+        train, test = splits[split]
+        return _incremental_fit_estimator(
+            clone(estimator),
+            X,
+            y,
+            classes,
+            train,
+            test,
+            sizes,
+            scorer,
+            return_times,
+            error_score=error_score,
+            fit_params=routed.estimator.partial_fit,
+            score_params=routed.scorer.score,
+        )
+
+    return np.asarray(map_units(comm, len(splits), work, threads)).transpose((2, 1, 0))
 
 
 @validate_params(_constraints(_skms.cross_val_predict), prefer_skip_nested_validation=False)
