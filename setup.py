@@ -24,7 +24,7 @@ INSTALL_REQUIRES = [
 EXTRAS_REQUIRE = {
     # MPI for laptops and CI; on a cluster keep the system MPI and skip this extra.
     "mpich": ["mpich"],
-    "test": ["pytest>=7", "pytest-mpi>=0.6", "pytest-timeout>=2", "psutil>=5", "matplotlib>=3.5", "pandas>=1.5"],
+    "test": ["pytest>=7", "pytest-mpi>=0.6", "pytest-timeout>=2", "psutil>=5", "matplotlib>=3.5", "pandas>=1.5", "pyyaml>=6", "jsonschema>=4.18"],
     "plot": ["matplotlib>=3.5"],
     "bench": ["matplotlib>=3.5", "psutil>=5"],
     "dev": ["ruff>=0.4"],

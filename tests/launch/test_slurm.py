@@ -445,3 +445,27 @@ random_state = 0
         assert (out / name).is_file(), f"{out / name} missing\n{logs(tmp_path)}"
     history = json.loads((out / "history.json").read_text())
     assert history, "empty history.json"
+
+
+def test_cv_sbatch_stages_the_environment_once_per_node(slurm_env: dict[str, str], tmp_path: Path) -> None:
+    """HPCML_STAGE_ENV=1: the ranks run the staged interpreter from node-local storage, same results."""
+    data = write_digits(tmp_path)
+    config = write_search(tmp_path, "svc", SVC_SMALL, data, metrics=("accuracy",))
+    node_local = tmp_path / "node-local"
+    node_local.mkdir()
+    env = dict(slurm_env, HPCML_STAGE_ENV="1", HPCML_STAGE_DIR=str(node_local), HPCML_LAUNCHER="mpiexec")
+    job = sbatch(["--ntasks=2", "--time=5", str(SLURM / "cv.sbatch"), str(config)], env, tmp_path)
+    want = reference(tmp_path, 2, config, "ref")
+    records = wait_job(job, env, tmp_path, timeout=300)
+    assert_exit(records, 0, tmp_path)
+    log = (tmp_path / f"hpcml-{job}.log").read_text()
+    staged = node_local / f"hpcml-env-{job}"
+    # One check line per node: the staged interpreter runs there and imports hpcml from the stage.
+    checks = [line.split() for line in log.splitlines() if line.startswith("hpcml-stage: ") and "staged" not in line]
+    assert len(checks) == 1, log
+    _, _host, prefix, package = checks[0]
+    assert Path(prefix).is_relative_to(staged), log
+    assert Path(package).is_relative_to(staged), log
+    assert f"staged {Path(PYTHON).parent.parent.resolve()} to {staged} on 1 node(s)" in log, log
+    assert not staged.exists(), "the staged copy must be removed at the end of the job"
+    assert_same_results(load_results(tmp_path / "hpcml-out" / str(job)), want)
