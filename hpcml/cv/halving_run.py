@@ -36,7 +36,6 @@ from hpcml.cv import output
 from hpcml.cv.config import SearchConfig
 from hpcml.cv.engine import comm_params, evaluate, refit_alone, restore_comm_params, user_estimator
 from hpcml.cv.fitting import FitRaised, Problem
-from hpcml.cv.halving import _KeywordGroups
 from hpcml.cv.journal import Journal
 from hpcml.cv.plan import broadcast, compute_splits
 from hpcml.cv.progress import Progress, best_so_far_score
@@ -125,8 +124,17 @@ def rung_schedule(search: Any, candidates: list[dict[str, Any]]) -> list[tuple[i
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        run_search(dry, fake, None, None)
+        run_search(dry, fake, _callback_root(dry, None, None))
     return seen
+
+
+def _callback_root(search: Any, X: Any, y: Any) -> Any:
+    """scikit-learn's root callback context of ``search`` (its halving loop needs one), or None before 1.9."""
+    if not hasattr(search, "_init_callback_context"):
+        return None
+    root = search._init_callback_context(max_subtasks=1)
+    root.call_on_fit_task_begin(estimator=search, X=X, y=y)
+    return root
 
 
 @dataclass
@@ -139,6 +147,7 @@ class _Rungs:
     X: Any
     y: Any
     groups: Any
+    split_params: dict[str, Any]
     problem_kw: dict[str, Any]
     done: dict[int, dict[str, Any]]
     schedule: list[tuple[int, int]]
@@ -162,7 +171,9 @@ class _Rungs:
         """One rung: ``evaluate_candidates`` of scikit-learn's search, over every rank."""
         params = list(candidate_params)
         rung, n_resources = int(more_results["iter"][0]), int(more_results["n_resources"][0])
-        splits = compute_splits(_KeywordGroups(cv), self.X, self.y, self.groups, self.comm, split_everywhere=False)
+        splits = compute_splits(
+            cv, self.X, self.y, None, self.comm, split_everywhere=False, split_params=self.split_params
+        )
         n_units = len(params) * len(splits)
         problem = Problem(X=self.X, y=self.y, splits=splits, candidates=[(0, p) for p in params], **self.problem_kw)
         done = {u - self.offset: r for u, r in self.done.items() if self.offset <= u < self.offset + n_units}
@@ -283,12 +294,13 @@ def run_halving(opts: Any, comm: MPI.Intracomm, config: SearchConfig, config_pat
     candidates = broadcast(r._agree(comm, lambda: list(search._generate_candidate_params()), root_only=True), comm)
     search._generate_candidate_params = lambda: candidates  # rank 0's (an unseeded sampler differs)
     base_splits = compute_splits(
-        _KeywordGroups(search._checked_cv_orig),
+        search._checked_cv_orig,
         X,
         y,
-        groups,
+        None,
         comm,
         split_everywhere=False,
+        split_params={} if groups is None else {"groups": groups},
         convert=lambda exc: ConfigError(f"{config.source}: [cv] {exc}") if isinstance(exc, ValueError) else exc,
     )
     schedule = r._agree(comm, rung_schedule, search, candidates)
@@ -338,6 +350,7 @@ def run_halving(opts: Any, comm: MPI.Intracomm, config: SearchConfig, config_pat
         X,
         y,
         groups,
+        {} if groups is None else {"groups": groups},
         problem_kw,
         done,
         schedule,
@@ -389,7 +402,7 @@ def _search_and_finish(opts: Any, rungs: _Rungs, folder: str, static: dict[str, 
         rungs.stop.on_first(start_grace_timer)
     stopped = False
     try:
-        run_search(rungs.search, rungs.evaluate, rungs.X, rungs.y)
+        run_search(rungs.search, rungs.evaluate, _callback_root(rungs.search, rungs.X, rungs.y))
     except _Stopped:
         stopped = True
     except FitRaised as exc:

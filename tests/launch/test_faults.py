@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
