@@ -74,6 +74,8 @@ class FoldCache:
         self._shared: tuple[int, dict[str, Any]] | None = None
         self.hits = 0
         self.misses = 0
+        #: the rank's :class:`hpcml.cv.prefix.PrefixCache` (None: prefixes are not reused)
+        self.prefix: Any = None
         #: candidate -> (comm parameters to set to "self", whether it works in place on its input)
         self.candidate_plan: dict[int, tuple[dict[str, str], bool]] = {}
 
@@ -114,9 +116,11 @@ class FoldCache:
         self._shared = (split, self._entry(split, X_train, y_train, X_test, y_test))
 
     def clear(self) -> None:
-        """Forget every fold (e.g. before a node-shared buffer is reused)."""
+        """Forget every fold (e.g. before a node-shared buffer is reused), cached prefixes too."""
         self._cache.clear()
         self._shared = None
+        if self.prefix is not None:
+            self.prefix.clear()
 
     def _entry(self, split: int, X_train: Any, y_train: Any, X_test: Any, y_test: Any) -> dict[str, Any]:
         p = self.problem
@@ -363,6 +367,10 @@ def _run_unit(problem: Problem, cache: FoldCache, cand: int, split: int, writabl
     if in_place and not writable:
         raise _NeedsWritable
     cached = cache.get(split, estimator)
+    if cache.prefix is not None and not writable and cache.prefix.plan.keys[cand]:
+        from hpcml.cv.prefix import run_prefixed  # pipeline prefixes fitted once per fold
+
+        return run_prefixed(problem, cache.prefix, estimator, cand, split, cached)
     X_train, y_train = _fresh(cached["X_train"], writable), _fresh(cached["y_train"], writable)
     X_test, y_test = _fresh(cached["X_test"], writable), _fresh(cached["y_test"], writable)
     fit_params = _unit_params(cached["fit_params"])
@@ -379,20 +387,7 @@ def _run_unit(problem: Problem, cache: FoldCache, cand: int, split: int, writabl
         tb = traceback.format_exc()
         if error_score == "raise":
             raise FitRaised(exc, tb) from exc
-        if isinstance(scorer, _MultimetricScorer):
-            test_scores: Any = {name: error_score for name in scorer._scorers}
-        else:
-            test_scores = error_score
-        result["test_scores"] = test_scores
-        if problem.return_train_score:
-            result["train_scores"] = test_scores.copy() if isinstance(test_scores, dict) else test_scores
-        result["fit_error"] = tb
-        result["fit_time"] = fit_time
-        result["score_time"] = 0.0
-        result["n_test_samples"] = cached["n_test_samples"]
-        if problem.return_estimator:
-            result["estimator"] = estimator
-        return result
+        return _fit_failed(problem, cached, estimator, tb, fit_time)
     fit_time = time.time() - start
     try:
         result["test_scores"] = _score_unit(
@@ -411,6 +406,22 @@ def _run_unit(problem: Problem, cache: FoldCache, cand: int, split: int, writabl
     result["fit_time"] = fit_time
     result["score_time"] = score_time
     result["n_test_samples"] = cached["n_test_samples"]
+    if problem.return_estimator:
+        result["estimator"] = estimator
+    return result
+
+
+def _fit_failed(problem: Problem, cached: dict[str, Any], estimator: Any, tb: str, fit_time: float) -> dict[str, Any]:
+    """The result of a unit whose fit raised (a numeric ``error_score``), as scikit-learn's ``_fit_and_score``."""
+    error_score, scorer = problem.error_score, problem.scorer
+    if isinstance(scorer, _MultimetricScorer):
+        test_scores: Any = {name: error_score for name in scorer._scorers}
+    else:
+        test_scores = error_score
+    result: dict[str, Any] = {"test_scores": test_scores}
+    if problem.return_train_score:
+        result["train_scores"] = test_scores.copy() if isinstance(test_scores, dict) else test_scores
+    result.update(fit_error=tb, fit_time=fit_time, score_time=0.0, n_test_samples=cached["n_test_samples"])
     if problem.return_estimator:
         result["estimator"] = estimator
     return result
