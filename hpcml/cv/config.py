@@ -80,6 +80,8 @@ class SearchConfig:
     refit: bool
     out: str | None
     fold_copies: str = "auto"
+    #: per-rank byte budget of the pipeline-prefix cache (None: HPCML_PREFIX_CACHE_BYTES or 1 GiB; 0: off)
+    prefix_cache_bytes: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -111,10 +113,15 @@ def load_config(data: bytes, source: str) -> SearchConfig:
     fold_copies = run.get("fold_copies", str, "auto")
     if fold_copies not in FOLD_MODES:
         raise run.error("fold_copies", f"expected one of {', '.join(map(repr, FOLD_MODES))}, got {fold_copies!r}")
+    prefix_cache_bytes = run.get("prefix_cache_bytes", int, None)
+    if prefix_cache_bytes is not None and prefix_cache_bytes < 0:
+        raise run.error("prefix_cache_bytes", f"expected a number of bytes >= 0, got {prefix_cache_bytes}")
     for model in models:
         if model.distributions is not None and model.random_state is None:
             model.random_state = random_state
-    run.finish(["error_score", "return_train_score", "refit", "out", "random_state", "fold_copies"])
+    run.finish(
+        ["error_score", "return_train_score", "refit", "out", "random_state", "fold_copies", "prefix_cache_bytes"]
+    )
     top.finish(TOP_KEYS)
     return SearchConfig(
         source=source,
@@ -131,6 +138,7 @@ def load_config(data: bytes, source: str) -> SearchConfig:
         refit=refit,
         out=out,
         fold_copies=fold_copies,
+        prefix_cache_bytes=prefix_cache_bytes,
     )
 
 

@@ -295,10 +295,11 @@ def _transform(fitted: Any, X: Any, failed: bool) -> tuple[Any, bool]:
 def _routed_names(pipe: Any, params: dict[str, Any], n_levels: int) -> Hashable:
     """Which metadata reach the cached steps (part of the cache key)."""
     routed = pipe._check_method_params(method="fit", props=params)
-    return tuple(
-        tuple(sorted((method, tuple(sorted(routed[name][method]))) for method in ("fit", "fit_transform", "transform")))
-        for name, _ in pipe.steps[:n_levels]
-    )
+    names = []
+    for name, _ in pipe.steps[:n_levels]:
+        step = routed[name] if name in routed else {}
+        names.append(tuple((m, tuple(sorted(step[m]))) for m in ("fit", "fit_transform", "transform") if m in step))
+    return tuple(names)
 
 
 def fit_prefixed(

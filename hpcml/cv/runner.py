@@ -346,6 +346,7 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
             should_stop=(lambda: bool(stop)) if rank == 0 else None,
             deadline=deadline,
             fold_copies=config.fold_copies,
+            prefix_cache_bytes=config.prefix_cache_bytes,
         )
     except FitRaised as exc:
         if rank == 0 and journal is not None:
