@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sklearn.base import clone
 
 from hpcml._faults import inject
+from hpcml.cv.cow import ShmFolds
 from hpcml.cv.fitting import FitRaised, FoldCache, Problem, fit_and_score, serial_estimator
 from hpcml.cv.folds import FoldPlan, NodeFolds, choose, split_rows
 from hpcml.cv.plan import UnitIndex, broadcast, unit_order
@@ -106,7 +107,11 @@ def evaluate(
     )
     node_folds = None
     if fold_plan.mode == "node":
-        node_folds, failure = NodeFolds.open(problem.X, problem.splits, comm)
+        node_folds, failure = (None, "copy-on-write folds are off")
+        if cache.cow:  # a /dev/shm file: units get private copy-on-write views
+            node_folds, failure = ShmFolds.open(problem.X, problem.splits, comm)
+        if node_folds is None:
+            node_folds, failure = NodeFolds.open(problem.X, problem.splits, comm)
         if node_folds is None:
             fold_plan = FoldPlan("rank", f"fold copies per rank: {failure}", fold_plan.fold_bytes)
 
@@ -179,6 +184,7 @@ def evaluate(
             node_folds.close()
         raise
     prefix = prefix_counters(cache.prefix, comm)
+    cow = cache.cow and (node_folds is None or isinstance(node_folds, ShmFolds))
     cache.clear()
     if node_folds is not None:
         node_folds.close()
@@ -195,7 +201,7 @@ def evaluate(
         complete=all(item is not None for item in out),
         report=report,
         fold_cache={"hits": cache.hits, "misses": cache.misses},
-        folds={**fold_plan.as_dict(), "phases": phases, "prefix": prefix},
+        folds={**fold_plan.as_dict(), "phases": phases, "prefix": prefix, "copy_on_write": cow},
     )
 
 

@@ -21,6 +21,8 @@ from sklearn.base import clone
 from sklearn.utils import _safe_indexing
 
 from hpcml._compat import _check_method_params, _MultimetricScorer, _safe_split, _score
+from hpcml.cv.cow import CowSource, cowable, materialize
+from hpcml.cv.cow import available as cow_available
 
 
 @dataclass
@@ -74,6 +76,8 @@ class FoldCache:
         self._shared: tuple[int, dict[str, Any]] | None = None
         self.hits = 0
         self.misses = 0
+        #: dense fold rows in memory files, handed to units as copy-on-write views (hpcml.cv.cow)
+        self.cow = cow_available()
         #: the rank's :class:`hpcml.cv.prefix.PrefixCache` (None: prefixes are not reused)
         self.prefix: Any = None
         #: candidate -> (comm parameters to set to "self", whether it works in place on its input)
@@ -96,8 +100,16 @@ class FoldCache:
             self._cache.pop(next(iter(self._cache)))
         p = self.problem
         train, test = p.splits[split]
-        X_train, y_train = _safe_split(estimator, p.X, p.y, train)
-        X_test, y_test = _safe_split(estimator, p.X, p.y, test, train)
+        if not pairwise and self.cow and cowable(p.X):
+            # copy-on-write fold rows (hpcml.cv.cow): units get writable private views
+            from hpcml.cv.folds import split_rows
+
+            X_train, X_test = materialize(p.X, split_rows(train)), materialize(p.X, split_rows(test))
+            y_train = None if p.y is None else _safe_indexing(p.y, train)
+            y_test = None if p.y is None else _safe_indexing(p.y, test)
+        else:
+            X_train, y_train = _safe_split(estimator, p.X, p.y, train)
+            X_test, y_test = _safe_split(estimator, p.X, p.y, test, train)
         self._cache[key] = self._entry(split, X_train, y_train, X_test, y_test)
         return self._cache[key]
 
@@ -128,9 +140,14 @@ class FoldCache:
         # Read-only, as joblib's memmaps are under scikit-learn's n_jobs > 1:
         # estimators that work in place (copy=False) copy read-only input first,
         # so a fold's rows stay intact for the next unit that reuses them.
+        # Dense rows in a memory file (CowSource) reach units as private copy-on-write views.
+        pairs = (("X_train", X_train), ("X_test", X_test))
+        cow = {f"cow_{name}": src for name, src in pairs if isinstance(src, CowSource)}
+        X_train, X_test = (x.array if isinstance(x, CowSource) else x for x in (X_train, X_test))
         for array in (X_train, y_train, X_test, y_test):
             _freeze(array)
         return {
+            **cow,
             "X_train": X_train,
             "y_train": y_train,
             "X_test": X_test,
@@ -245,6 +262,14 @@ def _fresh(obj: Any, writable: bool) -> Any:
         except TypeError:
             return copy()
     return obj
+
+
+def unit_rows(cached: dict[str, Any], name: str, writable: bool) -> Any:
+    """A unit's ``X_train``/``X_test``: a private copy-on-write view when the fold has one, else :func:`_fresh`."""
+    source = cached.get(f"cow_{name}")
+    if source is not None:
+        return source.view()
+    return _fresh(cached[name], writable)
 
 
 def _is_sparse(obj: Any) -> bool:
@@ -371,8 +396,8 @@ def _run_unit(problem: Problem, cache: FoldCache, cand: int, split: int, writabl
         from hpcml.cv.prefix import run_prefixed  # pipeline prefixes fitted once per fold
 
         return run_prefixed(problem, cache.prefix, estimator, cand, split, cached)
-    X_train, y_train = _fresh(cached["X_train"], writable), _fresh(cached["y_train"], writable)
-    X_test, y_test = _fresh(cached["X_test"], writable), _fresh(cached["y_test"], writable)
+    X_train, y_train = unit_rows(cached, "X_train", writable), _fresh(cached["y_train"], writable)
+    X_test, y_test = unit_rows(cached, "X_test", writable), _fresh(cached["y_test"], writable)
     fit_params = _unit_params(cached["fit_params"])
     start = time.time()
     try:

@@ -326,7 +326,10 @@ def fit_prefixed(
     pipe._validate_steps()
     y = cached["y_train"]
     routing = _routed_names(pipe, fit_params, len(keys))
-    level = Level([], cached["X_train"], cached["X_test"], cached["X_train"])
+    from hpcml.cv.fitting import unit_rows
+
+    X_train = unit_rows(cached, "X_train", False)
+    level = Level([], X_train, unit_rows(cached, "X_test", False), X_train)
     start_level = 0
     for depth in range(len(keys) - 1, -1, -1):
         hit = cache.get((split, routing, keys[depth]))
@@ -398,6 +401,7 @@ def run_prefixed(
         _read_only_error,
         _score_unit,
         _unit_params,
+        unit_rows,
     )
 
     fit_params = _unit_params(cached["fit_params"])
@@ -418,6 +422,7 @@ def run_prefixed(
     X_test, X_train = (cached["X_test"], cached["X_train"]) if whole else (level.test, level.train)
     if whole:
         restore_steps(pipe, level, private=False)
+        X_test, X_train = unit_rows(cached, "X_test", False), unit_rows(cached, "X_train", False)
     start = time.time()
     try:
         result["test_scores"] = _score_unit(
