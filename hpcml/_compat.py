@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sklearn.metrics._scorer import _check_multimetric_scoring, _MultimetricScorer  # noqa: F401
+from sklearn.metrics._scorer import (  # noqa: F401
+    _BaseScorer,
+    _check_multimetric_scoring,
+    _MultimetricScorer,
+    _PassthroughScorer,
+)
 from sklearn.model_selection._search import BaseSearchCV
 from sklearn.model_selection._validation import (  # noqa: F401
     _aggregate_score_dicts,

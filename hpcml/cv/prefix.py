@@ -383,6 +383,21 @@ __all__ = [
 ]
 
 
+def response_only(scorer: Any) -> bool:
+    """Whether ``scorer`` only calls the estimator's response methods (``predict``, ``score``, ...).
+
+    scikit-learn's own scorers (strings, ``make_scorer``, ``None``) do; for them a
+    unit scores a pipeline whose cached steps are ``"passthrough"`` on the cached
+    transformed rows.  A user's callable may inspect the steps, so it gets the
+    whole fitted pipeline and the raw rows (the prefix fits are still reused).
+    """
+    from hpcml._compat import _BaseScorer, _MultimetricScorer, _PassthroughScorer
+
+    if isinstance(scorer, _MultimetricScorer):
+        return all(response_only(s) for s in scorer._scorers.values())
+    return isinstance(scorer, _BaseScorer | _PassthroughScorer)
+
+
 def run_prefixed(
     problem: Any, prefix: PrefixCache, pipe: Any, cand: int, split: int, cached: dict[str, Any]
 ) -> dict[str, Any]:
@@ -418,7 +433,8 @@ def run_prefixed(
             raise FitRaised(exc, tb) from exc
         return _fit_failed(problem, cached, pipe, tb, time.time() - start)
     result: dict[str, Any] = {}
-    whole = level.test_error or level.train_error  # a transform failed: score the whole pipeline, as sklearn
+    # A transform failed, or the scorer may look at the pipeline's steps: score the whole pipeline on raw rows.
+    whole = level.test_error or level.train_error or not response_only(problem.scorer)
     X_test, X_train = (cached["X_test"], cached["X_train"]) if whole else (level.test, level.train)
     if whole:
         restore_steps(pipe, level, private=False)
