@@ -273,7 +273,8 @@ def _grid(t: Table, valid: set[str], label: str) -> list[dict[str, list[Any]]]:
                 raise t.error(f"grid.{name}", f"expected an array of values, got {values!r}")
             if not values:
                 raise t.error(f"grid.{name}", "empty list: the grid has no candidates")
-            clean[name] = _none(values)
+            # an array among the values is a tuple for scikit-learn (ngram_range, feature_range, ...)
+            clean[name] = [tuple(v) if isinstance(v, list) else v for v in _none(values)]
         out.append(clean)
     if isinstance(raw, list) and not raw:
         raise t.error("grid", "empty grid")

@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--format", dest="fmt", default=None, choices=["npy", "npz", "csv", "svmlight"])
     c.add_argument("--block-rows", type=int, default=65536, help="rows read per block (bounds memory)")
     c.add_argument("--no-progress", action="store_true")
+    c.add_argument("--text", default=None, metavar="COLUMN", help="CSV: keep this column as string X (documents)")
 
     s = sub.add_parser("synth", help="generate a synthetic data set in parallel (mpiexec -n N)")
     s.add_argument("output")
@@ -77,8 +78,9 @@ def _convert(args: Any) -> int:
     except TypeError:
         raise UsageError(f"--dtype: unknown type '{args.dtype}'") from None
     result = convert(args.input, args.output, target=args.target, dtype=dtype, chunk_rows=args.chunk_rows,
-                     fmt=args.fmt, block_rows=args.block_rows, progress=False if args.no_progress else None)
-    kind = "sparse " if result["sparse"] else ""
+                     fmt=args.fmt, block_rows=args.block_rows, progress=False if args.no_progress else None,
+                     text=args.text)
+    kind = "text " if result.get("text") else "sparse " if result["sparse"] else ""
     print(f"wrote {args.output}: {result['rows']} x {result['features']} {kind}({result['format']} input)")
     return 0
 

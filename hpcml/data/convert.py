@@ -92,6 +92,7 @@ def convert(
     fmt: str | None = None,
     block_rows: int = BLOCK_ROWS,
     progress: bool | None = None,
+    text: str | None = None,
 ) -> dict[str, Any]:
     """Convert ``src`` to an HDF5 file ``dst`` in hpcml's layout, streaming.
 
@@ -117,6 +118,9 @@ def convert(
         Rows read per block (bounds memory).
     progress : bool, optional
         Force the progress bar on or off (default: only on a terminal).
+    text : str, optional
+        CSV only: keep this column (header name or index) as string X, one
+        document per row (:mod:`hpcml.data.text`); other non-target columns are dropped.
 
     Returns
     -------
@@ -134,7 +138,15 @@ def convert(
         raise DataError(f"{dst}: directory {parent} does not exist")
     source = f"hpcml.data convert {os.path.basename(src)} ({kind})"
     func = {"npy": _convert_npy, "npz": _convert_npz, "csv": _convert_csv, "svmlight": _convert_svmlight}[kind]
+    if text is not None and kind != "csv":
+        raise UsageError(f"--text applies to CSV input, not {kind}")
     try:
+        if text is not None:
+            from hpcml.data.text import convert_text_csv
+
+            result = convert_text_csv(src, dst, text=text, target=target, source=source)
+            result["format"] = kind
+            return result
         result = func(src, dst, target=target, dtype=dtype, chunk_rows=chunk_rows, block_rows=block_rows,
                       progress=progress, source=source)
     except BaseException:
