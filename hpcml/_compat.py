@@ -10,7 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from sklearn.base import _fit_context  # noqa: F401
-from sklearn.metrics._scorer import _check_multimetric_scoring, _MultimetricScorer  # noqa: F401
+from sklearn.metrics._scorer import (  # noqa: F401
+    _BaseScorer,
+    _check_multimetric_scoring,
+    _MultimetricScorer,
+    _PassthroughScorer,
+)
 from sklearn.model_selection._search import BaseSearchCV
 from sklearn.model_selection._search_successive_halving import BaseSuccessiveHalving  # noqa: F401
 from sklearn.model_selection._search_successive_halving import _SubsampleMetaSplitter as SubsampleMetaSplitter  # noqa: F401

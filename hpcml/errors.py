@@ -54,6 +54,12 @@ class SerializationError(RunError, pickle.PicklingError):
     """
 
 
+class Incomplete(HpcmlError):
+    """The run stopped before every unit finished (a signal or the time limit): exit 3."""
+
+    exit_code = EXIT_INCOMPLETE
+
+
 class RemoteError(HpcmlError):
     """An unexpected exception raised on another rank, re-raised where the user is.
 

@@ -30,7 +30,7 @@ from hpcml._compat import (
     _check_method_params,
     _warn_or_raise_about_fit_failures,
 )
-from hpcml._faults import inject
+from hpcml._faults import hook as fault_hook
 from hpcml.comm import raise_if_any, resolve_comm
 from hpcml.cv.asha import AshaLayout, AshaQueue, AshaRule, Job, job_score
 from hpcml.cv.engine import comm_params, refit_alone, restore_comm_params, user_estimator
@@ -124,8 +124,11 @@ def run_asha(
     if rank == 0:
         queue = _resumed_queue(rule, layout, done or {}, comm.Get_size(), deadline)
 
+    unit_fault = fault_hook("unit", rank)  # None unless HPCML_INJECT_FAULT names it (tests)
+
     def work(unit: int) -> dict[str, Any]:
-        inject("unit", rank)
+        if unit_fault is not None:
+            unit_fault()
         cand, rung, split = layout.triple(unit)
         return fit_and_score(problem, cache, cand * layout.n_rungs + rung, split_of(rung, split))
 
@@ -148,7 +151,7 @@ def run_asha(
             queue=queue,
             on_results=collect if rank == 0 else None,
             should_stop=should_stop,
-            poll_hook=lambda: inject("worker", rank),
+            poll_hook=fault_hook("worker", rank),
         )
     cache.clear()
     payload = None

@@ -81,6 +81,8 @@ class SearchConfig:
     refit: bool
     out: str | None
     fold_copies: str = "auto"
+    #: per-rank byte budget of the pipeline-prefix cache (None: HPCML_PREFIX_CACHE_BYTES or 1 GiB; 0: off)
+    prefix_cache_bytes: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     search: SearchStrategy = field(default_factory=SearchStrategy)  # [search]: hpcml.cv.strategy
 
@@ -113,10 +115,15 @@ def load_config(data: bytes, source: str) -> SearchConfig:
     fold_copies = run.get("fold_copies", str, "auto")
     if fold_copies not in FOLD_MODES:
         raise run.error("fold_copies", f"expected one of {', '.join(map(repr, FOLD_MODES))}, got {fold_copies!r}")
+    prefix_cache_bytes = run.get("prefix_cache_bytes", int, None)
+    if prefix_cache_bytes is not None and prefix_cache_bytes < 0:
+        raise run.error("prefix_cache_bytes", f"expected a number of bytes >= 0, got {prefix_cache_bytes}")
     for model in models:
         if model.distributions is not None and model.random_state is None:
             model.random_state = random_state
-    run.finish(["error_score", "return_train_score", "refit", "out", "random_state", "fold_copies"])
+    run.finish(
+        ["error_score", "return_train_score", "refit", "out", "random_state", "fold_copies", "prefix_cache_bytes"]
+    )
     search = parse_search(top.sub("search"), models, random_state)
     if search.halving and multimetric:
         raise ConfigError(f"{source}: [scoring] successive halving ranks candidates by one metric: give one")
@@ -137,6 +144,7 @@ def load_config(data: bytes, source: str) -> SearchConfig:
         out=out,
         fold_copies=fold_copies,
         search=search,
+        prefix_cache_bytes=prefix_cache_bytes,
     )
 
 
@@ -271,7 +279,8 @@ def _grid(t: Table, valid: set[str], label: str) -> list[dict[str, list[Any]]]:
                 raise t.error(f"grid.{name}", f"expected an array of values, got {values!r}")
             if not values:
                 raise t.error(f"grid.{name}", "empty list: the grid has no candidates")
-            clean[name] = _none(values)
+            # an array among the values is a tuple for scikit-learn (ngram_range, feature_range, ...)
+            clean[name] = [tuple(v) if isinstance(v, list) else v for v in _none(values)]
         out.append(clean)
     if isinstance(raw, list) and not raw:
         raise t.error("grid", "empty grid")

@@ -18,6 +18,7 @@ from sklearn.base import clone
 
 from hpcml._faults import hook as fault_hook
 from hpcml.comm import is_agreed
+from hpcml.cv.cow import ShmFolds
 from hpcml.cv.fitting import (
     LINES_KEY,
     WARNINGS_KEY,
@@ -32,6 +33,7 @@ from hpcml.cv.fitting import (
 )
 from hpcml.cv.folds import FoldPlan, NodeFolds, choose, split_rows
 from hpcml.cv.plan import UnitIndex, broadcast, unit_order
+from hpcml.cv.prefix import prefix_cache, prefix_counters
 from hpcml.cv.schedule import ScheduleReport, UnitQueue, run_units
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -60,6 +62,7 @@ def evaluate(
     poll_hook: Callable[[], None] | None = None,
     threads: int | None = None,
     fold_copies: str = "auto",
+    prefix_cache_bytes: int | None = None,
 ) -> Evaluation:
     """Fit and score every (candidate, split) of ``problem``.  Collective over ``comm``.
 
@@ -83,6 +86,9 @@ def evaluate(
         Where a fold's rows are materialised (:mod:`hpcml.cv.folds`): per rank
         (units of all splits interleave freely), or once per node in shared
         memory (the search then runs split by split).
+    prefix_cache_bytes : int, optional
+        Memory budget per rank of the pipeline-prefix cache (:mod:`hpcml.cv.prefix`);
+        default ``HPCML_PREFIX_CACHE_BYTES`` or 1 GiB; 0 fits every pipeline whole.
 
     Returns
     -------
@@ -99,6 +105,8 @@ def evaluate(
     user_estimators = problem.estimators
     problem.estimators = [serial_estimator(clone(est)) for est in problem.estimators]
     cache = FoldCache(problem)
+    cache.prefix = prefix_cache(problem, comm.Get_size(), prefix_cache_bytes)
+    affinity = None if cache.prefix is None else cache.prefix.plan.affinity
     rank = comm.Get_rank()
     done = done or {}
     fold_plan = choose(
@@ -111,7 +119,11 @@ def evaluate(
     )
     node_folds = None
     if fold_plan.mode == "node":
-        node_folds, failure = NodeFolds.open(problem.X, problem.splits, comm)
+        node_folds, failure = (None, "copy-on-write folds are off")
+        if cache.cow:  # a /dev/shm file: units get private copy-on-write views
+            node_folds, failure = ShmFolds.open(problem.X, problem.splits, comm)
+        if node_folds is None:
+            node_folds, failure = NodeFolds.open(problem.X, problem.splits, comm)
         if node_folds is None:
             fold_plan = FoldPlan("rank", f"fold copies per rank: {failure}", fold_plan.fold_bytes)
 
@@ -144,7 +156,15 @@ def evaluate(
         prior = {cand: sum(v) / len(v) for cand, v in costs.items()}
         skip = set(done) if units is None else set(range(len(index))) - units
         first, rest = unit_order(index, done=skip, known_cost=prior.keys())
-        return UnitQueue(first, rest, comm.Get_size(), group_of=index.candidate, prior_costs=prior, deadline=deadline)
+        return UnitQueue(
+            first,
+            rest,
+            comm.Get_size(),
+            group_of=index.candidate,
+            prior_costs=prior,
+            deadline=deadline,
+            affinity_of=None if affinity is None else (lambda unit: affinity(*index.pair(unit))),
+        )
 
     limits = contextlib.nullcontext()
     if threads is not None:
@@ -188,6 +208,8 @@ def evaluate(
         if node_folds is not None and is_agreed(exc):
             node_folds.close()
         raise
+    prefix = prefix_counters(cache.prefix, comm)
+    cow = cache.cow and (node_folds is None or isinstance(node_folds, ShmFolds))
     cache.clear()
     if node_folds is not None:
         node_folds.close()
@@ -212,7 +234,7 @@ def evaluate(
         complete=all(item is not None for item in out),
         report=report,
         fold_cache={"hits": cache.hits, "misses": cache.misses},
-        folds={**fold_plan.as_dict(), "phases": phases},
+        folds={**fold_plan.as_dict(), "phases": phases, "prefix": prefix, "copy_on_write": cow},
     )
 
 

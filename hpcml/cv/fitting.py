@@ -22,6 +22,8 @@ from sklearn.base import clone
 
 from hpcml._compat import _check_method_params, _MultimetricScorer, _safe_indexing, _safe_split, _score
 from hpcml.cv.callbacks import RECORDS_KEY
+from hpcml.cv.cow import CowSource, cowable, materialize
+from hpcml.cv.cow import available as cow_available
 
 
 @dataclass
@@ -81,6 +83,10 @@ class FoldCache:
         self._shared: tuple[int, dict[str, Any]] | None = None
         self.hits = 0
         self.misses = 0
+        #: dense fold rows in memory files, handed to units as copy-on-write views (hpcml.cv.cow)
+        self.cow = cow_available()
+        #: the rank's :class:`hpcml.cv.prefix.PrefixCache` (None: prefixes are not reused)
+        self.prefix: Any = None
         #: candidate -> (comm parameters to set to "self", whether it works in place on its input)
         self.candidate_plan: dict[int, tuple[dict[str, str], bool]] = {}
 
@@ -101,8 +107,16 @@ class FoldCache:
             self._cache.pop(next(iter(self._cache)))
         p = self.problem
         train, test = p.splits[split]
-        X_train, y_train = _safe_split(estimator, p.X, p.y, train)
-        X_test, y_test = _safe_split(estimator, p.X, p.y, test, train)
+        if not pairwise and self.cow and cowable(p.X):
+            # copy-on-write fold rows (hpcml.cv.cow): units get writable private views
+            from hpcml.cv.folds import split_rows
+
+            X_train, X_test = materialize(p.X, split_rows(train)), materialize(p.X, split_rows(test))
+            y_train = None if p.y is None else _safe_indexing(p.y, train)
+            y_test = None if p.y is None else _safe_indexing(p.y, test)
+        else:
+            X_train, y_train = _safe_split(estimator, p.X, p.y, train)
+            X_test, y_test = _safe_split(estimator, p.X, p.y, test, train)
         self._cache[key] = self._entry(split, X_train, y_train, X_test, y_test)
         return self._cache[key]
 
@@ -121,9 +135,11 @@ class FoldCache:
         self._shared = (split, self._entry(split, X_train, y_train, X_test, y_test))
 
     def clear(self) -> None:
-        """Forget every fold (e.g. before a node-shared buffer is reused)."""
+        """Forget every fold (e.g. before a node-shared buffer is reused), cached prefixes too."""
         self._cache.clear()
         self._shared = None
+        if self.prefix is not None:
+            self.prefix.clear()
 
     def _entry(self, split: int, X_train: Any, y_train: Any, X_test: Any, y_test: Any) -> dict[str, Any]:
         p = self.problem
@@ -131,9 +147,14 @@ class FoldCache:
         # Read-only, as joblib's memmaps are under scikit-learn's n_jobs > 1:
         # estimators that work in place (copy=False) copy read-only input first,
         # so a fold's rows stay intact for the next unit that reuses them.
+        # Dense rows in a memory file (CowSource) reach units as private copy-on-write views.
+        pairs = (("X_train", X_train), ("X_test", X_test))
+        cow = {f"cow_{name}": src for name, src in pairs if isinstance(src, CowSource)}
+        X_train, X_test = (x.array if isinstance(x, CowSource) else x for x in (X_train, X_test))
         for array in (X_train, y_train, X_test, y_test):
             _freeze(array)
         return {
+            **cow,
             "X_train": X_train,
             "y_train": y_train,
             "X_test": X_test,
@@ -248,6 +269,14 @@ def _fresh(obj: Any, writable: bool) -> Any:
         except TypeError:
             return copy()
     return obj
+
+
+def unit_rows(cached: dict[str, Any], name: str, writable: bool) -> Any:
+    """A unit's ``X_train``/``X_test``: a private copy-on-write view when the fold has one, else :func:`_fresh`."""
+    source = cached.get(f"cow_{name}")
+    if source is not None:
+        return source.view()
+    return _fresh(cached[name], writable)
 
 
 def _is_sparse(obj: Any) -> bool:
@@ -430,8 +459,12 @@ def _run_unit(problem: Problem, cache: FoldCache, cand: int, split: int, writabl
     if in_place and not writable:
         raise _NeedsWritable
     cached = cache.get(split, estimator)
-    X_train, y_train = _fresh(cached["X_train"], writable), _fresh(cached["y_train"], writable)
-    X_test, y_test = _fresh(cached["X_test"], writable), _fresh(cached["y_test"], writable)
+    if cache.prefix is not None and not writable and cache.prefix.plan.keys[cand]:
+        from hpcml.cv.prefix import run_prefixed  # pipeline prefixes fitted once per fold
+
+        return run_prefixed(problem, cache.prefix, estimator, cand, split, cached)
+    X_train, y_train = unit_rows(cached, "X_train", writable), _fresh(cached["y_train"], writable)
+    X_test, y_test = unit_rows(cached, "X_test", writable), _fresh(cached["y_test"], writable)
     fit_params = _unit_params(cached["fit_params"])
     fold = (X_train, y_train, X_test, y_test)
     if problem.callbacks is None:
@@ -473,20 +506,7 @@ def _fit_score(
         tb = traceback.format_exc()
         if error_score == "raise":
             raise FitRaised(exc, tb) from exc
-        if isinstance(scorer, _MultimetricScorer):
-            test_scores: Any = {name: error_score for name in scorer._scorers}
-        else:
-            test_scores = error_score
-        result["test_scores"] = test_scores
-        if problem.return_train_score:
-            result["train_scores"] = test_scores.copy() if isinstance(test_scores, dict) else test_scores
-        result["fit_error"] = tb
-        result["fit_time"] = fit_time
-        result["score_time"] = 0.0
-        result["n_test_samples"] = cached["n_test_samples"]
-        if problem.return_estimator:
-            result["estimator"] = estimator
-        return result
+        return _fit_failed(problem, cached, estimator, tb, fit_time)
     fit_time = time.time() - start
     try:
         result["test_scores"] = _score_unit(
@@ -505,6 +525,22 @@ def _fit_score(
     result["fit_time"] = fit_time
     result["score_time"] = score_time
     result["n_test_samples"] = cached["n_test_samples"]
+    if problem.return_estimator:
+        result["estimator"] = estimator
+    return result
+
+
+def _fit_failed(problem: Problem, cached: dict[str, Any], estimator: Any, tb: str, fit_time: float) -> dict[str, Any]:
+    """The result of a unit whose fit raised (a numeric ``error_score``), as scikit-learn's ``_fit_and_score``."""
+    error_score, scorer = problem.error_score, problem.scorer
+    if isinstance(scorer, _MultimetricScorer):
+        test_scores: Any = {name: error_score for name in scorer._scorers}
+    else:
+        test_scores = error_score
+    result: dict[str, Any] = {"test_scores": test_scores}
+    if problem.return_train_score:
+        result["train_scores"] = test_scores.copy() if isinstance(test_scores, dict) else test_scores
+    result.update(fit_error=tb, fit_time=fit_time, score_time=0.0, n_test_samples=cached["n_test_samples"])
     if problem.return_estimator:
         result["estimator"] = estimator
     return result

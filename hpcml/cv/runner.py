@@ -301,6 +301,7 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
             should_stop=(lambda: bool(stop)) if rank == 0 else None,
             deadline=_deadline(opts, started),
             fold_copies=config.fold_copies,
+            prefix_cache_bytes=config.prefix_cache_bytes,
         )
     except FitRaised as exc:
         if observer is not None:

@@ -117,6 +117,10 @@ class UnitQueue:
     deadline : float, optional
         ``time.time()`` after which no unit is handed out that is estimated not
         to finish in time; the queue then empties itself (``expired`` is set).
+    affinity_of : callable, optional
+        Units with the same (not None) affinity go out in one batch, the batch
+        of the first of them to reach the head of the queue (e.g. the units of
+        a fold that share a fitted pipeline prefix, :mod:`hpcml.cv.prefix`).
     """
 
     def __init__(
@@ -128,9 +132,19 @@ class UnitQueue:
         prior_costs: dict[Hashable, float] | None = None,
         target_batch_seconds: float = TARGET_BATCH_SECONDS,
         deadline: float | None = None,
+        affinity_of: Callable[[int], Hashable | None] | None = None,
     ) -> None:
         self.first = deque(first)
         self.rest = list(rest)
+        self.affinity_of = affinity_of
+        #: affinity -> its units not handed out yet; units taken out of turn (skipped at the head)
+        self._members: dict[Hashable, list[int]] = {}
+        self._pulled: set[int] = set()
+        if affinity_of is not None:
+            for unit in [*self.first, *self.rest]:
+                key = affinity_of(unit)
+                if key is not None:
+                    self._members.setdefault(key, []).append(unit)
         self.n_ranks = max(1, n_ranks)
         self.group_of = group_of or (lambda unit: None)
         self.target = target_batch_seconds
@@ -148,13 +162,16 @@ class UnitQueue:
             self._sort_rest()
 
     def __len__(self) -> int:
-        return len(self.first) + (len(self._queue) if self._queue is not None else len(self.rest))
+        queued = len(self.first) + (len(self._queue) if self._queue is not None else len(self.rest))
+        return queued - len(self._pulled)
 
     def clear(self) -> None:
         """Drop every unit not handed out yet."""
         self.first.clear()
         self.rest = []
         self._queue = deque()
+        self._members.clear()
+        self._pulled.clear()
 
     def record(self, unit: int, seconds: float) -> None:
         """Learn the cost of a finished unit."""
@@ -189,12 +206,29 @@ class UnitQueue:
         self._queue = deque(unit for _, unit in sorted(enumerate(self.rest), key=key))
 
     def _head(self) -> deque[int]:
+        while self.first and self.first[0] in self._pulled:
+            self._pulled.discard(self.first.popleft())
         if self.first:
             return self.first
         if self._queue is None:
             self._sort_rest()
         assert self._queue is not None
+        while self._queue and self._queue[0] in self._pulled:
+            self._pulled.discard(self._queue.popleft())
         return self._queue
+
+    def _plain(self, unit: int) -> bool:
+        """Whether ``unit`` may join a batch in turn (no affinity group, not taken already)."""
+        return self.affinity_of is None or (unit not in self._pulled and self.affinity_of(unit) is None)
+
+    def _affine(self, unit: int) -> list[int]:
+        """The other units of ``unit``'s affinity group, taken out of turn."""
+        if self.affinity_of is None:
+            return []
+        members = self._members.pop(self.affinity_of(unit), [])
+        others = [other for other in members if other != unit]
+        self._pulled.update(others)
+        return others
 
     def take(self) -> list[int]:
         """The next batch (empty when nothing is left)."""
@@ -208,10 +242,13 @@ class UnitQueue:
             return []
         share = max(1, math.ceil(remaining / (2 * self.n_ranks)))
         batch = [head.popleft()]
+        affine = self._affine(batch[0])
+        if affine:
+            return batch + affine
         spent = self.cost(batch[0])
         if spent is None:
             return batch
-        while head and len(batch) < share:
+        while head and len(batch) < share and self._plain(head[0]):
             nxt = self.cost(head[0])
             if nxt is None or spent + nxt > self.target:
                 break

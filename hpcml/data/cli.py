@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--header", default="auto", choices=["auto", "yes", "no"],
                    help="CSV first line names the columns (auto: a non-number field, or exactly 0,1,...,n-1)")
     c.add_argument("--no-progress", action="store_true")
+    c.add_argument("--text", default=None, metavar="COLUMN", help="CSV: keep this column as string X (documents)")
 
     s = sub.add_parser("synth", help="generate a synthetic data set in parallel (mpiexec -n N)")
     s.add_argument("output")
@@ -76,8 +77,8 @@ def _convert(args: Any) -> int:
         raise UsageError(f"--dtype: unknown type '{args.dtype}'") from None
     result = convert(args.input, args.output, target=args.target, dtype=dtype, chunk_rows=args.chunk_rows,
                      fmt=args.fmt, block_rows=args.block_rows, progress=False if args.no_progress else None,
-                     header=args.header)
-    kind = "sparse " if result["sparse"] else ""
+                     header=args.header, text=args.text)
+    kind = "text " if result.get("text") else "sparse " if result["sparse"] else ""
     print(f"wrote {args.output}: {result['rows']} x {result['features']} {kind}({result['format']} input)")
     return 0
 

@@ -95,6 +95,7 @@ def convert(
     block_rows: int = BLOCK_ROWS,
     progress: bool | None = None,
     header: str = "auto",
+    text: str | None = None,
 ) -> dict[str, Any]:
     """Convert ``src`` to an HDF5 file ``dst`` in hpcml's layout, streaming.
 
@@ -124,6 +125,9 @@ def convert(
         Whether a CSV's first line names the columns.  ``"auto"``: it does if a
         field is not a number, or if the fields are exactly ``0,1,...,n-1`` (the
         column names ``pandas.DataFrame(X).to_csv(index=False)`` writes).
+    text : str, optional
+        CSV only: keep this column (header name or index) as string X, one
+        document per row (:mod:`hpcml.data.text`); other non-target columns are dropped.
 
     Returns
     -------
@@ -145,6 +149,13 @@ def convert(
     func = {"npy": _convert_npy, "npz": _convert_npz, "csv": _convert_csv, "svmlight": _convert_svmlight}[kind]
     if kind == "csv":
         func = functools.partial(_convert_csv, header=header)
+    if text is not None:
+        if kind != "csv":
+            raise UsageError(f"--text applies to CSV input, not {kind}")
+        from hpcml.data.text import convert_text_csv
+
+        def func(src: str, dst: str, *, target: str | None, source: str, **_: Any) -> dict[str, Any]:
+            return convert_text_csv(src, dst, text=text, target=target, source=source)
     # Written beside dst under a temporary name and renamed at the end: a failed
     # or killed conversion leaves an existing dst (or anything else) untouched.
     with atomic_path(dst) as tmp:

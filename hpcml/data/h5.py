@@ -3,7 +3,9 @@
 The on-disk layout is described in ``docs/data.md``:
 
 * ``X``: a 2-D float32/float64 dataset chunked by rows, or a CSR group with the
-  datasets ``data``, ``indices``, ``indptr`` and the attribute ``shape``;
+  datasets ``data``, ``indices``, ``indptr`` and the attribute ``shape``, or a
+  1-D variable-length string dataset (text: one document per row, read as a
+  NumPy array of ``str`` objects, e.g. for ``CountVectorizer``);
 * ``y``, ``groups``, ``sample_weight``: 1-D datasets with one value per row;
 * ``feature_names``: optional 1-D string dataset;
 * file attributes ``hpcml_format_version``, ``n_samples`` and ``created_by``.
@@ -55,6 +57,19 @@ def default_chunk_rows(n_features: int, itemsize: int, n_rows: int | None = None
     if n_rows is not None:
         rows = max(1, min(rows, n_rows))
     return int(rows)
+
+
+def is_text(node: Any) -> bool:
+    """Whether ``node`` is a 1-D string dataset (text X)."""
+    return isinstance(node, h5py.Dataset) and node.ndim == 1 and h5py.check_string_dtype(node.dtype) is not None
+
+
+def read_text(ds: h5py.Dataset, sel: Any) -> np.ndarray:
+    """Rows of a string dataset as a 1-D NumPy array of ``str`` (UTF-8 decoded)."""
+    values = ds.asstr()[sel]
+    out = np.empty(len(values), dtype=object)
+    out[:] = list(values)
+    return out
 
 
 def is_sparse_group(obj: Any) -> bool:
@@ -179,6 +194,9 @@ class H5Dataset:
                         )
                     _check_csr(node, self.path, name, shape)
                     info["sparse"] = True
+                elif role == "X" and is_text(node):
+                    shape, dtype = node.shape, np.dtype(object)
+                    info["text"] = True
                 else:
                     shape, dtype = node.shape, node.dtype
                     if dtype.kind not in "biuf":
@@ -187,8 +205,11 @@ class H5Dataset:
                         raise DataError(f"{self.path}: dataset '{name}' ({role}) must be 1-D, got shape {shape}")
                 info[role] = (tuple(int(s) for s in shape), np.dtype(dtype))
             info.setdefault("sparse", False)
+            info.setdefault("text", False)
             xshape = info["X"][0]
             xname = self.names["X"]
+            if info["text"]:
+                xshape = (*xshape, 1)  # checked below as one column of documents
             if len(xshape) != 2:
                 raise DataError(f"{self.path}: dataset '{xname}' (X) must be 2-D, got shape {xshape}")
             if xshape[0] == 0 or xshape[1] == 0:
@@ -263,6 +284,8 @@ class H5Dataset:
             if is_sparse_group(node):
                 shape = _sparse_shape(node, self.path, self.names[role])
                 return _read_csr_rows(node, 0, shape[0], shape[1])
+            if is_text(node):
+                return read_text(node, np.s_[...])
             return _read_dense(node, np.s_[...], node.shape, out)
 
     def read_rows(self, start: int, stop: int, role: str = "X", out: np.ndarray | None = None) -> Any:
@@ -279,6 +302,8 @@ class H5Dataset:
             stop = max(start, stop)
             if is_sparse_group(node):
                 return _read_csr_rows(node, start, stop, _sparse_shape(node, self.path, self.names[role])[1])
+            if is_text(node):
+                return read_text(node, np.s_[start:stop])
             return _read_dense(node, np.s_[start:stop], (stop - start, *node.shape[1:]), out)
 
     def read_indices(self, idx: Any, role: str = "X") -> Any:
@@ -318,6 +343,8 @@ class H5Dataset:
                 uniq, inverse = np.unique(idx, return_inverse=True)
             if is_sparse_group(node):
                 result = _read_csr_indices(node, uniq, _sparse_shape(node, self.path, self.names[role])[1])
+            elif is_text(node):
+                result = read_text(node, np.s_[...])[uniq] if uniq.size else read_text(node, np.s_[0:0])
             else:
                 result = _read_dense_indices(node, uniq)
             if inverse is not None:
@@ -345,7 +372,9 @@ class H5Dataset:
                 h.update(f"{role}={name}:{node.shape}:{node.dtype}".encode())
                 n = node.shape[0] if node.shape else 0
                 for i in sorted({0, n // 3, n // 2, (2 * n) // 3, max(0, n - 1)}):
-                    if n:
+                    if n and is_text(node):
+                        h.update(node.asstr()[i].encode())
+                    elif n:
                         h.update(np.ascontiguousarray(node[i]).tobytes())
         return h.hexdigest()
 
@@ -510,7 +539,8 @@ def write_dataset(
         Output file (overwritten).
     X : array-like or scipy.sparse matrix
         2-D features.  Dense X is stored as a row-chunked float dataset; sparse X
-        as a CSR group (``data``, ``indices``, ``indptr``, attribute ``shape``).
+        as a CSR group (``data``, ``indices``, ``indptr``, attribute ``shape``);
+        a 1-D sequence of ``str`` (documents) as a variable-length string dataset.
     y, groups, sample_weight : array-like, optional
         1-D arrays with one value per row.
     feature_names : sequence of str, optional
@@ -534,6 +564,9 @@ def write_dataset(
     with h5py.File(path, "w") as fh:
         if sparse:
             _write_csr(fh, X, _target_dtype(X.data, dtype))
+        elif X.ndim == 1:  # text: one document per row, a 1-D variable-length string dataset
+            rows = max(1, min(chunk_rows or 4096, X.shape[0]))
+            fh.create_dataset("X", data=X, dtype=h5py.string_dtype(), chunks=(rows,))
         else:
             xdt = _target_dtype(X, dtype)
             rows = chunk_rows or default_chunk_rows(X.shape[1], xdt.itemsize, X.shape[0])
@@ -557,9 +590,12 @@ def _checked_X(path: str, X: Any) -> tuple[Any, bool]:
         X.sort_indices()
     else:
         X = np.asarray(X)
-        if X.dtype.kind not in "biuf":
+        text = X.ndim == 1 and X.size > 0 and all(isinstance(v, str) for v in X.tolist())
+        if text:
+            X = X.astype(object)
+        elif X.dtype.kind not in "biuf":
             raise DataError(f"{path}: X is not numeric (dtype {X.dtype})")
-    if X.ndim != 2:
+    if X.ndim != 2 and not (not sparse and text):
         raise DataError(f"{path}: X must be 2-D, got shape {X.shape}")
     return X, sparse
 

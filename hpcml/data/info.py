@@ -53,6 +53,11 @@ def describe_file(path: str, X: str = "X", y: str | None = "y", block_rows: int 
                 "density": float(data.shape[0]) / max(1, shape[0] * shape[1]), "chunks": list(data.chunks or []),
                 "nan": nan,
             }
+        elif meta.get("text"):
+            out["X"] = {
+                "shape": list(node.shape), "dtype": "str", "sparse": False, "text": True,
+                "chunks": list(node.chunks) if node.chunks else None, "nan": 0,
+            }
         else:
             nan = 0
             rows = max(1, min(block_rows, (64 << 20) // max(1, node.shape[1] * node.dtype.itemsize)))
@@ -117,6 +122,8 @@ def format_info(info: dict[str, Any]) -> str:
     if x["sparse"]:
         lines.append(f"X:        {x['shape'][0]} x {x['shape'][1]} {x['dtype']} CSR, nnz {x['nnz']} "
                      f"(density {x['density']:.3g}), data chunks {x['chunks']}")
+    elif x.get("text"):
+        lines.append(f"X:        {x['shape'][0]} documents (strings), chunks {x['chunks']}")
     else:
         lines.append(f"X:        {x['shape'][0]} x {x['shape'][1]} {x['dtype']}, chunks {x['chunks']}")
     lines.append(f"X NaN:    {x['nan']}")

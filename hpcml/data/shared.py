@@ -205,6 +205,9 @@ def load_arrays(
     elif meta["sparse"]:
         reason = "X is sparse (CSR): shared windows hold dense arrays only"
         shared = False
+    elif meta.get("text"):
+        reason = "X is text: shared windows hold dense arrays only"
+        shared = False
     elif comm.Get_size() == 1:
         reason = "single rank"
         shared = False
@@ -240,6 +243,8 @@ def load_arrays(
 
 
 def _nbytes(a: Any) -> int:
+    if getattr(a, "dtype", None) is not None and a.dtype.kind == "O":  # text: the strings themselves
+        return int(a.nbytes + sum(len(v) for v in a))
     if hasattr(a, "nbytes"):
         return int(a.nbytes)
     return int(a.data.nbytes + a.indices.nbytes + a.indptr.nbytes)  # scipy.sparse

@@ -1,0 +1,225 @@
+"""Copy-on-write fold arrays: writable per unit, sharing pages with the cached fold until written.
+
+A fold's dense rows (``X[train]``, ``X[test]``) live in a memory file: a
+``memfd`` per rank (:func:`materialize`), or a ``/dev/shm`` file mapped by every
+rank of a node (:class:`ShmFolds`, the ``fold_copies = "node"`` buffer).  The
+cache keeps a read-only shared mapping; each unit gets a *private*
+copy-on-write mapping of the same pages (``mmap.ACCESS_COPY``, ``MAP_PRIVATE``):
+
+* it is writable, so scikit-learn's validation with ``force_writeable=True``
+  (Ridge, the scalers, PCA, imputers, ...) does not copy it;
+* a page the estimator writes is copied for that unit alone, by the kernel: the
+  write never reaches the cache, another unit or another rank;
+* pages never written cost nothing beyond the one cached fold.
+
+An MPI shared window (``MPI_Win_allocate_shared``) cannot be remapped private,
+which is why node-shared folds use a ``/dev/shm`` file here.  Where neither
+``memfd_create`` nor ``/dev/shm`` works (not Linux), folds stay read-only as
+before (:func:`available`).  ``HPCML_COW_FOLDS=0`` turns copy-on-write off.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import tempfile
+import weakref
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hpcml.comm import idle_barrier, node_comm
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mpi4py import MPI
+
+#: Environment variable: ``0``/``false``/``no``/``off`` keeps folds read-only (no copy-on-write views).
+ENV_COW = "HPCML_COW_FOLDS"
+
+#: Where node-shared fold files are made.
+SHM_DIR = "/dev/shm"
+
+
+def available() -> bool:
+    """Whether copy-on-write fold views can be made here (and are not turned off)."""
+    if os.environ.get(ENV_COW, "").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    return hasattr(os, "memfd_create") and hasattr(mmap, "MAP_PRIVATE")
+
+
+def cowable(array: Any) -> bool:
+    """Whether ``array`` is a dense NumPy array that copy-on-write views can stand for."""
+    return type(array) is np.ndarray and array.ndim >= 1 and array.dtype.kind in "biufc" and array.size > 0
+
+
+class CowSource:
+    """A C-ordered array stored in a memory file at ``offset``; :meth:`view` maps it privately.
+
+    Parameters
+    ----------
+    fd : int
+        File descriptor of the memory file (owned: closed when this object is collected).
+    offset : int
+        Byte offset of the array in the file.
+    shape, dtype
+        Of the array.
+    """
+
+    def __init__(self, fd: int, offset: int, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.fd = fd
+        self.offset = offset
+        self.shape = tuple(shape)
+        self.dtype = np.dtype(dtype)
+        self.nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
+        self.array = self._map(mmap.MAP_SHARED, writable=False)
+        self._closer = weakref.finalize(self, os.close, fd)
+
+    def _map(self, flags: int, writable: bool) -> np.ndarray:
+        start = self.offset - self.offset % mmap.ALLOCATIONGRANULARITY
+        delta = self.offset - start
+        prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable or flags == mmap.MAP_PRIVATE else 0)
+        mm = mmap.mmap(self.fd, delta + self.nbytes, flags=flags, prot=prot, offset=start)
+        array = np.frombuffer(mm, dtype=self.dtype, count=int(np.prod(self.shape)), offset=delta).reshape(self.shape)
+        if not writable and flags != mmap.MAP_PRIVATE:
+            array.flags.writeable = False
+        return array
+
+    def view(self) -> np.ndarray:
+        """A writable private (copy-on-write) mapping of the array, for one unit."""
+        return self._map(mmap.MAP_PRIVATE, writable=True)
+
+    def close(self) -> None:
+        """Close the file descriptor (existing mappings stay valid)."""
+        self._closer()
+
+
+def _memfd(nbytes: int) -> int:
+    fd = os.memfd_create("hpcml-fold", getattr(os, "MFD_CLOEXEC", 0))
+    try:
+        os.ftruncate(fd, max(nbytes, 1))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def materialize(X: np.ndarray, rows: np.ndarray) -> CowSource:
+    """``X[rows]`` in a private memory file of this rank (a memfd), for copy-on-write views.
+
+    The file holds the only copy of the rows; :attr:`CowSource.array` is a
+    read-only view of it for the cache, :meth:`CowSource.view` a unit's
+    writable private one.
+    """
+    from hpcml.cv.folds import _take_rows
+
+    shape = (len(rows), *X.shape[1:])
+    nbytes = int(np.prod(shape)) * X.dtype.itemsize
+    fd = _memfd(nbytes)
+    try:
+        mm = mmap.mmap(fd, max(nbytes, 1), flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        out = np.frombuffer(mm, dtype=X.dtype, count=int(np.prod(shape))).reshape(shape)
+        _take_rows(np.ascontiguousarray(X) if not X.flags.c_contiguous else X, rows, out)
+        del out
+        mm.close()
+        return CowSource(fd, 0, shape, X.dtype)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class ShmFolds:
+    """Node-shared fold rows in a ``/dev/shm`` file: the copy-on-write twin of :class:`hpcml.cv.folds.NodeFolds`.
+
+    Same protocol: :meth:`open` (collective over the run's communicator), then
+    :meth:`load` for every split (collective over the node), :meth:`close`.
+    :meth:`load` returns :class:`CowSource` objects (``.array`` read-only,
+    ``.view()`` a unit's private writable mapping).  The file is unlinked as
+    soon as every rank of the node has opened it, so nothing is left in
+    ``/dev/shm`` whatever happens to the run.
+    """
+
+    def __init__(self, fd: int, node: MPI.Intracomm, buffer: np.ndarray, X_dtype: np.dtype) -> None:
+        self.fd = fd
+        self.node = node
+        self.buffer = buffer  # the node's shared writable mapping (uint8), used to build folds
+        self.dtype = X_dtype
+        self.split: int | None = None
+
+    @classmethod
+    def open(
+        cls, X: np.ndarray, splits: list[tuple[Any, Any]], comm: MPI.Intracomm
+    ) -> tuple[ShmFolds | None, str | None]:
+        """Create the node's file and map it on its ranks.  Collective over ``comm``.
+
+        Returns ``(None, reason)`` on every rank if any rank failed.
+        """
+        from mpi4py import MPI
+
+        from hpcml.comm import describe
+        from hpcml.cv.folds import fold_rows
+
+        nbytes = max(fold_rows(splits) * X.shape[1] * X.dtype.itemsize, 1)
+        node = node_comm(comm)
+        path, failure, fd = None, None, -1
+        if node.Get_rank() == 0:
+            try:
+                handle, path = tempfile.mkstemp(prefix="hpcml-fold-", dir=SHM_DIR)
+                os.ftruncate(handle, nbytes)
+                os.close(handle)
+            except Exception as exc:  # noqa: BLE001 - agreed below
+                failure, path = f"no node-shared fold file ({describe(exc)})", None
+        path = node.bcast(path, root=0)
+        if path is not None:
+            try:
+                fd = os.open(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+                mm = mmap.mmap(fd, nbytes, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+                buffer = np.frombuffer(mm, dtype=np.uint8)
+            except Exception as exc:  # noqa: BLE001 - agreed below
+                failure = f"cannot map the node-shared fold file ({describe(exc)})"
+        idle_barrier(node)
+        if node.Get_rank() == 0 and path is not None:
+            os.unlink(path)
+        size = comm.Get_size()
+        first = comm.allreduce(comm.Get_rank() if failure is not None else size, op=MPI.MIN)
+        if first < size:
+            if fd >= 0:
+                os.close(fd)
+            node.Free()
+            return None, comm.bcast(failure, root=first)
+        return cls(fd, node, buffer, X.dtype), None
+
+    def load(self, X: np.ndarray, train: np.ndarray, test: np.ndarray, split: int) -> tuple[CowSource, CowSource]:
+        """Build ``X[train]``, ``X[test]`` in the file, a slice per rank of the node.  Collective over the node."""
+        from hpcml.cv.folds import _take_rows
+
+        n_train, total, width = len(train), len(train) + len(test), X.shape[1]
+        rows = self.buffer[: total * width * X.dtype.itemsize].view(X.dtype).reshape(total, width)
+        rank, size = self.node.Get_rank(), self.node.Get_size()
+        lo, hi = total * rank // size, total * (rank + 1) // size
+        idle_barrier(self.node)  # nobody still reads the previous split
+        if lo < n_train:
+            stop = min(hi, n_train)
+            _take_rows(X, train[lo:stop], rows[lo:stop])
+        if hi > n_train:
+            start = max(lo, n_train)
+            _take_rows(X, test[start - n_train : hi - n_train], rows[start:hi])
+        idle_barrier(self.node)
+        self.split = split
+        row_bytes = width * X.dtype.itemsize
+        train_src = CowSource(os.dup(self.fd), 0, (n_train, width), X.dtype)
+        test_src = CowSource(os.dup(self.fd), n_train * row_bytes, (total - n_train, width), X.dtype)
+        return train_src, test_src
+
+    def close(self) -> None:
+        """Unmap and close.  Collective over the run's communicator (the node communicator is freed)."""
+        if self.node is not None:
+            self.node.Free()
+            self.node = None
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        self.buffer = None  # type: ignore[assignment]
+        self.split = None
+
+
+__all__ = ["ENV_COW", "CowSource", "ShmFolds", "available", "cowable", "materialize"]
