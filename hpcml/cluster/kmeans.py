@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 import warnings
+import zlib
 from numbers import Integral, Real
 from typing import Any
 
@@ -133,7 +134,7 @@ class KMeans(_SKKMeans):
         try:
             Xa = validate_data(self, X, dtype=[np.float64, np.float32], order="C", accept_sparse=False,
                                copy=False, ensure_min_samples=0 if sharded else 1)
-            wa = check_sample_weight(sample_weight, Xa, dtype=Xa.dtype)
+            wa = local_weights(sample_weight, Xa)
         except ValueError as exc:
             raise InvalidData(str(exc)) from None
         if sharded:
@@ -169,7 +170,7 @@ class KMeans(_SKKMeans):
             wl = None
             if ds.names.get("sample_weight") is not None:
                 wl = np.asarray(ds.read_rows(start, stop, role="sample_weight"))
-            wl = check_sample_weight(wl, Xl, dtype=Xl.dtype)
+            wl = local_weights(wl, Xl)
         except ValueError as exc:
             raise InvalidData(f"{where}: {str(exc).splitlines()[0]}") from None
         for attr in ("feature_names_in_",):
@@ -192,7 +193,7 @@ class KMeans(_SKKMeans):
         params = tuple((k, repr(v)) for k, v in sorted(self.get_params(deep=False).items())
                        if k not in ("comm", "verbose", "random_state", "init"))
         info = comm.allgather((Xl.shape[0], Xl.shape[1], Xl.dtype.str, local["n"], params,
-                               hash((state[1].tobytes(), state[2]))))
+                               (zlib.crc32(state[1].tobytes()), int(state[2])), bool(np.any(local["w"]))))
         if len({i[4] for i in info}) != 1:
             raise ValueError("KMeans has different parameters on different ranks; every rank of comm must fit "
                              "the same estimator")
@@ -207,6 +208,8 @@ class KMeans(_SKKMeans):
             raise InvalidData("ranks were given data sets of different lengths (give every rank the same arrays)")
         counts = [i[0] for i in info]
         n = int(sum(counts))
+        if n and not any(i[6] for i in info):
+            raise InvalidData("Sample weights must contain at least one non-zero number.")
         if n == 0:
             raise InvalidData("Found array with 0 sample(s) (shape=(0, %d)) while a minimum of 1 is required "
                               "by KMeans." % Xl.shape[1])
@@ -376,6 +379,16 @@ class KMeans(_SKKMeans):
             if not sharded:
                 rows = rows[self.shard_[0] : self.shard_[1]]
         return self._transform(rows)
+
+
+def local_weights(sample_weight: Any, X: np.ndarray) -> np.ndarray:
+    """scikit-learn's ``_check_sample_weight`` for one rank's rows (all-zero or no rows allowed: checked globally)."""
+    if sample_weight is not None and X.shape[0] in (0, np.shape(sample_weight)[0]) and not np.any(sample_weight):
+        if np.ndim(sample_weight) == 1:
+            return np.asarray(sample_weight, dtype=X.dtype)
+    if sample_weight is None and X.shape[0] == 0:
+        return np.ones(0, dtype=X.dtype)
+    return check_sample_weight(sample_weight, X, dtype=X.dtype)
 
 
 def same_clustering(comm: Any, labels1: np.ndarray, labels2: np.ndarray, k: int) -> bool:
