@@ -268,3 +268,20 @@ def test_kmeans_plusplus_centres_are_sklearns_rows(seed, k):
                                  np.random.RandomState(seed), lo, len(X))
     np.testing.assert_array_equal(ours, ref)  # the same rows, bit for bit
     assert len(set(idx.tolist())) == k
+
+
+@pytest.mark.mpi(min_size=1)
+def test_inside_hpcml_search_units_fit_alone_and_match_sklearn():
+    from sklearn.model_selection import GridSearchCV
+
+    import hpcml
+
+    X = blobs(n=600, k=4, seed=13)
+    grid = {"n_clusters": [2, 3, 4], "init": ["k-means++", "random"]}
+    ours = hpcml.GridSearchCV(KMeans(random_state=0, n_init=2), grid, cv=3, comm=COMM).fit(X)
+    ref = GridSearchCV(SKKMeans(random_state=0, n_init=2), grid, cv=3).fit(X)
+    np.testing.assert_allclose(ours.cv_results_["mean_test_score"], ref.cv_results_["mean_test_score"], rtol=RTOL)
+    assert ours.best_params_ == ref.best_params_
+    assert ours.best_estimator_.comm is None  # the user's value again after the refit with comm="self"
+    np.testing.assert_allclose(ours.best_estimator_.cluster_centers_, ref.best_estimator_.cluster_centers_, rtol=RTOL)
+    assert len(ours.best_estimator_.labels_) == len(X)
