@@ -64,6 +64,8 @@ class KMeans(_SKKMeans):
         Labels of this rank's rows (all rows on one rank).
     shard_ : tuple of int
         ``(start, stop)``: the global rows ``labels_`` belongs to.
+    n_samples_ : int
+        Rows over all ranks.
     timing_ : dict
         ``init_s``, ``lloyd_s``, ``iter_s`` (per iteration of the best run),
         ``comm_s`` and, for k-means||, ``candidates`` and ``rounds``.
@@ -362,6 +364,7 @@ class KMeans(_SKKMeans):
         self.inertia_ = float(inertia)
         self.n_iter_ = int(n_iter)
         self.shard_ = (s["start"], s["start"] + Xl.shape[0])
+        self.n_samples_ = s["n"]
         self.timing_.update(iter_s=timing["iter_s"], comm_s=timing["comm_s"], fit_s=time.perf_counter() - t0)
         return self
 
