@@ -168,7 +168,8 @@ class KMeans(_SKKMeans):
             Xl = Xl.astype(np.float64)
         where = f"{ds.path}: rows {start}:{stop}"
         try:
-            Xl = check_array(Xl, dtype=[np.float64, np.float32], order="C", ensure_min_samples=0)
+            Xl = check_array(Xl, dtype=[np.float64, np.float32], order="C", ensure_min_samples=0, input_name="X",
+                             estimator=self)
             wl = None
             if ds.names.get("sample_weight") is not None:
                 wl = np.asarray(ds.read_rows(start, stop, role="sample_weight"))
