@@ -29,6 +29,9 @@ from hpcml.cluster._shard import allsum, fetch_rows, search_rows
 
 #: Rows per random stream of k-means|| (the unit that makes the draws rank-count invariant).
 BLOCK_ROWS = 65536
+#: Lloyd iterations of the weighted re-clustering of the candidates (Spark MLlib's LocalKMeans uses 30):
+#: the Lloyd iterations on the whole data that follow refine the centres anyway.
+RECLUSTER_MAX_ITER = 30
 
 
 def kmeans_plusplus(
@@ -109,14 +112,23 @@ def _block_uniforms(seed: int, rnd: int, start: int, stop: int) -> np.ndarray:
 def _update_nearest(
     X: np.ndarray, xsq: np.ndarray, cand: np.ndarray, base: int, d2: np.ndarray, near: np.ndarray
 ) -> None:
-    """Lower ``d2`` (squared distance to the nearest candidate) and ``near`` with the new candidates ``cand``."""
+    """Lower ``d2`` (squared distance to the nearest candidate) and ``near`` with the new candidates ``cand``.
+
+    One chunked GEMM ``X @ cand.T`` with the candidates' norms added, the row
+    norms only after the minimum (the same expansion as the Lloyd assignment).
+    """
     n = X.shape[0]
     step = chunk_rows(cand.shape[0])
+    csq = np.einsum("ij,ij->i", cand, cand)
+    buf = np.empty((min(step, max(n, 1)), cand.shape[0]), dtype=X.dtype)
     for lo in range(0, n, step):
         hi = min(n, lo + step)
-        D = euclidean_distances_sq(cand, X[lo:hi], xsq[lo:hi])
-        j = D.argmin(axis=0)
-        m = D[j, np.arange(hi - lo)]
+        D = buf[: hi - lo]
+        np.matmul(X[lo:hi], cand.T, out=D)
+        D *= -2.0
+        D += csq
+        j = D.argmin(axis=1)
+        m = np.maximum(D[np.arange(hi - lo), j] + xsq[lo:hi], 0.0)
         better = m < d2[lo:hi]
         d2[lo:hi][better] = m[better]
         near[lo:hi][better] = base + j[better]
@@ -171,7 +183,10 @@ def kmeans_parallel(
 
 
 def recluster(comm: Any, C: np.ndarray, weights: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Weighted k-means (scikit-learn's, k-means++ then Lloyd) of the candidates on rank 0; broadcast."""
+    """Weighted k-means (scikit-learn's k-means++, then at most 30 Lloyd iterations) of the candidates on rank 0.
+
+    The centres are broadcast to every rank.
+    """
     from sklearn.cluster import KMeans as SKKMeans
 
     centers = None
@@ -184,7 +199,8 @@ def recluster(comm: Any, C: np.ndarray, weights: np.ndarray, k: int, seed: int) 
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                km = SKKMeans(k, init="k-means++", n_init=1, random_state=seed, algorithm="lloyd")
+                km = SKKMeans(k, init="k-means++", n_init=1, max_iter=RECLUSTER_MAX_ITER, random_state=seed,
+                              algorithm="lloyd")
                 centers = km.fit(Ck, sample_weight=wk.astype(Ck.dtype)).cluster_centers_
         centers = np.ascontiguousarray(centers, dtype=C.dtype)
     return comm.bcast(centers, root=0)
