@@ -266,6 +266,9 @@ class KMeans(_SKKMeans):
         except Exception as exc:  # noqa: BLE001 - every rank raises the same
             err = exc
         raise_if_any(comm, err)
+        if not isinstance(init, str) and not callable(init) and comm.Get_size() > 1:
+            if len(set(comm.allgather(zlib.crc32(init.tobytes())))) != 1:
+                raise ValueError("init differs between ranks; every rank of comm must give the same initial centres")
         mean = (allsum(comm, Xl.sum(axis=0, dtype=np.float64)) / n).astype(Xl.dtype)
         Xl -= mean
         if not isinstance(init, str) and not callable(init):

@@ -249,6 +249,8 @@ def test_different_seeds_on_ranks_is_an_error():
     X = blobs(n=100)
     with pytest.raises(ValueError, match="random_state is in a different state on different ranks"):
         KMeans(3, random_state=COMM.rank, comm=COMM).fit(X)
+    with pytest.raises(ValueError, match="init differs between ranks"):
+        KMeans(3, init=X[COMM.rank : COMM.rank + 3], n_init=1, comm=COMM).fit(X)
 
 
 @pytest.mark.mpi(min_size=1)
