@@ -25,9 +25,13 @@ from hpcml.cluster._shard import allsum
 CHUNK_BYTES = 1 << 21
 
 
-def chunk_rows(n_clusters: int) -> int:
-    """Rows per assignment chunk: about :data:`CHUNK_BYTES` of distances, at least 256 (scikit-learn's chunk)."""
-    return max(256, CHUNK_BYTES // (8 * max(1, n_clusters)))
+def chunk_rows(n_columns: int) -> int:
+    """Rows per chunk: about :data:`CHUNK_BYTES` of a ``rows x n_columns`` float64 block, at least 256.
+
+    256 rows is scikit-learn's chunk.  Used with the number of clusters (the
+    distance block) and with the number of features (row differences).
+    """
+    return max(256, CHUNK_BYTES // (8 * max(1, n_columns)))
 
 
 class FusedBuffer:
@@ -126,8 +130,9 @@ def relocate_empty(
         return
     n = X.shape[0]
     dist = np.empty(n, dtype=X.dtype)
-    for lo in range(0, n, chunk_rows(1)):
-        hi = min(n, lo + chunk_rows(1))
+    step = chunk_rows(X.shape[1])
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
         diff = X[lo:hi] - centers_old[labels[lo:hi]]
         dist[lo:hi] = np.einsum("ij,ij->i", diff, diff)
     mine = np.argsort(-dist, kind="stable")[:m] if n else np.zeros(0, dtype=np.intp)
@@ -218,8 +223,9 @@ def final_inertia(comm: Any, X: np.ndarray, w: np.ndarray, centers: np.ndarray, 
     """Weighted sum of squared distances of the rows to their centres, over all ranks (exact, not expanded)."""
     total = np.zeros(1, dtype=np.float64)
     n = X.shape[0]
-    for lo in range(0, n, chunk_rows(1)):
-        hi = min(n, lo + chunk_rows(1))
+    step = chunk_rows(X.shape[1])
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
         diff = X[lo:hi] - centers[labels[lo:hi]]
         total[0] += float(np.dot(w[lo:hi].astype(np.float64), np.einsum("ij,ij->i", diff, diff)))
     return float(allsum(comm, total)[0])
