@@ -287,3 +287,20 @@ def test_inside_hpcml_search_units_fit_alone_and_match_sklearn():
     assert ours.best_estimator_.comm is None  # the user's value again after the refit with comm="self"
     np.testing.assert_allclose(ours.best_estimator_.cluster_centers_, ref.best_estimator_.cluster_centers_, rtol=RTOL)
     assert len(ours.best_estimator_.labels_) == len(X)
+
+
+@pytest.mark.mpi(min_size=1)
+def test_dataframe_feature_names_and_copy_x_false_restore_the_data():
+    import pandas as pd
+
+    X = blobs(n=500, k=3, seed=14)
+    df = pd.DataFrame(X, columns=[f"f{i}" for i in range(4)])
+    ref = SKKMeans(3, random_state=1).fit(df)
+    est = KMeans(3, random_state=1, comm=COMM).fit(df)
+    assert_same_fit(est, ref)
+    assert est.feature_names_in_.tolist() == ["f0", "f1", "f2", "f3"] == ref.feature_names_in_.tolist()
+    np.testing.assert_array_equal(est.predict(df), ref.predict(df))
+    mine = shard(X).copy()
+    before = mine.copy()
+    KMeans(3, random_state=1, copy_x=False, comm=COMM).fit(mine, sharded=True)
+    np.testing.assert_allclose(mine, before, rtol=1e-12, atol=1e-12)  # centred in place, then restored
