@@ -26,7 +26,9 @@ EXTRAS_REQUIRE = {
     "mpich": ["mpich"],
     "test": ["pytest>=7", "pytest-mpi>=0.6", "pytest-timeout>=2", "psutil>=5", "matplotlib>=3.5", "pandas>=1.5", "pyyaml>=6", "jsonschema>=4.18"],
     "plot": ["matplotlib>=3.5"],
-    "bench": ["matplotlib>=3.5", "psutil>=5"],
+    # bench_kmeans.py's peers: dask-ml on a LocalCluster, daal4py (shipped in scikit-learn-intelex, x86-64 wheels).
+    "bench": ["matplotlib>=3.5", "psutil>=5", "dask[distributed]>=2024.1", "dask-ml>=2024.4",
+              "scikit-learn-intelex>=2025.0; platform_machine == 'x86_64'"],
     "dev": ["ruff>=0.4"],
 }
 

@@ -113,3 +113,10 @@ def format_results(
 def select_best_index(refit: Any, refit_metric: str, results: dict[str, Any]) -> int:
     """scikit-learn's ``BaseSearchCV._select_best_index``."""
     return int(BaseSearchCV._select_best_index(refit, refit_metric, results))
+
+
+def euclidean_distances_sq(A: Any, B: Any, b_squared_norms: Any) -> Any:
+    """scikit-learn's ``_euclidean_distances(A, B, Y_norm_squared=..., squared=True)`` (no input checks)."""
+    from sklearn.metrics.pairwise import _euclidean_distances
+
+    return _euclidean_distances(A, B, Y_norm_squared=b_squared_norms, squared=True)

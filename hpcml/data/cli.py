@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-classes", type=int, default=None)
     s.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     s.add_argument("--block-rows", type=int, default=None)
+    s.add_argument("--centers", default=None, help="blobs: .npy file of the cluster centres (n_clusters x n_features)")
+    s.add_argument("--cluster-std", type=float, default=1.0, help="blobs: standard deviation of the clusters")
     s.add_argument("--json", action="store_true", help="print the timing summary as JSON")
 
     i = sub.add_parser("info", help="shape, dtype, chunking, class balance, NaN count")
@@ -86,8 +88,17 @@ def _convert(args: Any) -> int:
 def _synth(args: Any) -> int:
     from hpcml.data.synth import synth
 
+    centers = None
+    if args.centers is not None:
+        import numpy as np
+
+        try:
+            centers = np.load(args.centers, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--centers: cannot read {args.centers} ({exc})") from None
     result = synth(args.output, args.n_samples, args.n_features, kind=args.kind, seed=args.seed,
-                   n_classes=args.n_classes, dtype=args.dtype, block_rows=args.block_rows)
+                   n_classes=args.n_classes, dtype=args.dtype, block_rows=args.block_rows, centers=centers,
+                   cluster_std=args.cluster_std)
     from mpi4py import MPI
 
     if MPI.COMM_WORLD.Get_rank() == 0:

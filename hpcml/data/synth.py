@@ -55,10 +55,14 @@ class Model:
         Classes (blobs: 3, classification: 2 by default).
     dtype : numpy dtype
         Float type of X.
+    centers : ndarray of shape (n_classes, n_features), optional
+        blobs: the cluster centres (``make_blobs(centers=...)``) instead of uniform ones.
+    cluster_std : float, default 1.0
+        blobs: standard deviation of every cluster.
     """
 
     def __init__(self, kind: str, n_features: int, seed: int, n_classes: int | None = None,
-                 dtype: Any = np.float64) -> None:
+                 dtype: Any = np.float64, centers: Any = None, cluster_std: float = 1.0) -> None:
         if kind not in KINDS:
             raise UsageError(f"--kind must be one of {', '.join(KINDS)}, got '{kind}'")
         self.kind = kind
@@ -66,12 +70,26 @@ class Model:
         self.seed = int(seed)
         self.dtype = np.dtype(dtype)
         rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(0,)))
+        self.cluster_std = float(cluster_std)
+        if centers is not None:
+            centers = np.asarray(centers, dtype=np.float64)
+            if kind != "blobs" or centers.ndim != 2 or centers.shape[1] != self.n_features or not len(centers):
+                raise UsageError(f"--centers must be a (n_clusters, {self.n_features}) array for --kind blobs, "
+                                 f"got shape {centers.shape} for --kind {kind}")
+            if not np.isfinite(centers).all():
+                raise UsageError("--centers contains NaN or infinity")
+            if n_classes is not None and n_classes != len(centers):
+                raise UsageError(f"--n-classes {n_classes} does not match the {len(centers)} centres of --centers")
+            n_classes = len(centers)
+        if not (self.cluster_std >= 0 and np.isfinite(self.cluster_std)):
+            raise UsageError(f"--cluster-std must be a finite number >= 0, got {cluster_std}")
         self.n_classes = int(n_classes or (3 if kind == "blobs" else 2))
         if kind != "regression" and self.n_classes < 2:
             raise UsageError(f"--n-classes must be at least 2, got {self.n_classes}")
         self.n_informative = max(1, min(self.n_features, max(2, self.n_features // 2)))
         if kind == "blobs":
-            self.centers = rng.uniform(-10.0, 10.0, size=(self.n_classes, self.n_features))
+            self.centers = centers if centers is not None else rng.uniform(
+                -10.0, 10.0, size=(self.n_classes, self.n_features))
         elif kind == "classification":
             signs = rng.choice(np.array([-1.0, 1.0]), size=(self.n_classes, self.n_informative))
             self.means = signs * 1.0
@@ -98,6 +116,8 @@ class Model:
         y = rng.integers(0, self.n_classes, size=rows, dtype=np.int64)
         X = rng.standard_normal((rows, F), dtype=gen_dtype)
         if self.kind == "blobs":
+            if self.cluster_std != 1.0:
+                X *= self.cluster_std
             X += self.centers[y].astype(gen_dtype, copy=False)
         else:
             X[:, : self.n_informative] += self.means[y].astype(gen_dtype, copy=False)
@@ -135,6 +155,8 @@ def _create(path: str, n_samples: int, model: Model, block_rows: int, source: st
         fh.attrs["synth_seed"] = model.seed
         fh.attrs["synth_block_rows"] = block_rows
         fh.attrs["synth_n_classes"] = model.n_classes
+        if model.kind == "blobs":
+            fh.create_dataset("centers", data=model.centers)
     return offsets
 
 
@@ -157,6 +179,8 @@ def synth(
     dtype: Any = np.float64,
     block_rows: int | None = None,
     comm: MPI.Intracomm | None = None,
+    centers: Any = None,
+    cluster_std: float = 1.0,
 ) -> dict[str, Any]:
     """Generate a synthetic data set into ``path`` in parallel.  Collective over ``comm``.
 
@@ -178,6 +202,10 @@ def synth(
         Rows per block and per chunk (default about 4 MiB of X).
     comm : mpi4py.MPI.Intracomm, optional
         Ranks that generate; default ``MPI.COMM_WORLD``.
+    centers : array of shape (n_classes, n_features), optional
+        blobs: the cluster centres (default: uniform in ``[-10, 10]``).
+    cluster_std : float, default 1.0
+        blobs: standard deviation of the clusters.
 
     Returns
     -------
@@ -192,7 +220,7 @@ def synth(
     path = os.fspath(path)
     create = comm.Get_rank() == 0
     params = (n_samples, n_features, kind, seed, n_classes, dtype, block_rows)
-    model, rows, offsets = agree(comm, _prepare, path, *params, create)
+    model, rows, offsets = agree(comm, _prepare, path, *params, create, centers, cluster_std)
     offsets = comm.bcast(offsets, root=0)
     n_blocks = len(offsets)
     lo, hi = shard_bounds(n_blocks, comm.Get_rank(), comm.Get_size())
@@ -220,6 +248,8 @@ def _prepare(
     dtype: Any,
     block_rows: int | None,
     create: bool,
+    centers: Any = None,
+    cluster_std: float = 1.0,
 ) -> tuple[Model, int, list[tuple[int, int]] | None]:
     """Check the parameters; with ``create``, create the file.  Returns (model, rows per block, chunk offsets)."""
     if n_samples < 1 or n_features < 1:
@@ -227,7 +257,7 @@ def _prepare(
     dtype = np.dtype(dtype)
     if dtype.kind != "f":
         raise UsageError(f"--dtype must be a float type, got {dtype}")
-    model = Model(kind, n_features, seed, n_classes, dtype)
+    model = Model(kind, n_features, seed, n_classes, dtype, centers=centers, cluster_std=cluster_std)
     rows = int(block_rows or default_chunk_rows(n_features, dtype.itemsize))
     if rows < 1:
         raise UsageError(f"--block-rows must be positive, got {rows}")
@@ -241,6 +271,8 @@ def _prepare(
         f"hpcml.data synth --kind {kind} --n-samples {n_samples} --n-features {n_features} "
         f"--seed {seed} --dtype {dtype.name}"
     )
+    if centers is not None or cluster_std != 1.0:
+        source += f" --cluster-std {cluster_std}" + (" --centers (given)" if centers is not None else "")
     try:
         return model, rows, _create(path, n_samples, model, rows, source)
     except OSError as exc:

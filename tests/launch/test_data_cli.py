@@ -115,3 +115,39 @@ def test_synth_error_under_mpi_is_one_line(tmp_path):
     assert res.returncode == 2, res.stderr
     lines = res.stderr.strip().splitlines()
     assert lines == [f"hpcml: error: {out}: directory {out.parent} does not exist"]
+
+
+def test_synth_blobs_with_given_centres_is_byte_identical_for_1_and_3_ranks(tmp_path):
+    centres = np.random.RandomState(0).uniform(-10, 10, size=(12, 20))
+    np.save(tmp_path / "c.npy", centres)
+    args = ["--n-samples", "4001", "--n-features", "20", "--kind", "blobs", "--seed", "3", "--block-rows", "250",
+            "--centers", str(tmp_path / "c.npy"), "--cluster-std", "0.5"]
+    one = run_mpi(1, ["-m", "hpcml.data", "synth", str(tmp_path / "one.h5"), *args], timeout=60)
+    three = run_mpi(3, ["-m", "hpcml.data", "synth", str(tmp_path / "three.h5"), *args], timeout=60)
+    assert one.returncode == 0 and three.returncode == 0, (one.stderr, three.stderr)
+    assert _sha(tmp_path / "one.h5") == _sha(tmp_path / "three.h5")
+    ds = H5Dataset(tmp_path / "one.h5")
+    X, y = ds.read("X"), ds.read("y")
+    assert set(np.unique(y)) == set(range(12))
+    resid = X - centres[y]
+    assert abs(resid.std() - 0.5) < 0.02 and abs(resid.mean()) < 0.02
+    with h5py.File(tmp_path / "one.h5") as fh:
+        np.testing.assert_array_equal(fh["centers"][...], centres)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--kind", "classification"], "--centers must be a (n_clusters, 20) array for --kind blobs"),
+        (["--kind", "blobs", "--n-classes", "3"], "--n-classes 3 does not match the 12 centres"),
+        (["--kind", "blobs", "--cluster-std", "-1"], "--cluster-std must be a finite number >= 0"),
+    ],
+)
+def test_synth_bad_centres_exit_2_with_one_line(tmp_path, extra, message):
+    np.save(tmp_path / "c.npy", np.zeros((12, 20)))
+    res = run_mpi(2, ["-m", "hpcml.data", "synth", str(tmp_path / "o.h5"), "--n-samples", "100", "--n-features",
+                      "20", "--centers", str(tmp_path / "c.npy"), *extra], timeout=60)
+    assert res.returncode == 2, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("hpcml: error: ") and message in lines[0], res.stderr
+    assert not (tmp_path / "o.h5").exists()

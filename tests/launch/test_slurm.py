@@ -469,3 +469,27 @@ def test_cv_sbatch_stages_the_environment_once_per_node(slurm_env: dict[str, str
     assert f"staged {Path(PYTHON).parent.parent.resolve()} to {staged} on 1 node(s)" in log, log
     assert not staged.exists(), "the staged copy must be removed at the end of the job"
     assert_same_results(load_results(tmp_path / "hpcml-out" / str(job)), want)
+
+
+def test_kmeans_sbatch_writes_model_labels_and_run(slurm_env: dict[str, str], tmp_path: Path) -> None:
+    import h5py
+    import numpy as np
+
+    from hpcml.data.h5 import write_dataset
+
+    X = np.random.RandomState(0).normal(size=(600, 4)) + np.repeat(np.arange(3), 200)[:, None] * 6.0
+    write_dataset(tmp_path / "blobs.h5", X, None)
+    config = tmp_path / "km.toml"
+    config.write_text('[data]\npath = "blobs.h5"\n[model]\nn_clusters = 3\ninit = "k-means||"\n', encoding="utf-8")
+    t0 = time.monotonic()
+    job = sbatch(["--ntasks=2", "--time=5", str(SLURM / "kmeans.sbatch"), str(config), "km-out"], slurm_env, tmp_path)
+    records = wait_job(job, slurm_env, tmp_path, timeout=240)
+    print(f"\nkmeans.sbatch (2 tasks): job {job} done in {time.monotonic() - t0:.1f} s")
+    assert_exit(records, 0, tmp_path)
+    out = tmp_path / "km-out"
+    for name in ("model.h5", "model.joblib", "labels.h5", "run.json"):
+        assert (out / name).is_file(), f"{out / name} missing\n{logs(tmp_path)}"
+    assert json.loads((out / "run.json").read_text())["ranks"] == 2
+    with h5py.File(out / "labels.h5") as fh:
+        labels = fh["labels"][...]
+    assert sorted(np.bincount(labels).tolist()) == [200, 200, 200]
