@@ -3,7 +3,8 @@
 ``HPCML_INJECT_FAULT=POINT:RANK`` (or ``POINT:RANK:COUNT`` for "after COUNT
 calls") makes :func:`inject` raise :class:`InjectedFault` at that point on that
 rank of ``COMM_WORLD``.  Unset (always, outside tests) it costs one dict lookup.
-Points: ``load`` (while reading data), ``unit`` (inside a work unit, outside
+Points: ``load`` (before reading data), ``shared-read`` (a reader of
+:mod:`hpcml.data.shared` inside the collective shared load), ``unit`` (inside a work unit, outside
 the fit), ``worker`` (in a worker's dispatch loop, outside any unit).
 """
 

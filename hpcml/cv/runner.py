@@ -111,7 +111,7 @@ def _load_data(config: SearchConfig, comm: MPI.Intracomm) -> tuple[dict[str, Any
     d = config.data
     dataset = H5Dataset(d.path, X=d.X, y=d.y, groups=d.groups, sample_weight=d.sample_weight)
     _agree(comm, inject, "load", comm.Get_rank())
-    arrays, info = load_arrays(dataset, comm)
+    arrays, info = load_arrays(dataset, comm, load=d.load)
 
     def check() -> str:
         y = arrays.get("y")
@@ -171,6 +171,8 @@ def _dry_run(
 ) -> None:
     n_ranks = comm.Get_size()
     hosts = sorted({lay["host"] for lay in layouts})
+    # Nodes are COMM_TYPE_SHARED groups, not host names (emulated nodes share one name).
+    n_nodes = len({lay["node"] for lay in layouts})
     print(f"hpcml.cv plan for {config.source}")
     print(f"  data     {config.data.path} (X={config.data.X}, y={config.data.y}); loaded {info.get('method', '?')}")
     for model in config.models:
@@ -181,7 +183,7 @@ def _dry_run(
     metrics = config.scoring if config.scoring is not None else "estimator's score"
     print(f"  scoring  {metrics} (refit metric: {config.refit_metric})")
     print(f"  units    {len(candidates)} candidates x {len(splits)} folds = {len(candidates) * len(splits)} units")
-    print(f"  ranks    {n_ranks} on {len(hosts)} node(s): {', '.join(hosts)}")
+    print(f"  ranks    {n_ranks} on {n_nodes} node(s), host(s): {', '.join(hosts)}")
     print("  layout")
     for line in describe_layouts(layouts).splitlines():
         print("    " + line)
@@ -373,6 +375,7 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
                     **data_info,
                 },
                 "n_ranks": len(layouts),
+                "nodes": len({lay["node"] for lay in layouts}),
                 "hosts": sorted(set(host_of)),
                 "layout": layouts,
                 "versions": _versions(),
