@@ -43,6 +43,7 @@ from hpcml.cv.progress import Progress, best_so_far_score
 from hpcml.cv.reduce import best_candidate, build_cv_results
 from hpcml.errors import EXIT_INCOMPLETE, ConfigError, DataError, RunError, UsageError
 from hpcml.signals import StopFlag
+from hpcml.startup import Startup, summarize
 from hpcml.threads import RankLayout, describe_layouts, limit_loaded_pools
 from hpcml.tomlconf import read_config_bytes
 
@@ -64,6 +65,7 @@ class Options:
     grace: float
     time_limit: float | None
     stop: StopFlag | None = None
+    startup: Startup | None = None  # hpcml.startup: marks config, data, plan
 
 
 def _agree(comm: MPI.Intracomm, func: Any, *args: Any, root_only: bool = False) -> Any:
@@ -194,11 +196,14 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
     started = time.time()
     rank = comm.Get_rank()
     limit_loaded_pools(layout)  # NumPy/SciPy are loaded now: enforce and record their pools
+    startup = opts.startup if opts.startup is not None else Startup(count_files=False)
     config, config_path = _read_config(opts, comm)
+    startup.mark("config")
     folder = opts.out or (os.path.join(opts.out or DEMO_OUT) if opts.demo else (config.out or DEFAULT_OUT))
     t0 = time.perf_counter()
     arrays, data_info, fingerprint = _load_data(config, comm)
     load_seconds = time.perf_counter() - t0
+    startup.mark("data")
     X, y, groups = arrays["X"], arrays["y"], arrays.get("groups")
     fit_params = {"sample_weight": arrays["sample_weight"]} if arrays.get("sample_weight") is not None else {}
 
@@ -338,6 +343,8 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
         stop.on_first(start_grace_timer)
 
     deadline = _deadline(opts, started)
+    startup.mark("plan")
+    startups = comm.gather(startup.as_dict(), root=0)
 
     try:
         evaluation = evaluate(
@@ -378,6 +385,7 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
                 "nodes": len({lay["node"] for lay in layouts}),
                 "hosts": sorted(set(host_of)),
                 "layout": layouts,
+                "startup": summarize(startups),
                 "versions": _versions(),
             }
             status = _finish(opts, plan, evaluation, static_info, started, stop, len(done))
