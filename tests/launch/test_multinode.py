@@ -23,6 +23,8 @@ from helpers import run_mpi
 from sklearn import model_selection as skms
 from sklearn.svm import SVC
 
+from hpcml.startup import PHASES
+
 N_UNITS = 12  # BASIC: 4 candidates x 3 folds
 CPUS = len(os.sched_getaffinity(0))
 HOST = socket.gethostname()
@@ -89,7 +91,7 @@ def _assert_layout(report: dict, n: int, k: int) -> None:
 @pytest.mark.parametrize(
     ("n", "k", "env", "copies", "load"),
     [
-        (4, 2, {"HPCML_FOLD_COPIES": "node"}, "node", "read"),
+        (4, 2, {"HPCML_FOLD_COPIES": "node", "HPCML_STARTUP_FILES": "1"}, "node", "read"),
         (8, 4, {"HPCML_DATA_LOAD": "broadcast"}, "rank", "broadcast"),
         (5, 3, {}, "rank", "read"),  # uneven: nodes of 2, 2 and 1 ranks
     ],
@@ -115,6 +117,21 @@ def test_search_on_emulated_nodes_equals_one_rank_and_sklearn(basic, n, k, env, 
     units = [r for r in journal if r["type"] == "unit"]
     assert sorted(r["unit"] for r in units) == list(range(N_UNITS))
     assert {r["rank"] for r in units} <= set(range(n))
+    _assert_startup(report["startup"], n, counted="HPCML_STARTUP_FILES" in env)
+
+
+def _assert_startup(startup: dict, n: int, counted: bool) -> None:
+    """run.json's per-rank start-up breakdown: every rank, every phase, module counts growing."""
+    assert len(startup["per_rank"]) == n
+    assert list(startup["median"]) == [*PHASES, "total"] and list(startup["max"]) == [*PHASES, "total"]
+    for record in startup["per_rank"]:
+        assert list(record["seconds"]) == list(PHASES)
+        modules = [record["modules"][phase] for phase in PHASES]
+        assert modules == sorted(modules) and modules[-1] > modules[0]
+        assert ("files" in record) == counted
+    if counted:  # every rank imports the same code
+        assert len({record["files"]["import"] for record in startup["per_rank"]}) == 1
+        assert min(record["files"]["open"] for record in startup["per_rank"]) > 0
 
 
 def test_dry_run_counts_nodes_not_host_names(basic):
