@@ -2,7 +2,8 @@
 
 ``HPCML_INJECT_FAULT=POINT:RANK`` (or ``POINT:RANK:COUNT`` for "after COUNT
 calls") makes the hook of that point raise :class:`InjectedFault` on that rank
-of ``COMM_WORLD``.  Points: ``load`` (while reading data), ``unit`` (inside a
+of ``COMM_WORLD``.  Points: ``load`` (while reading data), ``shared-read`` (a reader of
+:mod:`hpcml.data.shared` inside the collective shared load), ``unit`` (inside a
 work unit, outside the fit), ``worker`` (in a worker's dispatch loop, outside
 any unit).
 
@@ -25,7 +26,7 @@ from hpcml.errors import UsageError
 ENV = "HPCML_INJECT_FAULT"
 
 #: Points where a fault can be injected.
-POINTS = ("load", "unit", "worker")
+POINTS = ("load", "shared-read", "unit", "worker")
 
 
 class InjectedFault(RuntimeError):

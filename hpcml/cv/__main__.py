@@ -75,6 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point (every rank)."""
+    from hpcml.startup import Startup
+
+    startup = Startup()  # run.json's per-rank start-up breakdown
     args = parse_args(argv)
     from hpcml.signals import StopFlag
 
@@ -82,12 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     stop.install()  # before anything slow: a signal during imports or data loading is kept
     from mpi4py import MPI  # does not import NumPy
 
+    startup.mark("mpi_init")
     from hpcml.threads import apply_layout, plan_layout
 
     comm = MPI.COMM_WORLD
     layout = apply_layout(plan_layout(comm, args.threads_per_rank))
+    startup.mark("layout")
 
     from hpcml.cv.runner import Options, run
+
+    startup.mark("imports")
 
     opts = Options(
         config=args.config,
@@ -100,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         grace=args.grace,
         time_limit=args.time_limit,
         stop=stop,
+        startup=startup,
     )
     return run(opts, layout, comm)
 

@@ -40,6 +40,7 @@ class DataConfig:
     y: str | None = "y"
     groups: str | None = None
     sample_weight: str | None = None
+    load: str | None = None  # "auto" | "read" | "broadcast" (hpcml.data.shared.load_mode); None: env/auto
 
 
 @dataclass
@@ -156,8 +157,11 @@ def _data(t: Table, base: str) -> DataConfig:
         y=_opt_name(t, "y", "y"),
         groups=t.get("groups", str, None),
         sample_weight=t.get("sample_weight", str, None),
+        load=t.get("load", str, None),
     )
-    t.finish(["path", "X", "y", "groups", "sample_weight"])
+    if cfg.load not in (None, "auto", "read", "broadcast"):
+        raise t.error("load", f"expected one of 'auto', 'read', 'broadcast', got {cfg.load!r}")
+    t.finish(["path", "X", "y", "groups", "sample_weight", "load"])
     return cfg
 
 

@@ -47,6 +47,7 @@ from hpcml.cv.stages import check_target, check_units, checkpoint, make_candidat
 from hpcml.data.fingerprint import combined, fingerprints
 from hpcml.errors import EXIT_INCOMPLETE, ConfigError, DataError, RunError, UsageError
 from hpcml.signals import StopFlag
+from hpcml.startup import Startup, summarize
 from hpcml.threads import RankLayout, describe_layouts, limit_loaded_pools
 from hpcml.tomlconf import read_config_bytes
 
@@ -68,6 +69,7 @@ class Options:
     grace: float
     time_limit: float | None
     stop: StopFlag | None = None
+    startup: Startup | None = None  # hpcml.startup: marks config, data, plan
 
 
 def _agree(comm: MPI.Intracomm, func: Any, *args: Any, root_only: bool = False) -> Any:
@@ -119,7 +121,7 @@ def _load_data(
     if faults_active():  # tests only: no extra collective on a normal run
         load_fault = fault_hook("load", comm.Get_rank())
         _agree(comm, load_fault if load_fault is not None else (lambda: None))
-    arrays, info = load_arrays(dataset, comm)
+    arrays, info = load_arrays(dataset, comm, load=d.load)
 
     def check() -> None:
         y = arrays.get("y")
@@ -179,6 +181,8 @@ def _dry_run(
 ) -> None:
     n_ranks = comm.Get_size()
     hosts = sorted({lay["host"] for lay in layouts})
+    # Nodes are COMM_TYPE_SHARED groups, not host names (emulated nodes share one name).
+    n_nodes = len({lay["node"] for lay in layouts})
     print(f"hpcml.cv plan for {config.source}")
     print(f"  data     {config.data.path} (X={config.data.X}, y={config.data.y}); loaded {info.get('method', '?')}")
     for model in config.models:
@@ -189,7 +193,7 @@ def _dry_run(
     metrics = config.scoring if config.scoring is not None else "estimator's score"
     print(f"  scoring  {metrics} (refit metric: {config.refit_metric})")
     print(f"  units    {len(candidates)} candidates x {len(splits)} folds = {len(candidates) * len(splits)} units")
-    print(f"  ranks    {n_ranks} on {len(hosts)} node(s): {', '.join(hosts)}")
+    print(f"  ranks    {n_ranks} on {n_nodes} node(s), host(s): {', '.join(hosts)}")
     print("  layout")
     for line in describe_layouts(layouts).splitlines():
         print("    " + line)
@@ -203,9 +207,11 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
     if opts.stop is None:
         stop.install()
     limit_loaded_pools(layout)  # NumPy/SciPy are loaded now: enforce and record their pools
+    startup = opts.startup if opts.startup is not None else Startup(count_files=False)
     config, config_path = _read_config(opts, comm)
     _agree(comm, check_target, config)
     checkpoint(stop, comm, "reading the config")
+    startup.mark("config")
     if config.search.strategy == "halving":  # scikit-learn's successive halving, rung by rung
         from hpcml.cv.halving_run import run_halving
 
@@ -219,6 +225,7 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
     arrays, data_info, data_prints = _load_data(config, comm)
     fingerprint = combined(data_prints)
     load_seconds = time.perf_counter() - t0
+    startup.mark("data")
     X, y, groups = arrays["X"], arrays["y"], arrays.get("groups")
     fit_params = {"sample_weight": arrays["sample_weight"]} if arrays.get("sample_weight") is not None else {}
     checkpoint(stop, comm, "loading the data")
@@ -292,6 +299,8 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
     if observer is not None:
         observer.watch(stop, opts.grace, len(index), comm)
         plan.observer = observer
+    startup.mark("plan")
+    startups = comm.gather(startup.as_dict(), root=0)
     try:
         evaluation = evaluate(
             problem,
@@ -327,8 +336,10 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
                     **data_info,
                 },
                 "n_ranks": len(layouts),
+                "nodes": len({lay["node"] for lay in layouts}),
                 "hosts": sorted(set(host_of)),
                 "layout": layouts,
+                "startup": summarize(startups),
                 "versions": _versions(),
             }
             status = _finish(opts, plan, evaluation, static_info, started, stop, len(done))

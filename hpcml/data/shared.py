@@ -8,6 +8,14 @@ used (sparse X, ``HPCML_SHARED_MEMORY=0``, a single rank, an MPI without shared
 windows, too little room in ``/dev/shm``) every rank reads its own copy; the
 returned ``info`` says which path ran and why.
 
+How the node copies are filled (``load``): ``"read"``, every node's first rank
+reads the file (N nodes open it at once); ``"broadcast"``, only the run's first
+rank reads it and the other nodes' first ranks receive it by ``MPI_Bcast`` in
+:data:`BCAST_CHUNK` pieces (one reader on the parallel file system whatever the
+node count); ``"auto"`` (default) broadcasts from :data:`BROADCAST_AUTO_NODES`
+nodes on.  ``HPCML_DATA_LOAD`` overrides the default; docs/data.md gives the
+measured crossover.
+
 Lifetime
 --------
 The window lives as long as the returned arrays need it: each array holds a
@@ -24,6 +32,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from hpcml import env
+from hpcml._faults import hook as fault_hook
 from hpcml.comm import describe, idle_barrier, node_comm, raise_if_any, resolve_comm
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -33,6 +42,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Environment variable: ``0``/``false``/``no``/``off`` forces per-rank reads.
 ENV_SHARED = env.SHARED_MEMORY
+
+#: Environment variable: ``read``, ``broadcast`` or ``auto`` (see :func:`load_mode`).
+ENV_LOAD = "HPCML_DATA_LOAD"
+LOAD_MODES = ("auto", "read", "broadcast")
+#: ``load="auto"`` broadcasts from this many nodes on (docs/data.md: the crossover).
+BROADCAST_AUTO_NODES = 8
+#: Bytes per ``MPI_Bcast`` call of the broadcast mode (below MPI's 2 GiB count limit).
+BCAST_CHUNK = 64 * 2**20
 
 ROLES = ("X", "y", "groups", "sample_weight")
 _ALIGN = 64
@@ -75,6 +92,36 @@ def shared_memory_enabled(default: bool = True) -> bool:
     if value in ("1", "true", "yes", "on"):
         return True
     return default
+
+
+def load_mode(load: str | None, n_nodes: int) -> tuple[str, str]:
+    """Decide how node copies are filled: ``("read" | "broadcast", why)``.
+
+    Parameters
+    ----------
+    load : {"auto", "read", "broadcast"}, optional
+        The caller's choice; ``None`` means ``HPCML_DATA_LOAD`` if set, else ``"auto"``.
+    n_nodes : int
+        Nodes of the run (``COMM_TYPE_SHARED`` groups).
+
+    Returns
+    -------
+    mode : str
+        ``"read"`` or ``"broadcast"`` (one node always reads).
+    why : str
+        The reason, for the run report.
+    """
+    if load is None:
+        load = os.environ.get(ENV_LOAD, "").strip().lower() or "auto"
+    if load not in LOAD_MODES:
+        raise ValueError(f"load must be one of {', '.join(map(repr, LOAD_MODES))}, got {load!r}")
+    if n_nodes <= 1:
+        return "read", "one node"
+    if load == "auto":
+        if n_nodes >= BROADCAST_AUTO_NODES:
+            return "broadcast", f"auto: {n_nodes} nodes >= {BROADCAST_AUTO_NODES}"
+        return "read", f"auto: {n_nodes} nodes < {BROADCAST_AUTO_NODES}"
+    return load, f"{load} (requested)"
 
 
 def _allocate_window(node: MPI.Intracomm, nbytes: int) -> MPI.Win:
@@ -152,6 +199,7 @@ def load_arrays(
     *,
     shared: bool | None = None,
     check_nan_y: bool = True,
+    load: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Give every rank the full X/y (and groups, sample_weight).  Collective over ``comm``.
 
@@ -166,6 +214,9 @@ def load_arrays(
         ``HPCML_SHARED_MEMORY`` if set, else shared.  Must agree on every rank.
     check_nan_y : bool, default True
         Reject NaN/inf in ``y``.
+    load : {"auto", "read", "broadcast"}, optional
+        How node copies are filled (see :func:`load_mode`); default
+        ``HPCML_DATA_LOAD`` if set, else ``"auto"``.  Must agree on every rank.
 
     Returns
     -------
@@ -177,7 +228,9 @@ def load_arrays(
         For the run report: ``method`` (``"shared-window"`` or ``"per-rank"``),
         ``reason``, ``nodes``, ``copies`` (copies held in memory over all
         nodes), ``bytes`` (of one copy), ``local_bytes`` (bytes this rank
-        allocated) and ``seconds``.
+        allocated) and ``seconds``; with shared windows also ``load``
+        (``"read"``/``"broadcast"``), ``load_reason``, ``readers`` (ranks that
+        read the file), ``read_seconds`` and ``bcast_seconds`` (this rank's).
 
     Raises
     ------
@@ -213,7 +266,7 @@ def load_arrays(
         shared = False
 
     if shared:
-        result, reason = _load_shared(dataset, comm, meta)
+        result, reason = _load_shared(dataset, comm, meta, load)
         if result is not None:
             arrays, info = result
             info["seconds"] = time.perf_counter() - t0
@@ -263,7 +316,7 @@ def _count_nodes(comm: MPI.Intracomm) -> int:
 
 
 def _load_shared(
-    dataset: H5Dataset, comm: MPI.Intracomm, meta: dict[str, Any]
+    dataset: H5Dataset, comm: MPI.Intracomm, meta: dict[str, Any], load: str | None = None
 ) -> tuple[tuple[SharedArrays, dict[str, Any]] | None, str]:
     """The shared-window path; ``(None, reason)`` on every rank if windows are unavailable."""
     import numpy as np
@@ -294,16 +347,11 @@ def _load_shared(
     for role, (offset, shape, dtype) in offsets.items():
         count = int(np.prod(shape, dtype=np.int64))
         views[role] = mem[offset : offset + count * dtype.itemsize].view(dtype).reshape(shape)
+    n_nodes = int(comm.allreduce(1 if node.Get_rank() == 0 else 0))
+    mode, why = load_mode(load, n_nodes)
 
-    error: BaseException | None = None
     win.Lock_all(MPI.MODE_NOCHECK)
-    if node.Get_rank() == 0:
-        try:
-            for role, view in views.items():
-                if view is not None:
-                    dataset.read(role, out=view)
-        except Exception as exc:  # noqa: BLE001 - agreed below
-            error = exc
+    error, seconds = _fill(dataset, comm, node, views, mem[:total], mode)
     win.Sync()
     idle_barrier(comm)  # the other ranks sleep while the node's reader works
     win.Sync()
@@ -313,14 +361,60 @@ def _load_shared(
         if view is not None:
             view.flags.writeable = False
 
-    n_nodes = int(comm.allreduce(1 if node.Get_rank() == 0 else 0))
     info = {
         "method": "shared-window",
-        "reason": f"one copy per node: node rank 0 reads, {node.Get_size()} rank(s) on this node map it",
+        "reason": f"one copy per node: node rank 0 {'reads' if mode == 'read' else 'receives'}, "
+        f"{node.Get_size()} rank(s) on this node map it",
         "nodes": n_nodes,
         "copies": n_nodes,
         "ranks_on_node": node.Get_size(),
         "bytes": total,
         "local_bytes": total if node.Get_rank() == 0 else 0,
+        "load": mode,
+        "load_reason": why,
+        "readers": n_nodes if mode == "read" else 1,
+        **seconds,
     }
     return (SharedArrays(views, window=win, node=node), info), info["reason"]
+
+
+def _fill(
+    dataset: H5Dataset, comm: MPI.Intracomm, node: MPI.Intracomm, views: dict[str, Any], mem: Any, mode: str
+) -> tuple[BaseException | None, dict[str, float]]:
+    """Fill the node copies: each node leader reads, or rank 0 reads and leaders receive by Bcast.
+
+    Collective over ``comm``; returns this rank's error (to be agreed) and timings.
+    """
+    from mpi4py import MPI
+
+    rank = comm.Get_rank()
+    leader = node.Get_rank() == 0
+    reader = leader if mode == "read" else rank == 0
+    error: BaseException | None = None
+    t0 = time.perf_counter()
+    if reader:
+        try:
+            read_fault = fault_hook("shared-read", rank)  # None unless HPCML_INJECT_FAULT names it (tests)
+            if read_fault is not None:
+                read_fault()
+            for role, view in views.items():
+                if view is not None:
+                    dataset.read(role, out=view)
+        except Exception as exc:  # noqa: BLE001 - agreed by the caller
+            error = exc
+    t1 = time.perf_counter()
+    if mode != "broadcast":
+        return error, {"read_seconds": t1 - t0, "bcast_seconds": 0.0}
+    # Did the one reader fail?  Then nothing is broadcast (the caller raises its error everywhere).
+    idle_barrier(comm)
+    failed = comm.allreduce(int(error is not None))
+    t1 = time.perf_counter()
+    leaders = comm.Split(0 if leader else MPI.UNDEFINED, key=rank)
+    if leaders != MPI.COMM_NULL:
+        try:
+            if not failed:
+                for start in range(0, mem.size, BCAST_CHUNK):
+                    leaders.Bcast(mem[start : start + BCAST_CHUNK], root=0)
+        finally:
+            leaders.Free()
+    return error, {"read_seconds": t1 - t0, "bcast_seconds": time.perf_counter() - t1}

@@ -239,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         {
             **est.timing_,
             "host": layout.host,
+            "node": layout.node,
+            "local_rank": layout.local_rank,
             "threads": layout.threads,
             "pinned": layout.pinned,
             "cpus": layout.cpus,

@@ -1,0 +1,351 @@
+"""Model of search efficiency at 1,024 / 4,096 / 16,384 ranks, from inputs measured on this machine.
+
+    python benchmarks/scale_model.py [--dispatch results/dispatch_scale.json]
+                                     [--startup results/startup_after.json] [--load results/load.json]
+                                     [--mds-ops 50000] [--ranks-per-node 128]
+                                     [--plot results/scale_model.png] [--json results/scale_model.json]
+
+Efficiency = ideal / modelled time, ideal = 10 units per rank x unit cost t, for
+t from 10 ms to 10 s.  The modelled time is
+
+``start-up + dispatch + final gather/reduce``:
+
+* **dispatch**: a discrete-event simulation of hpcml's own protocol
+  (:mod:`hpcml.cv.schedule`): the real :class:`~hpcml.cv.schedule.UnitQueue`
+  (cost-learning first pass of one split per candidate, factor-of-two buckets,
+  0.1 s batches capped by the guided-self-scheduling share) and the real
+  worker/dispatcher rules (a worker asks for its next batch before running the
+  one in hand; rank 0 grants that prefetch only for batches estimated at
+  <= 0.5 s and answers WAIT otherwise).  Rank 0 is one FIFO server taking
+  ``per_request_cpu`` (measured: thread CPU time of ``_Dispatcher.poll`` per
+  request, with the CLI's journal and progress work) for every request; every
+  message takes half the measured round trip (``pingpong``: Iprobe + Backoff on
+  both sides).  Candidates x 5 splits = 10 x ranks units, all of cost t.
+* **final gather/reduce**: results already reach rank 0 with the requests; at
+  the end the engine broadcasts them (tree: ``log2(P)`` steps of the measured
+  latency + bytes / measured Bcast bandwidth) and rank 0 builds and writes
+  ``cv_results`` (measured here: ``build_cv_results`` + ``write_cv_results`` per
+  unit, scaled linearly).
+* **start-up**: (a) *local*: the measured per-rank start-up at 2 ranks (one
+  core per rank; the whole import set read from a local disk/page cache), the
+  same for every P (node-local environment or a container image); (b)
+  *shared file system*: (a) + P x file-system calls per rank (strace, measured)
+  / ``--mds-ops`` metadata operations per second -- an **assumed** metadata
+  server rate (no parallel file system here), labelled as such.
+
+With ``--ranks-per-node R`` the hierarchical-dispatch variant is modelled too:
+rank 0 serves P / R node leaders, each standing for R ranks that run R units at
+once, and every leader serves its own R ranks as rank 0 does today (makespan =
+root simulation + the local simulation's overhead); it is not implemented in
+hpcml (see docs/scaling.md).  Prints one JSON document and draws efficiency vs unit cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import _common as C  # noqa: E402
+
+RANKS = (1024, 4096, 16384)
+UNIT_COSTS = (0.01, 0.1, 1.0, 3.0, 10.0)
+UNITS_PER_RANK = 10
+N_SPLITS = 5
+
+
+# --------------------------------------------------------------------------- the dispatch simulation
+def _worker(t: float):  # noqa: ANN202
+    """hpcml's worker loop (schedule._run_worker) as a generator of actions: send, recv, run."""
+    yield ("send", [], False)
+    in_hand = None
+    outstanding = True
+    while True:
+        if in_hand is None:
+            kind, batch = yield ("recv",)
+            outstanding = False
+            if kind == "DONE":
+                return
+            if kind == "WAIT":  # to a request without a batch in hand: ask again
+                yield ("send", [], False)
+                outstanding = True
+                continue
+            in_hand = batch
+        if not outstanding:  # ask for the next batch before running this one (prefetch)
+            yield ("send", [], True)
+            outstanding = True
+        batch, in_hand = in_hand, None
+        yield ("run", len(batch) * t)
+        kind, nxt = yield ("recv",)
+        outstanding = False
+        if kind == "WORK":
+            in_hand = nxt
+        yield ("send", batch, in_hand is not None)
+        outstanding = True
+
+
+def simulate(n_ranks: int, t: float, c: float, latency: float, target: float | None = None) -> dict:
+    """Discrete-event run of hpcml's dispatch protocol: rank 0 one FIFO server, ``n_ranks`` workers.
+
+    Parameters
+    ----------
+    n_ranks : int
+        Workers (rank 0 is modelled as a pure dispatcher).
+    t : float
+        Seconds per unit.
+    c : float
+        Rank 0's seconds per request.
+    latency : float
+        One-way message time.
+    target : float, optional
+        ``UnitQueue``'s ``target_batch_seconds`` (default hpcml's).
+
+    Returns
+    -------
+    dict
+        ``makespan``, ``requests``, ``rank0_utilisation``, ``mean_batch``.
+    """
+    from hpcml.cv.schedule import PREFETCH_MAX_SECONDS, TARGET_BATCH_SECONDS, UnitQueue
+
+    n_units = UNITS_PER_RANK * n_ranks
+    first = [cand * N_SPLITS for cand in range(n_units // N_SPLITS)]
+    rest = [u for u in range(n_units) if u % N_SPLITS]
+    queue = UnitQueue(first, rest, n_ranks, group_of=lambda u: u // N_SPLITS,
+                      target_batch_seconds=TARGET_BATCH_SECONDS if target is None else target)  # fmt: skip
+    events: list[tuple[float, int, int, str, object]] = []
+    seq = 0
+    server_free = 0.0
+    stats = {"requests": 0, "batches": 0, "done": 0.0}
+    procs = [_worker(t) for _ in range(n_ranks)]
+    mailbox: list[list[tuple[str, list[int]]]] = [[] for _ in range(n_ranks)]
+    waiting = [False] * n_ranks
+
+    def push(when: float, w: int, kind: str, data: object = None) -> None:
+        nonlocal seq
+        seq += 1
+        heapq.heappush(events, (when, seq, w, kind, data))
+
+    def answer(items: list[int], holding: bool) -> tuple[str, list[int]]:  # schedule._Dispatcher.poll/_answer
+        for unit in items:
+            queue.record(unit, t)
+        if holding and len(queue) and not (queue.cost(queue._head()[0]) or math.inf) <= PREFETCH_MAX_SECONDS:
+            return "WAIT", []
+        batch = queue.take()
+        if batch:
+            stats["batches"] += 1
+            return "WORK", batch
+        return ("WAIT", []) if holding else ("DONE", [])
+
+    def step(w: int, now: float, value: object) -> None:
+        try:
+            action = procs[w].send(value)
+            while True:
+                if action[0] == "send":
+                    push(now + latency, w, "arrive", action[1:])
+                    action = procs[w].send(None)
+                elif action[0] == "run":
+                    push(now + action[1], w, "wake")
+                    return
+                elif mailbox[w]:
+                    action = procs[w].send(mailbox[w].pop(0))
+                else:
+                    waiting[w] = True
+                    return
+        except StopIteration:
+            stats["done"] = max(stats["done"], now)
+
+    for w in range(n_ranks):
+        step(w, 0.0, None)
+    while events:
+        now, _, w, kind, data = heapq.heappop(events)
+        if kind == "arrive":
+            server_free = max(now, server_free) + c
+            stats["requests"] += 1
+            push(server_free + latency, w, "reply", answer(*data))  # type: ignore[misc]
+        elif kind == "reply" and waiting[w]:
+            waiting[w] = False
+            step(w, now, data)
+        elif kind == "reply":
+            mailbox[w].append(data)  # type: ignore[arg-type]
+        else:  # wake: the batch ran
+            step(w, now, None)
+    return {
+        "makespan": stats["done"],
+        "requests": stats["requests"],
+        "rank0_utilisation": stats["requests"] * c / stats["done"],
+        "mean_batch": n_units / max(1, stats["batches"]),
+    }
+
+
+# --------------------------------------------------------------------------- measured inputs
+def measure_reduce(n_units: int = 20000) -> dict:
+    """Rank 0's end of run: build_cv_results + write_cv_results for ``n_units`` units (seconds per unit)."""
+    import pickle
+
+    from hpcml.cv import output
+    from hpcml.cv.reduce import build_cv_results
+
+    n_splits = N_SPLITS
+    n_cand = n_units // n_splits
+    result = {"test_scores": {"score": 0.9}, "train_scores": None, "fit_time": 0.5, "score_time": 0.01,
+              "n_test_samples": 100, "fit_error": None}  # fmt: skip
+    out = [dict(result) for _ in range(n_cand * n_splits)]
+    params = [{"C": float(i), "gamma": 1e-3} for i in range(n_cand)]
+    t0 = time.perf_counter()
+    results = build_cv_results(params, n_splits, out, False, ["svc"] * n_cand, None)
+    with tempfile.TemporaryDirectory() as tmp:
+        output.write_cv_results(tmp, results)
+    seconds = time.perf_counter() - t0
+    return {"units": len(out), "seconds": seconds, "per_unit": seconds / len(out),
+            "bytes_per_unit": len(pickle.dumps(out)) / len(out)}  # fmt: skip
+
+
+def load_inputs(args: argparse.Namespace) -> dict:
+    with open(args.dispatch, encoding="utf-8") as fh:
+        disp = json.load(fh)
+    rows = disp["results"]
+    flood = [r for r in rows if r["scenario"] == "flood" and r["journal"]]
+    ping = [r for r in rows if r["scenario"] == "pingpong"]
+    inputs = {
+        "per_request_cpu": max(r["per_request_cpu"] for r in flood),
+        "per_request_cpu_all": {f"{r['ranks']} ranks": r["per_request_cpu"] for r in flood},
+        "round_trip": ping[0]["round_trip"] if ping else None,
+        "dispatch_source": args.dispatch,
+        "dispatch_loadavg": disp["environment"].get("loadavg_start"),
+    }
+    if args.startup and os.path.exists(args.startup):
+        with open(args.startup, encoding="utf-8") as fh:
+            st = json.load(fh)
+        row = min(st["results"], key=lambda r: r["ranks"])
+        inputs["startup_local"] = row["median"]["total"] - row["median"]["plan"]
+        inputs["startup_ranks_measured"] = row["ranks"]
+        big = max(st["results"], key=lambda r: r["ranks"])
+        inputs["fs_calls_per_rank"] = big.get("strace", {}).get("per_rank_calls")
+        inputs["startup_source"] = args.startup
+    if args.load and os.path.exists(args.load):
+        with open(args.load, encoding="utf-8") as fh:
+            ld = json.load(fh)
+        inputs["bcast_bandwidth"] = ld["bcast"]["bandwidth"]
+        inputs["bcast_latency"] = ld["bcast"]["latency"]
+    inputs.setdefault("bcast_bandwidth", args.bcast_bandwidth)
+    inputs.setdefault("bcast_latency", 2e-5)
+    inputs["reduce"] = measure_reduce()
+    return inputs
+
+
+def model(inputs: dict, args: argparse.Namespace) -> list[dict]:
+    c = inputs["per_request_cpu"]
+    latency = inputs["round_trip"] / 2
+    rows = []
+    for p in RANKS:
+        for t in UNIT_COSTS:
+            sim = simulate(p, t, c, latency)
+            n_units = UNITS_PER_RANK * p
+            ideal = UNITS_PER_RANK * t
+            final = math.log2(p) * (inputs["bcast_latency"] + n_units * inputs["reduce"]["bytes_per_unit"]
+                                    / inputs["bcast_bandwidth"]) + n_units * inputs["reduce"]["per_unit"]  # fmt: skip
+            start_local = inputs.get("startup_local", 0.0)
+            calls = inputs.get("fs_calls_per_rank") or 0.0
+            start_fs = start_local + p * calls / args.mds_ops
+            hier = None
+            if args.ranks_per_node > 1:
+                nodes = max(1, p // args.ranks_per_node)
+                # rank 0 serves the node leaders (a node's R ranks run R units at once: one node-unit of t),
+                # each leader serves its R ranks like rank 0 does today (same per-request cost, in parallel)
+                h = simulate(nodes, t, c, latency)
+                local = simulate(args.ranks_per_node, t, c, latency)
+                hier = h["makespan"] + (local["makespan"] - ideal)
+            row = {
+                "ranks": p,
+                "unit_seconds": t,
+                "ideal": ideal,
+                "dispatch_makespan": sim["makespan"],
+                "requests": sim["requests"],
+                "rank0_utilisation": sim["rank0_utilisation"],
+                "mean_batch": sim["mean_batch"],
+                "final_gather_reduce": final,
+                "startup_local": start_local,
+                "startup_shared_fs": start_fs,
+                "eff_dispatch": ideal / sim["makespan"],
+                "eff_with_final": ideal / (sim["makespan"] + final),
+                "eff_with_startup_local": ideal / (start_local + sim["makespan"] + final),
+                "eff_with_startup_shared_fs": ideal / (start_fs + sim["makespan"] + final),
+                "eff_dispatch_hierarchical": (ideal / hier) if hier else None,
+            }
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+    return rows
+
+
+def validate(inputs: dict, path: str) -> list[dict]:
+    """The model at the rank counts measured by bench_dispatch_scale.py (sleep units) vs the measurement.
+
+    Twice: with the per-request CPU time (rank 0 owning a core, as on a cluster) and with the
+    per-request *wall* time that very run measured (rank 0 sharing 2 cores with 63 other ranks).
+    """
+    with open(path, encoding="utf-8") as fh:
+        rows = [r for r in json.load(fh)["results"] if r["scenario"] == "sleep"]
+    out = []
+    latency = inputs["round_trip"] / 2
+    for r in rows:
+        t = r["unit_seconds"]
+        cpu = simulate(r["ranks"], t, inputs["per_request_cpu"], latency)
+        wall = simulate(r["ranks"], t, r["per_request_wall"], latency)
+        out.append({"ranks": r["ranks"], "unit_seconds": t, "measured_efficiency": r["efficiency"],
+                    "model_efficiency_cpu": UNITS_PER_RANK * t / cpu["makespan"],
+                    "model_efficiency_measured_wall_per_request": UNITS_PER_RANK * t / wall["makespan"],
+                    "per_request_wall": r["per_request_wall"], "loadavg": r["loadavg_before"]})  # fmt: skip
+    return out
+
+
+def plot(doc: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), sharey=True)
+    keys = (("eff_with_final", "dispatch + final reduce"), ("eff_with_startup_local", "+ start-up (local env)"),
+            ("eff_with_startup_shared_fs", "+ start-up (shared FS, assumed MDS)"))  # fmt: skip
+    for ax, (key, title) in zip(axes, keys):
+        for p in RANKS:
+            rows = [r for r in doc["results"] if r["ranks"] == p]
+            ax.plot([r["unit_seconds"] for r in rows], [r[key] for r in rows], "o-", label=f"{p} ranks")
+            if key == "eff_with_final" and rows[0]["eff_dispatch_hierarchical"] is not None:
+                ax.plot([r["unit_seconds"] for r in rows], [r["eff_dispatch_hierarchical"] for r in rows], "x:",
+                        label=f"{p} ranks, hierarchical (not implemented)")  # fmt: skip
+        ax.axhline(0.9, color="grey", lw=0.8, ls="--")
+        ax.set(xscale="log", xlabel="unit cost (s), 10 units per rank", title=title, ylim=(0, 1.02))
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("efficiency")
+    C.save_figure(fig, doc, "hpcml search efficiency model (measured inputs)", path)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dispatch", default=os.path.join(HERE, "results", "dispatch_scale.json"))
+    p.add_argument("--startup", default=os.path.join(HERE, "results", "startup_after.json"))
+    p.add_argument("--load", default=os.path.join(HERE, "results", "load.json"))
+    p.add_argument("--mds-ops", type=float, default=50000.0, help="ASSUMED metadata ops/s of a shared file system")
+    p.add_argument("--bcast-bandwidth", type=float, default=5e9, help="used only without --load results")
+    p.add_argument("--ranks-per-node", type=int, default=128)
+    p.add_argument("--plot", metavar="FILE.png")
+    p.add_argument("--json", metavar="FILE.json")
+    args = p.parse_args()
+    doc = {"benchmark": "scale_model", "environment": C.environment(), "params": vars(args)}
+    doc["inputs"] = load_inputs(args)
+    doc["validation"] = validate(doc["inputs"], args.dispatch)
+    doc["results"] = model(doc["inputs"], args)
+    C.finish(doc, args, plot)
+
+
+if __name__ == "__main__":
+    main()
