@@ -1,6 +1,8 @@
 """Test-suite guards.
 
-* A hang dumps every thread's stack and fails instead of blocking CI.
+* A hang dumps every thread's stack and fails instead of blocking CI (pytest-timeout per test;
+  faulthandler ends the run BACKSTOP seconds later if that cannot interrupt it); a slow but
+  progressing suite is never cut by a run-wide timer.
 * Every launch (tests/helpers.py) ends before the test's pytest-timeout would, and
   a process a test started is killed with its whole group when the test ends.
 * ``tests/mpi`` holds pytest-mpi tests; they only make sense under
@@ -21,8 +23,9 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-# A hung test run dies with a stack dump (joblib's conftest does the same).
-faulthandler.dump_traceback_later(40 * 60, exit=True)
+#: Seconds past a test's pytest-timeout after which faulthandler dumps every stack and ends the run:
+#: the backstop for a hang pytest-timeout's signal cannot interrupt (e.g. inside a C call).
+BACKSTOP = 120
 
 
 def pytest_ignore_collect(collection_path, config):
@@ -51,8 +54,12 @@ def pytest_runtest_protocol(item, nextitem):
     """Every launch of the test ends before its pytest-timeout would (helpers.launch_timeout); none outlives it."""
     import helpers
 
-    helpers.begin_test(_timeout_of(item))
+    budget = _timeout_of(item)
+    helpers.begin_test(budget)
+    if budget:
+        faulthandler.dump_traceback_later(budget + BACKSTOP, exit=True)
     try:
         yield
     finally:
+        faulthandler.cancel_dump_traceback_later()
         helpers.end_test()

@@ -59,4 +59,3 @@ def test_mpi_tier(n, collected, tmp_path):
             assert why and int(why.group(1)) == value["min_size"] > n == int(why.group(2)), (name, value)
     if n >= 4:
         assert not re.search(r"\d+ skipped", proc.stdout), tail
-

@@ -219,6 +219,8 @@ def _models(top: Table, source: str) -> list[ModelConfig]:
             if n_iter < 1:
                 raise t.error("n_iter", "must be at least 1")
         else:
+            if "n_iter" in t:
+                raise t.error("n_iter", "only applies with distributions (a grid runs every candidate)")
             grid = _grid(t, valid, est_label)
             n_iter = 10
         models.append(

@@ -151,3 +151,43 @@ def test_synth_bad_centres_exit_2_with_one_line(tmp_path, extra, message):
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("hpcml: error: ") and message in lines[0], res.stderr
     assert not (tmp_path / "o.h5").exists()
+
+
+# Malformed inputs to `hpcml.data convert`: one error line naming the input, exit 2, no output file written.
+MALFORMED = {
+    "ragged csv rows": ("t.csv", "a,b,y\n1,2,0\n3,4\n5,6,1\n", [], "number of columns changed from 3 to 2"),
+    "header-only csv": ("t.csv", "a,b,y\n", [], "no data rows"),
+    "empty csv cell": ("t.csv", "a,b,y\n1,,0\n3,4,1\n", [], "could not convert string '' to float64"),
+    "quoted csv string": ("t.csv", 'a,b,y\n"x",2,0\n3,4,1\n', [], "could not convert string '\"x\"'"),
+    "target column out of range": ("t.csv", "a,b,y\n1,2,0\n3,4,1\n", ["--target", "7"], "target column 7 out of range"),
+    "bad svmlight value": ("t.svm", "0 1:2 3:x\n1 2:1\n", [], "not valid svmlight"),
+    "not svmlight at all": ("t.svm", "this is not svmlight\n", [], "not valid svmlight"),
+    "npz without X": ("t.npz", None, [], "no array named 'X' (or 'arr_0'); found y"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_convert_malformed_input_is_one_error_line(tmp_path, case):
+    name, text, extra, needle = MALFORMED[case]
+    source, out = tmp_path / name, tmp_path / "out.h5"
+    if text is None:
+        np.savez(source, y=np.zeros(3))
+    else:
+        source.write_text(text)
+    res = run([PYTHON, "-m", "hpcml.data", "convert", str(source), str(out), *extra], timeout=60)
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"hpcml: error: {source}: "), res.stderr
+    assert needle in lines[0], lines[0]
+    assert not out.exists()
+
+
+def test_convert_keeps_nan_cells_as_nan(tmp_path):
+    # NaN is a float: convert writes it through; hpcml.cv / hpcml.sgd reject it when they load the data
+    source = tmp_path / "t.csv"
+    source.write_text("a,b,y\n1,nan,0\n3,4,1\n")
+    res = run([PYTHON, "-m", "hpcml.data", "convert", str(source), str(tmp_path / "o.h5")], timeout=60)
+    assert res.returncode == 0, res.stderr
+    ds = H5Dataset(tmp_path / "o.h5")
+    np.testing.assert_array_equal(ds.read("X"), [[1.0, np.nan], [3.0, 4.0]])
+    np.testing.assert_array_equal(ds.read("y"), [0, 1])

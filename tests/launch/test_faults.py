@@ -669,3 +669,50 @@ def test_double_sigint_is_the_launchers_force_abort_and_loses_no_finished_unit(s
     units = _journal_units(out)
     assert sorted(units) == list(range(N_UNITS)), "no finished unit recomputed, none missing"
     _assert_same_results(out, reference)
+
+
+def _sklearn_slow_search(n: int):
+    """scikit-learn's GridSearchCV of the SLOW config (both models, in hpcml's candidate order)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.pipeline import Pipeline
+    from sklearn.svm import SVC
+    from sklearn.tree import DecisionTreeClassifier
+
+    X, y = load_digits(return_X_y=True)
+    grid = [
+        {"m": [SVC()], "m__C": [0.1, 1, 10, 100], "m__gamma": [1e-4, 1e-3, 1e-2]},
+        {"m": [DecisionTreeClassifier(random_state=0)], "m__max_depth": [4, 8, None]},
+    ]
+    cv = StratifiedKFold(5, shuffle=True, random_state=0)
+    return GridSearchCV(Pipeline([("m", SVC())]), grid, cv=cv, scoring=["accuracy", "f1_macro"], refit="accuracy").fit(
+        X[:n], y[:n]
+    )
+
+
+@pytest.mark.parametrize(("first", "then"), [(3, 1), (2, 4)])
+def test_resume_with_another_rank_count_equals_sklearn(search, first, then):
+    tmp, cfg, _ = search
+    out = tmp / f"resize-{first}-{then}"
+    proc = _start(first, ["-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet", "--grace", "30"])
+    _wait_for_units(out, 10, proc)
+    proc.send_signal(signal.SIGTERM)
+    code, _, err = _finish(proc, 60)
+    assert code == 3, err
+    done = _journal_units(out)
+    assert 10 <= len(done) < N_UNITS
+    proc = run_mpi(then, ["-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet", "--resume"], timeout=400)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(_journal_units(out)) == list(range(N_UNITS)), "every unit exactly once across both runs"
+    ours = json.loads((out / "cv_results.json").read_text())
+    reference = _sklearn_slow_search(1797)
+    theirs = reference.cv_results_
+    compared = sorted(k for k in theirs if k.startswith(COMPARED))
+    assert compared and set(compared) <= set(ours)
+    for key in compared:
+        if key.startswith("rank_"):
+            assert ours[key] == list(theirs[key]), key
+        else:
+            np.testing.assert_allclose(np.asarray(ours[key], dtype=float), theirs[key], rtol=0, atol=1e-12, err_msg=key)
+    best = json.loads((out / "best.json").read_text())
+    assert best["best_index"] == reference.best_index_

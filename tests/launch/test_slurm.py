@@ -493,3 +493,123 @@ def test_kmeans_sbatch_writes_model_labels_and_run(slurm_env: dict[str, str], tm
     with h5py.File(out / "labels.h5") as fh:
         labels = fh["labels"][...]
     assert sorted(np.bincount(labels).tolist()) == [200, 200, 200]
+
+
+# --------------------------------------------------------------------------- cv-long.sbatch failure paths
+
+#: A 5-minute job warned 60 s before its end (the recipe's own @300 would signal at once): these jobs end
+#: long before, so no signal reaches them.
+SHORT_JOB = ["--time=5", "--signal=B:USR1@60"]
+
+RAISER_MODULE = '''\
+"""An estimator whose fit always raises (a crash of the search with error_score="raise")."""
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+
+class Raiser(ClassifierMixin, BaseEstimator):
+    def __init__(self, c=0):
+        self.c = c
+
+    def fit(self, X, y):
+        raise RuntimeError("this fit always fails")
+'''
+
+ENV_MODULE = '''\
+"""A k-NN classifier that records SLURM_JOB_END_TIME as its ranks see it."""
+import os
+
+from sklearn.neighbors import KNeighborsClassifier
+
+
+class EndTimeKNN(KNeighborsClassifier):
+    def fit(self, X, y):
+        with open(os.environ["HPCML_TEST_SEEN"], "w") as fh:
+            fh.write(os.environ.get("SLURM_JOB_END_TIME", "unset"))
+        return super().fit(X, y)
+'''
+
+
+def _chain_env(slurm_env: dict[str, str], tmp_path: Path, **extra: str) -> dict[str, str]:
+    return dict(
+        slurm_env,
+        HPCML_LAUNCHER="mpiexec",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(tmp_path), slurm_env.get("PYTHONPATH")])),
+        **extra,
+    )
+
+
+def _successor(job: int, tmp_path: Path) -> int | None:
+    found = re.search(r"successor job (\d+) queued", (tmp_path / f"hpcml-{job}.log").read_text())
+    return int(found.group(1)) if found else None
+
+
+def test_cv_long_restart_cap_submits_no_successor(slurm_env: dict[str, str], tmp_path: Path) -> None:
+    data = write_digits(tmp_path)
+    config = write_search(tmp_path, "svc", SVC_SMALL, data)
+    env = _chain_env(slurm_env, tmp_path, HPCML_RESTART="2", HPCML_MAX_RESTARTS="2")
+    job = sbatch([*SHORT_JOB, "--ntasks=2", str(SLURM / "cv-long.sbatch"), str(config), "out"], env, tmp_path)
+    records = wait_job(job, env, tmp_path, timeout=240)
+    assert_exit(records, 0, tmp_path)
+    log = (tmp_path / f"hpcml-{job}.log").read_text()
+    assert "(restart 2 of at most 2)" in log and "HPCML_MAX_RESTARTS=2 reached" in log, log
+    assert _successor(job, tmp_path) is None, log
+    assert sorted(journal_units(tmp_path / "out")) == list(range(4 * 5))
+
+
+def test_cv_long_no_progress_guard_ends_the_chain(slurm_env: dict[str, str], tmp_path: Path) -> None:
+    data = write_digits(tmp_path)
+    config = write_search(tmp_path, "svc", SVC_SMALL, data)
+    # the predecessor started with 0 units and so does this job: the second job in a row without progress
+    env = _chain_env(slurm_env, tmp_path, HPCML_RESTART="3", HPCML_NO_PROGRESS="1", HPCML_PREV_UNITS="0")
+    job = sbatch([*SHORT_JOB, "--ntasks=2", str(SLURM / "cv-long.sbatch"), str(config), "out"], env, tmp_path)
+    records = wait_job(job, env, tmp_path, timeout=120)
+    assert_exit(records, 3, tmp_path)
+    log = (tmp_path / f"hpcml-{job}.log").read_text()
+    assert "no progress in the last two jobs" in log, log
+    assert _successor(job, tmp_path) is None, log
+    assert not (tmp_path / "out").exists()  # ended before running anything
+
+
+def test_cv_long_crash_cancels_the_successor(slurm_env: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "hpcml_slurm_test_raiser.py").write_text(RAISER_MODULE, encoding="utf-8")
+    data = write_digits(tmp_path)
+    config = write_search(
+        tmp_path, "raise", '[[model]]\nestimator = "hpcml_slurm_test_raiser.Raiser"\ngrid = { c = [0, 1] }', data
+    )
+    config.write_text(config.read_text() + '\n[run]\nerror_score = "raise"\n', encoding="utf-8")
+    env = _chain_env(slurm_env, tmp_path)
+    job = sbatch([*SHORT_JOB, "--ntasks=2", str(SLURM / "cv-long.sbatch"), str(config), "out"], env, tmp_path)
+    records = wait_job(job, env, tmp_path, timeout=240)
+    assert_exit(records, 1, tmp_path)
+    log = (tmp_path / f"hpcml-{job}.log").read_text()
+    successor = _successor(job, tmp_path)
+    assert successor is not None, log
+    assert f"cancelled successor job {successor}" in log and "ending the chain" in log, log
+    assert "this fit always fails" in log, log
+    assert [r.get("JobState") for r in wait_job(successor, env, tmp_path, timeout=60)] == ["CANCELLED"]
+
+
+def test_cv_long_derives_slurm_job_end_time_on_old_slurm(slurm_env: dict[str, str], tmp_path: Path) -> None:
+    version = subprocess.run(["scontrol", "--version"], env=slurm_env, capture_output=True, text=True, timeout=30)
+    major, minor = map(int, re.search(r"(\d+)\.(\d+)", version.stdout).groups())
+    (tmp_path / "hpcml_slurm_test_env.py").write_text(ENV_MODULE, encoding="utf-8")
+    data = write_digits(tmp_path)
+    config = write_search(
+        tmp_path, "env", '[[model]]\nestimator = "hpcml_slurm_test_env.EndTimeKNN"\ngrid = { n_neighbors = [1] }', data
+    )
+    seen = tmp_path / "seen.txt"
+    env = _chain_env(slurm_env, tmp_path, HPCML_TEST_SEEN=str(seen), HPCML_MAX_RESTARTS="0")
+    job = sbatch([*SHORT_JOB, "--ntasks=1", str(SLURM / "cv-long.sbatch"), str(config), "out"], env, tmp_path)
+    records = wait_job(job, env, tmp_path, timeout=240)
+    assert_exit(records, 0, tmp_path)
+    end = subprocess.run(
+        ["date", "-d", records[0]["EndTime"], "+%s"], capture_output=True, text=True, timeout=30, check=True
+    )
+    start = subprocess.run(
+        ["date", "-d", records[0]["StartTime"], "+%s"], capture_output=True, text=True, timeout=30, check=True
+    )
+    value = seen.read_text()
+    assert value.isdigit(), f"SLURM_JOB_END_TIME seen by the ranks: {value!r} (Slurm {major}.{minor})"
+    # the job's time limit, not when it happened to end: start + 5 minutes (squeue %e while it runs)
+    assert int(value) == int(start.stdout) + 5 * 60, (value, records[0]["StartTime"], records[0]["EndTime"])
+    assert int(end.stdout) <= int(value)

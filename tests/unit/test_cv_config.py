@@ -112,3 +112,75 @@ def test_errors_name_the_key(text, needle):
         parse(text)
     assert needle in str(info.value)
     assert str(info.value).startswith("/tmp/x/search.toml")
+
+
+MODEL = '[data]\npath = "d.h5"\n[[model]]\n'
+LOGUNIFORM = 'distributions = { C = { dist = "loguniform", a = 0.1, b = 10 } }\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            MODEL + 'estimator = "sklearn.svm.SVC"\nsteps = [ { name = "c", estimator = "sklearn.svm.SVC" } ]\n'
+            "grid = { C = [1] }\n",
+            "[[model]] #1: give either estimator or steps, not both",
+        ),
+        (MODEL + 'steps = []\ngrid = { C = [1] }\n', "[[model]] #1 steps: a pipeline needs at least one step"),
+        (MODEL + 'name = "x"\ngrid = { C = [1] }\n', "[[model]] x estimator: required key is missing"),
+        (
+            MODEL + 'estimator = "sklearn.svm.SVC"\ngrid = { C = [1] }\n' + LOGUNIFORM,
+            "[[model]] #1: give either grid or distributions, not both",
+        ),
+        (
+            MODEL + 'estimator = "sklearn.svm.SVC"\ndistributions = { C = { dist = "nosuch", a = 0.1 } }\n',
+            "[[model]] #1 distributions.C: unknown distribution 'nosuch' (any scipy.stats distribution)",
+        ),
+        (
+            MODEL + 'estimator = "sklearn.svm.SVC"\ndistributions = { C = { dist = "loguniform", a = -1, b = 10 } }\n',
+            "[[model]] #1 distributions.C: invalid loguniform distribution: ",
+        ),
+        (
+            MODEL + 'estimator = "sklearn.svm.SVC"\ndistributions = { C = { a = 1 } }\n',
+            "[[model]] #1 distributions.C: expected a list of choices or a table like",
+        ),
+        (
+            MODEL + 'estimator = "sklearn.svm.SVC"\n' + LOGUNIFORM.replace("{ C =", "{ Cx ="),
+            "[[model]] #1 distributions: invalid parameter 'Cx' for estimator sklearn.svm.SVC",
+        ),
+        (
+            MODEL + 'estimator = "sklearn.svm.SVC"\n' + LOGUNIFORM + "n_iter = 0\n",
+            "[[model]] #1 n_iter: must be at least 1",
+        ),
+        (
+            MODEL + 'estimator = "sklearn.svm.SVC"\ngrid = { C = [1] }\nn_iter = 5\n',
+            "[[model]] #1 n_iter: only applies with distributions (a grid runs every candidate)",
+        ),
+    ],
+    ids=[
+        "estimator+steps",
+        "empty steps",
+        "neither estimator nor steps",
+        "grid+distributions",
+        "unknown distribution",
+        "bad distribution arguments",
+        "distribution without dist",
+        "distribution of an unknown parameter",
+        "n_iter < 1",
+        "n_iter with a grid",
+    ],
+)
+def test_model_combinations_are_refused_with_the_key(text, message):
+    with pytest.raises(ConfigError) as info:
+        parse(text)
+    assert str(info.value).startswith(f"/tmp/x/search.toml: {message}"), str(info.value)
+
+
+def test_distributions_of_choices_sample_n_iter_candidates_like_sklearn():
+    from sklearn.model_selection import ParameterSampler
+
+    cfg = parse(MODEL + 'estimator = "sklearn.svm.SVC"\ndistributions = { C = [0.1, 1, 10] }\nn_iter = 2\n'
+                "random_state = 3\n")
+    (model,) = cfg.models
+    assert model.grid is None and model.n_iter == 2
+    assert model.candidates() == list(ParameterSampler({"C": [0.1, 1, 10]}, 2, random_state=3))
