@@ -583,3 +583,14 @@ def test_no_fault_hook_without_the_variable(monkeypatch):
     finally:
         _faults.configured.cache_clear()
         _faults.hook.cache_clear()
+
+
+def test_sgd_threads_per_rank_flag_sets_the_layout(tmp_path):
+    cfg = _sgd_case(tmp_path, np.arange(200) % 2)
+    proc = run_mpi(2, ["-m", "hpcml.sgd", str(cfg), "--out", str(tmp_path / "o"), "--threads-per-rank", "2"],
+                   timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    history = json.loads((tmp_path / "o" / "history.json").read_text())
+    assert [r["threads"] for r in history["per_rank"]] == [2, 2]  # the default here would be 1 (2 ranks, 2 CPUs)
+    _one_error_line(run_mpi(2, ["-m", "hpcml.sgd", str(cfg), "--threads-per-rank", "0"], timeout=60),
+                    "--threads-per-rank must be at least 1")
