@@ -134,8 +134,10 @@ def oversubscription(layouts: list[dict[str, Any]]) -> str | None:
     if not worst:
         return None
     host, threads, cpus = max(worst, key=lambda w: w[1] / w[2])
-    return (f"{threads} threads on {cpus} CPUs of {host} ({threads / cpus:.1f}x oversubscribed: BLAS/OpenMP "
-            "threads will compete and fits slow down); lower --threads-per-rank or the number of ranks")
+    return (
+        f"{threads} threads on {cpus} CPUs of {host} ({threads / cpus:.1f}x oversubscribed: BLAS/OpenMP "
+        "threads will compete and fits slow down); lower --threads-per-rank or the number of ranks"
+    )
 
 
 def _digest(value: Any) -> tuple[Any, ...] | None:
