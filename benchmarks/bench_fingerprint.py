@@ -89,8 +89,7 @@ def main() -> None:
         env = C.child_env(C.pin_blas_env(1))
         for rep in range(args.repeats):
             for n in (1, 2):
-                _, out, _ = C.run([C.mpiexec(), "-n", str(n), C.PYTHON, SCRIPT, "--worker", path], env=env,
-                                  timeout=600)
+                _, out, _ = C.run([C.mpiexec(), "-n", str(n), C.PYTHON, SCRIPT, "--worker", path], env=env, timeout=600)
                 doc["runs"].append({"repeat": rep, "ranks": n, **C.last_json(out)})
     for n in (1, 2):
         rows = [r for r in doc["runs"] if r["ranks"] == n]

@@ -84,9 +84,20 @@ class RunObserver:
             for unit, result, seconds in items:
                 cand, split, model, params = self.describe(unit)
                 self.finished[unit] = result
-                records.append({"unit": unit, "cand": cand, "split": split, "model": model, "params": params,
-                                **result, "rank": source, "host": self.host_of[source], "seconds": seconds,
-                                "time": time.time()})
+                records.append(
+                    {
+                        "unit": unit,
+                        "cand": cand,
+                        "split": split,
+                        "model": model,
+                        "params": params,
+                        **result,
+                        "rank": source,
+                        "host": self.host_of[source],
+                        "seconds": seconds,
+                        "time": time.time(),
+                    }
+                )
                 seen.append((cand, best_so_far_score(result, self.metric), model))
             self.journal.append(records)
             self.progress.update(seen)
@@ -137,11 +148,15 @@ class RunObserver:
             if self.phase == UNITS:
                 self.journal.sync()
                 self.write_partial(dict(self.finished))
-                message = (f"{len(self.finished)}/{total} units finished; units still running after the "
-                           f"{grace:g} s grace period are lost; continue with --resume")
+                message = (
+                    f"{len(self.finished)}/{total} units finished; units still running after the "
+                    f"{grace:g} s grace period are lost; continue with --resume"
+                )
             else:
-                message = (f"all {total} units finished (cv_results.json written); the refit of the best "
-                           f"candidate did not end within the {grace:g} s grace period and best_model.joblib "
-                           "was not written; --resume refits it")
+                message = (
+                    f"all {total} units finished (cv_results.json written); the refit of the best "
+                    f"candidate did not end within the {grace:g} s grace period and best_model.joblib "
+                    "was not written; --resume refits it"
+                )
             print(f"hpcml: stopped by signal {stop.signum}: {message}", file=sys.stderr, flush=True)
             comm.Abort(EXIT_INCOMPLETE)

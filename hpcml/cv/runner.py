@@ -199,10 +199,42 @@ def _dry_run(
         print("    " + line)
 
 
+@dataclass
+class Loaded:
+    """Stage "load data": the arrays every rank holds and what identifies them."""
+
+    arrays: dict[str, Any]
+    info: dict[str, Any]
+    prints: dict[str, Any]
+    fingerprint: str
+    seconds: float
+
+    @property
+    def fit_params(self) -> dict[str, Any]:
+        """``sample_weight`` for every fit, when the data has one."""
+        w = self.arrays.get("sample_weight")
+        return {"sample_weight": w} if w is not None else {}
+
+
+@dataclass
+class Planned:
+    """Stage "plan": candidates, splits and scorer, identical on every rank."""
+
+    candidates: list[tuple[str, dict[str, Any]]]
+    splits: list[tuple[Any, Any]]
+    scorer: Any
+    scoring_names: list[str] | None
+    score_params: dict[str, Any]
+    layouts: list[dict[str, Any]] | None
+
+
 def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
-    """Run one search.  Collective over ``comm``; returns the exit status."""
+    """Run one search.  Collective over ``comm``; returns the exit status.
+
+    The stages: read config, load data, plan, (dry run), open outputs, evaluate, finish.
+    Between stages every rank learns whether rank 0 saw a stop signal.
+    """
     started = time.time()
-    rank = comm.Get_rank()
     stop = opts.stop if opts.stop is not None else StopFlag()
     if opts.stop is None:
         stop.install()
@@ -220,128 +252,28 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
         from hpcml.cv.asha_run import run_async_halving
 
         return run_async_halving(opts, comm, config, config_path, started)
-    folder = opts.out or (os.path.join(opts.out or DEMO_OUT) if opts.demo else (config.out or DEFAULT_OUT))
-    t0 = time.perf_counter()
-    arrays, data_info, data_prints = _load_data(config, comm)
-    fingerprint = combined(data_prints)
-    load_seconds = time.perf_counter() - t0
-    startup.mark("data")
-    X, y, groups = arrays["X"], arrays["y"], arrays.get("groups")
-    fit_params = {"sample_weight": arrays["sample_weight"]} if arrays.get("sample_weight") is not None else {}
+    loaded = _load_stage(config, comm)
     checkpoint(stop, comm, "loading the data")
-    candidates = broadcast(_agree(comm, make_candidates, config, stop, root_only=True), comm)
-    if not candidates:
-        raise ConfigError(f"{config.source}: the search has no candidates")
-    checkpoint(stop, comm, "drawing the candidates")
-    model_index = {m.name: i for i, m in enumerate(config.models)}
-    classifier = any(is_classifier(m.estimator) for m in config.models)
-    cv = _agree(comm, lambda: check_cv(config.cv, y, classifier=classifier))
-
-    def split_error(exc: Exception) -> Exception:
-        if isinstance(exc, ValueError) and config.data.groups is None and "groups" in str(exc):
-            return ConfigError(f"{config.source}: [cv] {config.cv_label} needs groups: set [data] groups")
-        return ConfigError(f"{config.source}: [cv] {exc}") if isinstance(exc, ValueError | TypeError) else exc
-
-    splits = compute_splits(
-        cv, X, y, groups, comm, convert=split_error, check_n_splits=True, split_everywhere=False
-    )
-    _agree(comm, check_units, config, len(candidates), len(splits))
-    checkpoint(stop, comm, "computing the splits")
-    scorer, scoring_names = _agree(comm, _scorer, config)
-    with warnings.catch_warnings():
-        if rank != 0:  # scikit-learn's warning about scorers without sample_weight: once
-            warnings.simplefilter("ignore")
-        score_params = routed_score_params(
-            config.models[0].estimator, config.scoring, config.error_score, fit_params.get("sample_weight")
-        )
-    layouts = comm.gather(layout.as_dict(), root=0)
-    warning = oversubscription(layouts) if rank == 0 else None
-    if warning is not None:
-        print(f"hpcml: warning: {warning}", file=sys.stderr, flush=True)
-    models_per_cand = [m for m, _ in candidates]
-    params_per_cand = [p for _, p in candidates]
+    startup.mark("data")
+    planned = _plan_stage(config, loaded, layout, comm, stop)
     if opts.dry_run:
-        fold_plan = choose(config.fold_copies, X, splits, comm, n_candidates=len(candidates))
-        if rank == 0:
-            _dry_run(config, candidates, splits, layouts, data_info, fold_plan.reason, comm)
+        fold_plan = choose(config.fold_copies, loaded.arrays["X"], planned.splits, comm,
+                           n_candidates=len(planned.candidates))
+        if comm.Get_rank() == 0:
+            _dry_run(config, planned.candidates, planned.splits, planned.layouts or [], loaded.info,
+                     fold_plan.reason, comm)
         return 0
-
-    header = {
-        "hpcml_version": __version__,
-        "config_hash": config.hash,
-        "data_fingerprint": fingerprint,
-        "data": data_prints,
-        "plan_hash": _plan_hash(models_per_cand, params_per_cand, splits),
-        "n_candidates": len(candidates),
-        "n_splits": len(splits),
-        "created": time.time(),
-    }
-    index = UnitIndex(len(candidates), len(splits))
-    done_records = broadcast(_agree(comm, _prepare_out, folder, opts, header, root_only=True), comm)
-    done = {u: _result_of(r) for u, r in (done_records or {}).items() if u < len(index)}
-
-    problem = Problem(
-        X=X,
-        y=y,
-        splits=splits,
-        estimators=[m.estimator for m in config.models],
-        candidates=[(model_index[m], p) for m, p in candidates],
-        scorer=scorer,
-        fit_params=fit_params,
-        score_params=score_params,
-        error_score=config.error_score,
-        return_train_score=config.return_train_score,
-    )
-
-    plan = _Plan(config, folder, index, params_per_cand, models_per_cand, scoring_names, problem)
+    plan, header, done = _open_outputs(opts, config, loaded, planned, comm)
     host_of = comm.allgather(HOST)
     observer = _agree(comm, _open_observer, plan, header, done, host_of, opts, root_only=True)
-    if observer is not None:
-        observer.watch(stop, opts.grace, len(index), comm)
-        plan.observer = observer
     startup.mark("plan")
     startups = comm.gather(startup.as_dict(), root=0)
-    try:
-        evaluation = evaluate(
-            problem,
-            comm,
-            done=done if rank == 0 else None,
-            on_results=observer.on_results if observer is not None else None,
-            should_stop=(lambda: bool(stop)) if rank == 0 else None,
-            deadline=_deadline(opts, started),
-            fold_copies=config.fold_copies,
-            prefix_cache_bytes=config.prefix_cache_bytes,
-        )
-    except FitRaised as exc:
-        if observer is not None:
-            observer.close()
-            observer.journal.close()
-        raise _fit_raised_error(exc, config.error_score) from None
-    finally:
-        if observer is not None:
-            observer.units_over()
-
+    evaluation = _evaluate_stage(opts, plan, done, observer, stop, started, comm)
     status, error = 0, None
     if observer is not None:
-        observer.journal.close()
-        observer.progress.finish()
         try:
-            static_info = {
-                "config": os.path.abspath(config_path),
-                "config_hash": config.hash,
-                "data": {
-                    "path": config.data.path,
-                    "fingerprint": fingerprint,
-                    "load_seconds": load_seconds,
-                    **data_info,
-                },
-                "n_ranks": len(layouts),
-                "nodes": len({lay["node"] for lay in layouts}),
-                "hosts": sorted(set(host_of)),
-                "layout": layouts,
-                "startup": summarize(startups),
-                "versions": _versions(),
-            }
+            static_info = _static_info(config, config_path, loaded, planned.layouts or [], host_of)
+            static_info["startup"] = summarize(startups)
             status = _finish(opts, plan, evaluation, static_info, started, stop, len(done))
         except Exception as exc:  # noqa: BLE001 - agreed below
             error = exc
@@ -350,6 +282,135 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
     idle_barrier(comm)
     raise_if_any(comm, error)
     return int(comm.bcast(status, root=0))
+
+
+def _load_stage(config: SearchConfig, comm: MPI.Intracomm) -> Loaded:
+    t0 = time.perf_counter()
+    arrays, info, prints = _load_data(config, comm)
+    return Loaded(arrays, info, prints, combined(prints), time.perf_counter() - t0)
+
+
+def _plan_stage(
+    config: SearchConfig, loaded: Loaded, layout: RankLayout, comm: MPI.Intracomm, stop: StopFlag
+) -> Planned:
+    """Candidates (bounded, drawn on rank 0), splits, scorer and score parameters; the layout report."""
+    X, y, groups = loaded.arrays["X"], loaded.arrays["y"], loaded.arrays.get("groups")
+    candidates = broadcast(_agree(comm, make_candidates, config, stop, root_only=True), comm)
+    if not candidates:
+        raise ConfigError(f"{config.source}: the search has no candidates")
+    checkpoint(stop, comm, "drawing the candidates")
+    classifier = any(is_classifier(m.estimator) for m in config.models)
+    cv = _agree(comm, lambda: check_cv(config.cv, y, classifier=classifier))
+
+    def split_error(exc: Exception) -> Exception:
+        if isinstance(exc, ValueError) and config.data.groups is None and "groups" in str(exc):
+            return ConfigError(f"{config.source}: [cv] {config.cv_label} needs groups: set [data] groups")
+        return ConfigError(f"{config.source}: [cv] {exc}") if isinstance(exc, ValueError | TypeError) else exc
+
+    splits = compute_splits(cv, X, y, groups, comm, convert=split_error, check_n_splits=True, split_everywhere=False)
+    _agree(comm, check_units, config, len(candidates), len(splits))
+    checkpoint(stop, comm, "computing the splits")
+    scorer, scoring_names = _agree(comm, _scorer, config)
+    with warnings.catch_warnings():
+        if comm.Get_rank() != 0:  # scikit-learn's warning about scorers without sample_weight: once
+            warnings.simplefilter("ignore")
+        score_params = routed_score_params(
+            config.models[0].estimator, config.scoring, config.error_score, loaded.fit_params.get("sample_weight")
+        )
+    layouts = comm.gather(layout.as_dict(), root=0)
+    warning = oversubscription(layouts) if layouts is not None else None
+    if warning is not None:
+        print(f"hpcml: warning: {warning}", file=sys.stderr, flush=True)
+    return Planned(candidates, splits, scorer, scoring_names, score_params, layouts)
+
+
+def _open_outputs(
+    opts: Options, config: SearchConfig, loaded: Loaded, planned: Planned, comm: MPI.Intracomm
+) -> tuple[_Plan, dict[str, Any], dict[int, dict[str, Any]]]:
+    """The output folder (checked, or resumed) and the problem every rank evaluates."""
+    folder = opts.out or (DEMO_OUT if opts.demo else (config.out or DEFAULT_OUT))
+    models = [m for m, _ in planned.candidates]
+    params = [p for _, p in planned.candidates]
+    header = {
+        "hpcml_version": __version__,
+        "config_hash": config.hash,
+        "data_fingerprint": loaded.fingerprint,
+        "data": loaded.prints,
+        "plan_hash": _plan_hash(models, params, planned.splits),
+        "n_candidates": len(planned.candidates),
+        "n_splits": len(planned.splits),
+        "created": time.time(),
+    }
+    index = UnitIndex(len(planned.candidates), len(planned.splits))
+    done_records = broadcast(_agree(comm, _prepare_out, folder, opts, header, root_only=True), comm)
+    done = {u: _result_of(r) for u, r in (done_records or {}).items() if u < len(index)}
+    model_index = {m.name: i for i, m in enumerate(config.models)}
+    problem = Problem(
+        X=loaded.arrays["X"],
+        y=loaded.arrays["y"],
+        splits=planned.splits,
+        estimators=[m.estimator for m in config.models],
+        candidates=[(model_index[m], p) for m, p in planned.candidates],
+        scorer=planned.scorer,
+        fit_params=loaded.fit_params,
+        score_params=planned.score_params,
+        error_score=config.error_score,
+        return_train_score=config.return_train_score,
+    )
+    return _Plan(config, folder, index, params, models, planned.scoring_names, problem), header, done
+
+
+def _evaluate_stage(
+    opts: Options,
+    plan: _Plan,
+    done: dict[int, dict[str, Any]],
+    observer: RunObserver | None,
+    stop: StopFlag,
+    started: float,
+    comm: MPI.Intracomm,
+) -> Any:
+    """Evaluate every unit not done yet; rank 0's observer journals them and watches the signals."""
+    if observer is not None:
+        observer.watch(stop, opts.grace, len(plan.index), comm)
+        plan.observer = observer
+    try:
+        return evaluate(
+            plan.problem,
+            comm,
+            done=done if comm.Get_rank() == 0 else None,
+            on_results=observer.on_results if observer is not None else None,
+            should_stop=(lambda: bool(stop)) if comm.Get_rank() == 0 else None,
+            deadline=_deadline(opts, started),
+            fold_copies=plan.config.fold_copies,
+            prefix_cache_bytes=plan.config.prefix_cache_bytes,
+        )
+    except FitRaised as exc:
+        if observer is not None:
+            observer.close()
+            observer.journal.close()
+        raise _fit_raised_error(exc, plan.config.error_score) from None
+    finally:
+        if observer is not None:
+            observer.units_over()
+            observer.journal.close()
+            observer.progress.finish()
+
+
+def _static_info(
+    config: SearchConfig, config_path: str, loaded: Loaded, layouts: list[dict[str, Any]], host_of: list[str]
+) -> dict[str, Any]:
+    """The parts of run.json known before the results."""
+    return {
+        "config": os.path.abspath(config_path),
+        "config_hash": config.hash,
+        "data": {"path": config.data.path, "fingerprint": loaded.fingerprint, "load_seconds": loaded.seconds,
+                 **loaded.info},
+        "n_ranks": len(layouts),
+        "nodes": len({lay["node"] for lay in layouts}),
+        "hosts": sorted(set(host_of)),
+        "layout": layouts,
+        "versions": _versions(),
+    }
 
 
 def _deadline(opts: Options, started: float) -> float | None:
@@ -421,34 +482,13 @@ def _finish(
     n_resumed: int,
 ) -> int:
     """Rank 0: write cv_results, best.json, the refit model and run.json; return the exit status."""
-    config, folder, index, problem = plan.config, plan.folder, plan.index, plan.problem
+    config, folder, index = plan.config, plan.folder, plan.index
     out = evaluation.out
     complete = evaluation.complete
-    report = evaluation.report
     results = build_cv_results(
         plan.params, index.n_splits, out, config.return_train_score, plan.models, plan.scoring_names
     )
-    run_info: dict[str, Any] = {
-        "status": "complete" if complete else "incomplete",
-        **static_info,
-        "units": {
-            "total": len(index),
-            "resumed": n_resumed,
-            "ran": len(report.results) if report.results else 0,
-            "done": sum(item is not None for item in out),
-        },
-        "wall_seconds": time.time() - started,
-        "schedule_seconds": report.wall,
-        "busy_seconds": report.busy,
-        "load_balance": (
-            float(np.mean(report.busy) / max(report.busy)) if report.busy and max(report.busy) > 0 else None
-        ),
-        "messages": report.messages,
-        "inline_dispatch": report.inline_dispatch,
-        "stopped_by": (f"signal {stop.signum}" if stop else ("time limit" if report.stopped else None)),
-        "fold_cache": evaluation.fold_cache,
-        "folds": evaluation.folds,
-    }
+    run_info = _run_info(evaluation, static_info, len(index), n_resumed, started, stop)
     if not complete:
         output.write_cv_results(folder, results, partial=True)
         output.write_json(folder, output.RUN_JSON, run_info)
@@ -470,24 +510,7 @@ def _finish(
     output.write_cv_results(folder, results)
     best = best_candidate(results, config.refit_metric)
     output.write_json(folder, output.BEST_JSON, best)
-    refit_error = None
-    if config.refit and failure is None:
-        if plan.observer is not None:
-            plan.observer.refit_starts()
-        cand = best["best_index"]
-        template, cand_params = problem.candidates[cand]
-        # The model as configured (the engine gave problem.estimators comm="self").
-        user = config.models[template].estimator
-        try:
-            estimator, seconds = refit_alone(user, cand_params, problem.X, problem.y, problem.fit_params)
-            # best_model.joblib holds the configured comm values, not the "self" of the refit.
-            restore_comm_params(estimator, comm_params(user_estimator(user, cand_params)))
-        except Exception as exc:  # noqa: BLE001 - reported as one line below, results kept
-            refit_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-            run_info["refit_error"] = refit_error
-        else:
-            run_info["refit_seconds"] = seconds
-            output.write_model(folder, estimator)
+    refit_error = _refit_best(plan, best, run_info) if config.refit and failure is None else None
     run_info["wall_seconds"] = time.time() - started
     output.write_json(folder, output.RUN_JSON, run_info)
     for warning in caught:
@@ -513,6 +536,56 @@ def _finish(
             f"(load balance {run_info['load_balance'] or 0:.2f}); results in {folder}/"
         )
     return 0
+
+
+def _run_info(
+    evaluation: Any, static_info: dict[str, Any], total: int, n_resumed: int, started: float, stop: StopFlag
+) -> dict[str, Any]:
+    """run.json's content for a finished or stopped evaluation."""
+    out, report = evaluation.out, evaluation.report
+    return {
+        "status": "complete" if evaluation.complete else "incomplete",
+        **static_info,
+        "units": {
+            "total": total,
+            "resumed": n_resumed,
+            "ran": len(report.results) if report.results else 0,
+            "done": sum(item is not None for item in out),
+        },
+        "wall_seconds": time.time() - started,
+        "schedule_seconds": report.wall,
+        "busy_seconds": report.busy,
+        "load_balance": (
+            float(np.mean(report.busy) / max(report.busy)) if report.busy and max(report.busy) > 0 else None
+        ),
+        "messages": report.messages,
+        "inline_dispatch": report.inline_dispatch,
+        "stopped_by": (f"signal {stop.signum}" if stop else ("time limit" if report.stopped else None)),
+        "fold_cache": evaluation.fold_cache,
+        "folds": evaluation.folds,
+    }
+
+
+def _refit_best(plan: _Plan, best: dict[str, Any], run_info: dict[str, Any]) -> str | None:
+    """Rank 0: refit the best candidate on all rows and write best_model.joblib; the error line, if any."""
+    if plan.observer is not None:
+        plan.observer.refit_starts()
+    template, cand_params = plan.problem.candidates[best["best_index"]]
+    # The model as configured (the engine gave problem.estimators comm="self").
+    user = plan.config.models[template].estimator
+    problem = plan.problem
+    try:
+        estimator, seconds = refit_alone(user, cand_params, problem.X, problem.y, problem.fit_params)
+        # best_model.joblib holds the configured comm values, not the "self" of the refit.
+        restore_comm_params(estimator, comm_params(user_estimator(user, cand_params)))
+    except Exception as exc:  # noqa: BLE001 - reported as one line by the caller, results kept
+        text = str(exc).strip()
+        refit_error = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+        run_info["refit_error"] = refit_error
+        return refit_error
+    run_info["refit_seconds"] = seconds
+    output.write_model(plan.folder, estimator)
+    return None
 
 
 def _write_partial(plan: _Plan, finished: dict[int, dict[str, Any]]) -> None:

@@ -119,8 +119,14 @@ def check_target(config: Any) -> None:
 
 
 def oversubscription(layouts: list[dict[str, Any]]) -> str | None:
-    """A warning when the ranks of a host are given more threads than the host's CPUs they may use."""
+    """A warning when ranks given several threads each hold more threads than their host's CPUs.
+
+    One thread per rank is never warned about: more ranks than CPUs is a choice
+    made at launch (``mpiexec -n``), visible there.
+    """
     by_host: dict[str, tuple[int, set[int]]] = {}
+    if all(int(lay["threads"]) <= 1 for lay in layouts):
+        return None
     for lay in layouts:
         threads, cpus = by_host.get(lay["host"], (0, set()))
         by_host[lay["host"]] = (threads + int(lay["threads"]), cpus | set(lay["cpus"]))
@@ -128,8 +134,10 @@ def oversubscription(layouts: list[dict[str, Any]]) -> str | None:
     if not worst:
         return None
     host, threads, cpus = max(worst, key=lambda w: w[1] / w[2])
-    return (f"{threads} threads on {cpus} CPUs of {host} ({threads / cpus:.1f}x oversubscribed: BLAS/OpenMP "
-            "threads will compete and fits slow down); lower --threads-per-rank or the number of ranks")
+    return (
+        f"{threads} threads on {cpus} CPUs of {host} ({threads / cpus:.1f}x oversubscribed: BLAS/OpenMP "
+        "threads will compete and fits slow down); lower --threads-per-rank or the number of ranks"
+    )
 
 
 def _digest(value: Any) -> tuple[Any, ...] | None:

@@ -67,8 +67,10 @@ def fingerprints(arrays: dict[str, Any], comm: MPI.Intracomm) -> dict[str, dict[
         for name, stream in _streams(arrays[role]):
             tasks.extend((role, name, stream, start) for start in range(0, max(1, stream.size), BLOCK_BYTES))
     rank, size = comm.Get_rank(), comm.Get_size()
-    mine = {i: hashlib.sha256(tasks[i][2][tasks[i][3] : tasks[i][3] + BLOCK_BYTES]).digest()
-            for i in range(rank, len(tasks), size)}
+    mine = {
+        i: hashlib.sha256(tasks[i][2][tasks[i][3] : tasks[i][3] + BLOCK_BYTES]).digest()
+        for i in range(rank, len(tasks), size)
+    }
     digests: dict[int, bytes] = {}
     for part in comm.allgather(mine):
         digests.update(part)

@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", help="TOML config (optional with --demo)")
     p.add_argument("--out", help="output directory (overrides [output] dir)")
     p.add_argument("--demo", action="store_true", help="train on a synthetic classification set written to OUT")
+    p.add_argument("--threads-per-rank", type=int, metavar="T",
+                   help="BLAS/OpenMP threads per rank (overrides [run] threads_per_rank; docs/cli.md)")
     return p
 
 
@@ -156,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_once(build_parser(), argv)
     try:
         check_out(args.out)
+        if args.threads_per_rank is not None and args.threads_per_rank < 1:
+            raise UsageError("--threads-per-rank must be at least 1")
     except UsageError:
         if launch_rank() != 0:  # printed once, by rank 0
             raise SystemExit(2) from None
@@ -177,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         err = exc
     raise_if_any(comm, err)
     assert cfg is not None
-    layout = apply_layout(plan_layout(comm, cfg.threads_per_rank))
+    layout = apply_layout(plan_layout(comm, args.threads_per_rank or cfg.threads_per_rank))
 
     import numpy as np  # noqa: F401 - loaded only now, after the thread limits
 

@@ -79,16 +79,22 @@ def test_result_files_respect_the_umask(tmp_path, umask):
     old = os.umask(umask)  # inherited by mpiexec and the ranks
     try:
         proc = run_mpi(2, ["-m", "hpcml.cv", str(cfg), "--out", str(tmp_path / "o"), "--quiet"], timeout=120)
-        conv = run([PYTHON, "-m", "hpcml.data", "convert", str(tmp_path / "c.csv"), str(tmp_path / "c.h5")],
-                   timeout=60)
+        conv = run([PYTHON, "-m", "hpcml.data", "convert", str(tmp_path / "c.csv"), str(tmp_path / "c.h5")], timeout=60)
     finally:
         os.umask(old)
     assert proc.returncode == 0, proc.stderr
     assert conv.returncode == 0, conv.stderr
     want = 0o666 & ~umask
     files = sorted((tmp_path / "o").iterdir()) + [tmp_path / "c.h5"]
-    assert {p.name for p in files} >= {"cv_results.json", "cv_results.csv", "best.json", "best_model.joblib",
-                                       "run.json", "journal.jsonl", "c.h5"}
+    assert {p.name for p in files} >= {
+        "cv_results.json",
+        "cv_results.csv",
+        "best.json",
+        "best_model.joblib",
+        "run.json",
+        "journal.jsonl",
+        "c.h5",
+    }
     assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == {p.name: oct(want) for p in files}
 
 
@@ -233,8 +239,14 @@ def _wait_for(path: Path, proc: subprocess.Popen, limit: float = 120) -> None:
 
 
 def _start(n: int, args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([mpiexec_path(), "-n", str(n), PYTHON, *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=mpi_env(env), start_new_session=True)
+    return subprocess.Popen(
+        [mpiexec_path(), "-n", str(n), PYTHON, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=mpi_env(env),
+        start_new_session=True,
+    )
 
 
 def _end(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
@@ -251,28 +263,38 @@ def _end(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
 def test_sigterm_while_planning_exits_3_at_the_next_stage(tmp_path, dry_run):
     write_digits(tmp_path / "digits.h5", n=120)
     env = _helpers(tmp_path)
-    cfg = write_config(tmp_path / "s.toml", BASIC.replace(
-        'splitter = "StratifiedKFold"\nn_splits = 3\nshuffle = true\nrandom_state = 0',
-        f'splitter = "advhelpers.GatedKFold"\nn_splits = 3\nfolder = "{tmp_path}"'))
+    cfg = write_config(
+        tmp_path / "s.toml",
+        BASIC.replace(
+            'splitter = "StratifiedKFold"\nn_splits = 3\nshuffle = true\nrandom_state = 0',
+            f'splitter = "advhelpers.GatedKFold"\nn_splits = 3\nfolder = "{tmp_path}"',
+        ),
+    )
     out = tmp_path / "o"
-    proc = _start(3, ["-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet"] + (["--dry-run"] if dry_run else []),
-                  env)
+    proc = _start(
+        3, ["-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet"] + (["--dry-run"] if dry_run else []), env
+    )
     _wait_for(tmp_path / "splitting", proc)
     os.killpg(proc.pid, signal.SIGTERM)
     (tmp_path / "go").touch()
     code, err = _end(proc)
     assert code == 3, err
     lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("[")]
-    assert lines == ["hpcml: error: stopped by signal 15 while computing the splits; no unit ran, nothing to "
-                     "resume (run again)"], err
+    assert lines == [
+        "hpcml: error: stopped by signal 15 while computing the splits; no unit ran, nothing to resume (run again)"
+    ], err
     assert not out.exists()
 
 
 def test_plan_beyond_the_bound_is_refused_before_drawing(tmp_path):
     write_digits(tmp_path / "digits.h5", n=60)
-    cfg = write_config(tmp_path / "s.toml", BASIC.replace(
-        "grid = { C = [0.5, 5], gamma = [1e-3, 1e-2] }",
-        'distributions = { C = { dist = "loguniform", low = 1e-3, high = 1e3 } }\nn_iter = 10000000'))
+    cfg = write_config(
+        tmp_path / "s.toml",
+        BASIC.replace(
+            "grid = { C = [0.5, 5], gamma = [1e-3, 1e-2] }",
+            'distributions = { C = { dist = "loguniform", low = 1e-3, high = 1e3 } }\nn_iter = 10000000',
+        ),
+    )
     proc = run_mpi(2, ["-m", "hpcml.cv", str(cfg), "--dry-run"], timeout=120)
     _one_error_line(proc, "the search has 10000000 candidates, more than hpcml plans at once (100000)")
 
@@ -283,16 +305,18 @@ def test_stop_flag_is_read_between_candidate_slices():
     from hpcml.errors import Incomplete
     from hpcml.signals import StopFlag
 
-    text = BASIC.replace("grid = { C = [0.5, 5], gamma = [1e-3, 1e-2] }",
-                         'distributions = { C = { dist = "loguniform", low = 1e-3, high = 1e3 } }\nn_iter = 5000\n'
-                         'random_state = 7')
+    text = BASIC.replace(
+        "grid = { C = [0.5, 5], gamma = [1e-3, 1e-2] }",
+        'distributions = { C = { dist = "loguniform", low = 1e-3, high = 1e3 } }\nn_iter = 5000\nrandom_state = 7',
+    )
     config = load_config(text.encode(), "s.toml")
     stop = StopFlag()
     assert len(make_candidates(config, stop)) == 5000
     from sklearn.model_selection import ParameterSampler
 
     assert [p for _, p in make_candidates(config, stop)] == list(
-        ParameterSampler(config.models[0].distributions, 5000, random_state=config.models[0].random_state))
+        ParameterSampler(config.models[0].distributions, 5000, random_state=config.models[0].random_state)
+    )
     stop._set(signal.SIGTERM)
     with pytest.raises(Incomplete, match="stopped by signal 15 while drawing the candidates"):
         make_candidates(config, stop)
@@ -301,11 +325,14 @@ def test_stop_flag_is_read_between_candidate_slices():
 def test_sigterm_during_the_refit_keeps_complete_results_and_says_so(tmp_path):
     write_digits(tmp_path / "digits.h5", n=120)
     env = _helpers(tmp_path)
-    cfg = write_config(tmp_path / "s.toml", BASIC.replace(
-        'estimator = "sklearn.svm.SVC"\ngrid = { C = [0.5, 5], gamma = [1e-3, 1e-2] }',
-        f'estimator = "advhelpers.GatedRefit"\nparams = {{ total = 120, folder = "{tmp_path}" }}\n'
-        'grid = { c = [0, 1] }').replace('metrics = ["accuracy", "f1_macro"]\nrefit = "accuracy"',
-                                         'metrics = "accuracy"'))
+    cfg = write_config(
+        tmp_path / "s.toml",
+        BASIC.replace(
+            'estimator = "sklearn.svm.SVC"\ngrid = { C = [0.5, 5], gamma = [1e-3, 1e-2] }',
+            f'estimator = "advhelpers.GatedRefit"\nparams = {{ total = 120, folder = "{tmp_path}" }}\n'
+            "grid = { c = [0, 1] }",
+        ).replace('metrics = ["accuracy", "f1_macro"]\nrefit = "accuracy"', 'metrics = "accuracy"'),
+    )
     out = tmp_path / "o"
     proc = _start(2, ["-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet", "--grace", "1"], env)
     _wait_for(tmp_path / "refitting", proc)
@@ -313,11 +340,12 @@ def test_sigterm_during_the_refit_keeps_complete_results_and_says_so(tmp_path):
     code, err = _end(proc)
     (tmp_path / "go").touch()
     assert code == 3, err
-    assert ("hpcml: stopped by signal 15: all 6 units finished (cv_results.json written); the refit of the best "
-            "candidate did not end within the 1 s grace period and best_model.joblib was not written; "
-            "--resume refits it") in err
-    assert sorted(p.name for p in out.iterdir()) == ["best.json", "cv_results.csv", "cv_results.json",
-                                                     "journal.jsonl"]
+    assert (
+        "hpcml: stopped by signal 15: all 6 units finished (cv_results.json written); the refit of the best "
+        "candidate did not end within the 1 s grace period and best_model.joblib was not written; "
+        "--resume refits it"
+    ) in err
+    assert sorted(p.name for p in out.iterdir()) == ["best.json", "cv_results.csv", "cv_results.json", "journal.jsonl"]
     (tmp_path / "no-wait").touch()
     proc = run_mpi(2, ["-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet", "--resume"], timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
@@ -343,12 +371,20 @@ def _cv_cases(tmp: Path) -> dict[str, tuple[int, list[str], str]]:
     _csr_file(tmp / "big_index.h5", [0, 1, 2, 3, 4, 5, 6], [0, 1, 2, 7, 0, 1])
     _csr_file(tmp / "bad_indptr.h5", [0, 2, 1, 3, 4, 5, 6], [0, 1, 2, 0, 0, 1])
     _csr_file(tmp / "neg_index.h5", [0, 1, 2, 3, 4, 5, 6], [0, 1, 2, -1, 0, 1])
-    sparse = {name: write_config(tmp / f"{name}.toml", SMALL.replace('path = "digits.h5"', f'path = "{name}.h5"')
-                                 .replace("n_splits = 3", "n_splits = 2"))
-              for name in ("big_index", "bad_indptr", "neg_index")}
-    predefined = write_config(tmp / "p.toml", SMALL.replace(
-        'splitter = "StratifiedKFold"\nn_splits = 3\nshuffle = true\nrandom_state = 0',
-        f'splitter = "PredefinedSplit"\ntest_fold = {[-1] * 60}'))
+    sparse = {
+        name: write_config(
+            tmp / f"{name}.toml",
+            SMALL.replace('path = "digits.h5"', f'path = "{name}.h5"').replace("n_splits = 3", "n_splits = 2"),
+        )
+        for name in ("big_index", "bad_indptr", "neg_index")
+    }
+    predefined = write_config(
+        tmp / "p.toml",
+        SMALL.replace(
+            'splitter = "StratifiedKFold"\nn_splits = 3\nshuffle = true\nrandom_state = 0',
+            f'splitter = "PredefinedSplit"\ntest_fold = {[-1] * 60}',
+        ),
+    )
     no_y = write_config(tmp / "noy.toml", SMALL.replace('path = "digits.h5"', 'path = "digits.h5"\ny = false'))
     (tmp / "afile").write_text("x")
     return {
@@ -367,10 +403,20 @@ def _cv_cases(tmp: Path) -> dict[str, tuple[int, list[str], str]]:
     }
 
 
-CV_CASES = ["csr index >= n_features", "csr indptr decreasing", "csr negative index",
-            "PredefinedSplit without test fold", "--out is a file", "--out under a file", "--out empty",
-            "unknown flag at 3 ranks", "--grace negative", "--grace nan", "--time-limit nan",
-            "y = false, supervised model"]
+CV_CASES = [
+    "csr index >= n_features",
+    "csr indptr decreasing",
+    "csr negative index",
+    "PredefinedSplit without test fold",
+    "--out is a file",
+    "--out under a file",
+    "--out empty",
+    "unknown flag at 3 ranks",
+    "--grace negative",
+    "--grace nan",
+    "--time-limit nan",
+    "y = false, supervised model",
+]
 
 
 @pytest.mark.parametrize("case", CV_CASES)
@@ -383,8 +429,10 @@ def test_cv_bad_input_is_one_line_exit_2(tmp_path, case):
 
 def test_journal_line_that_is_not_a_unit_record_is_one_line(finished):
     tmp, cfg, out = finished
-    for bad, expected in (('[1, 2]', "not a journal record (a JSON list)"),
-                          ('{"type":"unit","unit":"x","test_scores":1}', "unit record without fit_time")):
+    for bad, expected in (
+        ("[1, 2]", "not a journal record (a JSON list)"),
+        ('{"type":"unit","unit":"x","test_scores":1}', "unit record without fit_time"),
+    ):
         lines = (out / "journal.jsonl").read_text().splitlines()
         (out / "journal.jsonl").write_text("\n".join(lines[:2] + [bad] + lines[2:]) + "\n")
         line = _one_error_line(_resume(cfg, out), expected)
@@ -394,15 +442,21 @@ def test_journal_line_that_is_not_a_unit_record_is_one_line(finished):
 
 def test_scoring_error_outside_error_score_is_named_correctly(tmp_path):
     write_digits(tmp_path / "digits.h5", n=60)
-    cfg = write_config(tmp_path / "s.toml", SMALL.replace(
-        'estimator = "sklearn.svm.SVC"\ngrid = { C = [1, 2] }',
-        'estimator = "sklearn.preprocessing.StandardScaler"\ngrid = { with_mean = [true, false] }'))
+    cfg = write_config(
+        tmp_path / "s.toml",
+        SMALL.replace(
+            'estimator = "sklearn.svm.SVC"\ngrid = { C = [1, 2] }',
+            'estimator = "sklearn.preprocessing.StandardScaler"\ngrid = { with_mean = [true, false] }',
+        ),
+    )
     proc = run_mpi(2, ["-m", "hpcml.cv", str(cfg), "--out", str(tmp_path / "o"), "--quiet"], timeout=120)
     assert proc.returncode == 1, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
-    assert last == ("hpcml: error: RuntimeError: a unit raised (error_score=nan does not cover this error; "
-                    "scikit-learn raises it too): AttributeError: StandardScaler has none of the following "
-                    "attributes: predict.")
+    assert last == (
+        "hpcml: error: RuntimeError: a unit raised (error_score=nan does not cover this error; "
+        "scikit-learn raises it too): AttributeError: StandardScaler has none of the following "
+        "attributes: predict."
+    )
     assert "error_score='raise'" not in proc.stderr
 
 
@@ -426,8 +480,10 @@ def _data_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
         fh["A"] = h5py.SoftLink("/B")
         fh["B"] = h5py.SoftLink("/A")
     return {
-        "object npz": (["convert", str(tmp / "obj.npz"), str(tmp / "o.h5")],
-                       "array 'X' cannot be read without unpickling"),
+        "object npz": (
+            ["convert", str(tmp / "obj.npz"), str(tmp / "o.h5")],
+            "array 'X' cannot be read without unpickling",
+        ),
         "external link to a missing file": (["info", str(tmp / "links.h5")], "dataset 'X' (X) cannot be opened"),
         "soft-link loop": (["info", str(tmp / "links.h5"), "--X", "A"], "dataset 'A' (X) cannot be opened"),
         "bad --header": (["convert", "a.csv", "b.h5", "--header", "maybe"], "argument --header: invalid choice"),
@@ -459,8 +515,10 @@ def test_convert_reads_pandas_numeric_header_as_names(tmp_path):
     np.testing.assert_array_equal(ds.read("y"), X[:, 3].astype(np.int64))
     with h5py.File(tmp_path / "p.h5") as fh:
         assert [n.decode() if isinstance(n, bytes) else n for n in fh["feature_names"][:]] == ["0", "1", "2"]
-    proc = run([PYTHON, "-m", "hpcml.data", "convert", str(tmp_path / "p.csv"), str(tmp_path / "q.h5"),
-                "--header", "no"], timeout=60)
+    proc = run(
+        [PYTHON, "-m", "hpcml.data", "convert", str(tmp_path / "p.csv"), str(tmp_path / "q.h5"), "--header", "no"],
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert H5Dataset(tmp_path / "q.h5").read("X").shape == (6, 3)  # the header line read as data, on request
 
@@ -473,8 +531,10 @@ def test_convert_keeps_integral_targets_beyond_int64_exact_as_float(tmp_path):
     assert y.dtype == np.float64
     np.testing.assert_array_equal(y, [9.3e18, 1.0, -9.3e18])
     np.save(tmp_path / "u.npy", np.array([[1, 2**63 + 2048], [3, 5]], dtype=np.uint64))
-    proc = run([PYTHON, "-m", "hpcml.data", "convert", str(tmp_path / "u.npy"), str(tmp_path / "u.h5"),
-                "--target", "1"], timeout=60)
+    proc = run(
+        [PYTHON, "-m", "hpcml.data", "convert", str(tmp_path / "u.npy"), str(tmp_path / "u.h5"), "--target", "1"],
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     y = H5Dataset(tmp_path / "u.h5").read("y")
     assert y.dtype == np.float64 and y[0] == float(2**63 + 2048) and y[1] == 5.0
@@ -500,7 +560,8 @@ def _sgd_case(tmp: Path, y: np.ndarray) -> Path:
 )
 def test_sgd_bad_input_is_one_line_exit_2_at_3_ranks(tmp_path, case, expected):
     y = {"float labels": np.random.default_rng(1).normal(size=200), "single class": np.zeros(200, dtype=int)}.get(
-        case, np.arange(200) % 2)
+        case, np.arange(200) % 2
+    )
     cfg = _sgd_case(tmp_path, y)
     extra = {"--out is a file": ["--out", str(cfg)], "unknown flag": ["--bogus"]}.get(case, [])
     proc = run_mpi(3, ["-m", "hpcml.sgd", str(cfg), "--out", str(tmp_path / "o"), *extra], timeout=120)
@@ -509,7 +570,7 @@ def test_sgd_bad_input_is_one_line_exit_2_at_3_ranks(tmp_path, case, expected):
 
 
 # ------------------------------------------------ 11: the API notices different data on different ranks
-API_DIFFERENT = r'''
+API_DIFFERENT = r"""
 import json, sys
 import numpy as np
 from mpi4py import MPI
@@ -533,7 +594,7 @@ for name, call in (("search", lambda: hpcml.GridSearchCV(SVC(), {"C": [1, 2]}, c
     except ValueError as exc:
         out[name] = str(exc)
 json.dump(out, open(f"{sys.argv[2]}/r{rank}.json", "w"))
-'''
+"""
 
 
 @pytest.mark.parametrize("which", ["X", "y", "same"])
@@ -546,8 +607,10 @@ def test_api_refuses_different_data_on_different_ranks(tmp_path, which):
     if which == "same":
         assert results == [{"search": "ok", "cross_validate": "ok"}] * 2
         return
-    message = (f"{which} differs between ranks (rank 1 holds other data than rank 0); every rank of comm must "
-               "pass the same X and y to fit")
+    message = (
+        f"{which} differs between ranks (rank 1 holds other data than rank 0); every rank of comm must "
+        "pass the same X and y to fit"
+    )
     assert results == [{"search": message, "cross_validate": message}] * 2
 
 
@@ -556,8 +619,12 @@ def test_api_refuses_different_data_on_different_ranks(tmp_path, which):
 def test_malformed_fault_variable_is_a_usage_error(tmp_path, value):
     write_digits(tmp_path / "digits.h5", n=60)
     cfg = write_config(tmp_path / "s.toml", SMALL)
-    proc = run_mpi(2, ["-m", "hpcml.cv", str(cfg), "--out", str(tmp_path / "o"), "--quiet"], timeout=120,
-                   env={"HPCML_INJECT_FAULT": value})
+    proc = run_mpi(
+        2,
+        ["-m", "hpcml.cv", str(cfg), "--out", str(tmp_path / "o"), "--quiet"],
+        timeout=120,
+        env={"HPCML_INJECT_FAULT": value},
+    )
     _one_error_line(proc, f"HPCML_INJECT_FAULT={value!r}: expected POINT:RANK[:COUNT] with POINT one of load, unit")
     assert not (tmp_path / "o").exists()
 
@@ -583,3 +650,17 @@ def test_no_fault_hook_without_the_variable(monkeypatch):
     finally:
         _faults.configured.cache_clear()
         _faults.hook.cache_clear()
+
+
+def test_sgd_threads_per_rank_flag_sets_the_layout(tmp_path):
+    cfg = _sgd_case(tmp_path, np.arange(200) % 2)
+    proc = run_mpi(
+        2, ["-m", "hpcml.sgd", str(cfg), "--out", str(tmp_path / "o"), "--threads-per-rank", "2"], timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    history = json.loads((tmp_path / "o" / "history.json").read_text())
+    assert [r["threads"] for r in history["per_rank"]] == [2, 2]  # the default here would be 1 (2 ranks, 2 CPUs)
+    _one_error_line(
+        run_mpi(2, ["-m", "hpcml.sgd", str(cfg), "--threads-per-rank", "0"], timeout=60),
+        "--threads-per-rank must be at least 1",
+    )
