@@ -65,6 +65,7 @@ def reference(tmp_path_factory):
     return get
 
 
+@pytest.mark.timeout(3600)  # above the reference run (1200 s) + this run's own limit (1500 s)
 @pytest.mark.parametrize("n", RANKS)
 @pytest.mark.parametrize("name", sorted(SUITES))
 def test_sklearn_suite_passes_with_hpcml(name, n, tmp_path, reference):
