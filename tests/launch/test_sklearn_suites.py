@@ -43,7 +43,6 @@ KNOWN_AT_2_PLUS = {
                 "cross_validate-extra_args0",
                 "cross_val_score-extra_args1",
                 "cross_val_predict-extra_args2",
-                "permutation_test_score-extra_args3",
                 "learning_curve-extra_args4",
                 "validation_curve-extra_args5",
             )
