@@ -4,7 +4,8 @@ Each file is copied from the installed scikit-learn at test time with one added
 line that swaps hpcml's classes in (tests/sklearn_suites.py).  The unmodified copy
 is run once (plain pytest) for the reference counts: with hpcml every rank must
 pass exactly as many tests, with no failure and no error.  The 4-rank run is not in
-CI (time); run it by hand with ``HPCML_SKLEARN_SUITE_RANKS=4``.
+CI (time); run it by hand with ``HPCML_SKLEARN_SUITE_RANKS=4`` (``HPCML_SKLEARN_SUITE_K=EXPR`` runs a
+``-k`` subset).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ SUITES = {
 }
 
 RANKS = [int(n) for n in os.environ.get("HPCML_SKLEARN_SUITE_RANKS", "1,2").split(",")]
+#: ``-k`` expression to run a subset of the copied files (by hand; CI runs them whole)
+SUBSET = ("-k", os.environ["HPCML_SKLEARN_SUITE_K"]) if os.environ.get("HPCML_SKLEARN_SUITE_K") else ()
 
 #: Tests that may fail at 2+ ranks by design (docs/sklearn-compat.md, "Known differences"): they observe
 #: side effects of user code run inside a unit (a scorer appending to a list of the test's own, a scorer
@@ -71,7 +74,7 @@ def reference(tmp_path_factory):
         if name not in counts:
             relative, _ = SUITES[name]
             path = prepare_suite(tmp_path_factory.mktemp(f"sk-{name}-orig"), relative, swap=None)
-            result = run_suite(path, n=None, timeout=1200)
+            result = run_suite(path, n=None, timeout=1200, pytest_args=SUBSET)
             assert result.returncode == 0 and result.failed == 0, result.summary()
             counts[name] = result
         return counts[name]
@@ -87,7 +90,7 @@ def test_sklearn_suite_passes_with_hpcml(name, n, tmp_path, reference):
     relative, swap = SUITES[name]
     path = prepare_suite(tmp_path, relative, swap=swap)
     assert swap in path.read_text()
-    result = run_suite(path, n=n, timeout=1500)
+    result = run_suite(path, n=n, timeout=1500, pytest_args=SUBSET)
     known = KNOWN_AT_2_PLUS.get(name, set()) if n > 1 else set()
     assert set(result.failed_ids) <= known, result.summary()
     assert result.returncode == (1 if result.failed_ids else 0), result.summary()
