@@ -131,9 +131,13 @@ def evaluate(
 
     def work(unit: int) -> dict[str, Any]:
         cand, split = index.pair(unit)
-        if not problem.collect_warnings:
-            return fit_and_score(problem, cache, cand, split)
-        result, shown = captured_warnings(fit_and_score, problem, cache, cand, split)
+        try:
+            if not problem.collect_warnings:
+                return fit_and_score(problem, cache, cand, split)
+            result, shown = captured_warnings(fit_and_score, problem, cache, cand, split)
+        except FitRaised as exc:
+            exc.unit = unit
+            raise
         if shown:
             result[WARNINGS_KEY] = shown
         return result

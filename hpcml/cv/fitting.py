@@ -204,13 +204,15 @@ def _collective(comm: Any) -> bool:
 class FitRaised(Exception):
     """A fit raised with ``error_score="raise"``; carries the original exception."""
 
-    def __init__(self, original: BaseException, tb: str) -> None:
+    def __init__(self, original: BaseException, tb: str, unit: int | None = None) -> None:
         super().__init__(str(original))
         self.original = original
         self.tb = tb
+        #: the unit that raised (set by the engine): of several failures, the earliest unit's is raised
+        self.unit = unit
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (FitRaised, (self.original, self.tb))
+        return (FitRaised, (self.original, self.tb, self.unit))
 
 
 class _NeedsWritable(Exception):

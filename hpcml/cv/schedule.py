@@ -317,7 +317,11 @@ class _Dispatcher:
         if rank == 0:
             mark_origin(error, 0, HOST)
         with self.lock:
-            if self.error is None:
+            # several units may fail before the stop: keep the earliest unit's (scikit-learn's serial order)
+            earlier = getattr(error, "unit", None) is not None and self.error is not None
+            if earlier:
+                earlier = error.unit < getattr(self.error[1], "unit", float("inf"))
+            if self.error is None or earlier:
                 self.error = (rank, error)
             self._stop()
 

@@ -204,3 +204,16 @@ def test_fitted_attributes_are_sklearns():
     assert info.folds["copies"] in ("rank", "node")
     with pytest.raises(Exception, match="not fitted by hpcml"):
         hpcml.run_info(clone(theirs))
+
+
+@pytest.mark.mpi
+def test_of_several_failing_units_the_earliest_units_error_is_raised():
+    from sklearn.utils._mocking import CheckingClassifier
+
+    X = np.arange(100).reshape(10, 10)
+    y = np.array([0] * 5 + [1] * 5)
+    clf = CheckingClassifier(expected_sample_weight=True)
+    # every unit fails; scikit-learn's serial loop raises the first (smallest training set) one's error
+    for _ in range(3):
+        with pytest.raises(ValueError, match=r"sample_weight.shape == \(1,\), expected \(2,\)!"):
+            hpcml.learning_curve(clf, X, y, error_score="raise", params={"sample_weight": np.ones(1)})
