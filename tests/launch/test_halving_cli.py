@@ -224,3 +224,23 @@ def test_mpi_halving_tests_at_3_ranks():
     assert proc.returncode == 0, tail
     assert len([line for line in proc.stdout.splitlines() if " passed" in line and " in " in line]) == 3, tail
     assert "failed" not in proc.stdout and "skipped" not in proc.stdout, tail
+
+
+def test_resume_refuses_a_journal_whose_rung_disagrees(halving, tmp_path):
+    import shutil
+
+    tmp, cfg, X, y, ref, _ = halving
+    out = tmp_path / "tampered"
+    shutil.copytree(ref, out)
+    lines = (out / "journal.jsonl").read_text().splitlines()
+    first_rung = RUNGS[0][0] * 5
+    for i, line in enumerate(lines):
+        record = json.loads(line)
+        if record.get("unit") == first_rung:  # the second rung's first unit
+            record["params"] = {"C": 12345, "gamma": 0.001}
+            lines[i] = json.dumps(record)
+    (out / "journal.jsonl").write_text("\n".join(lines) + "\n")
+    proc = run_mpi(2, ["-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet", "--resume"], timeout=300)
+    errors = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stderr
+    assert f"cannot resume: journal unit {first_rung} holds" in errors[0] and "12345" in errors[0], errors
