@@ -413,7 +413,13 @@ class AsyncHalvingSearchCV(BaseSuccessiveHalving):
                 subsample_test=True,
                 random_state=self.random_state,
             )
-            out.append(compute_splits(_PositionalGroups(cv), X, y, groups, comm))
+            try:
+                out.append(compute_splits(_PositionalGroups(cv), X, y, groups, comm))
+            except ValueError as exc:  # raised on every rank: resample() of an empty subsample
+                raise ValueError(
+                    f"min_resources_={self._rung_resources[0]} is too small: subsampling the splits for "
+                    f"{resources} rows failed ({exc}); raise min_resources"
+                ) from None
         check_subsamples(out[0], y, self._rung_resources[0], is_classifier(self.estimator))
         return out
 
