@@ -214,7 +214,7 @@ class AsyncHalvingSearchCV(BaseSuccessiveHalving):
         plus ``candidate`` (index into the sampled candidates) and ``promoted``.
     decisions_ : list of dict
         The decision log: ``decide`` events (decision ``start``/``promote``,
-        candidate, rung, ``scores_seen`` of the source rung) and ``finish``
+        candidate, rung, ``seen``: the evidence at the source rung) and ``finish``
         events (candidate, rung, mean score), in the order rank 0 saw them.
     n_resources_, n_candidates_, n_remaining_candidates_, max_resources_, min_resources_, n_iterations_,
     n_possible_iterations_, n_required_iterations_
