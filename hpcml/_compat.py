@@ -16,9 +16,14 @@ from sklearn.model_selection._search_successive_halving import _SubsampleMetaSpl
 from sklearn.model_selection._validation import (  # noqa: F401
     _aggregate_score_dicts,
     _check_groups_routing_disabled,
+    _check_is_permutation,
+    _enforce_prediction_order,
+    _fit_and_predict,
+    _incremental_fit_estimator,
     _insert_error_scores,
     _normalize_score_results,
     _score,
+    _translate_train_sizes,
     _warn_or_raise_about_fit_failures,
 )
 from sklearn.utils._metadata_requests import (  # noqa: F401
@@ -29,6 +34,11 @@ from sklearn.utils._metadata_requests import (  # noqa: F401
 )
 from sklearn.utils.metaestimators import _safe_split  # noqa: F401
 from sklearn.utils.validation import _check_method_params  # noqa: F401
+
+
+def sklearn_constraints(function: Any) -> dict[str, Any]:
+    """The parameter constraints scikit-learn's ``validate_params`` gave a public function."""
+    return dict(function._skl_parameter_constraints)
 
 
 def validate_data(estimator: Any, X: Any, y: Any = "no_validation", *, reset: bool = True, **check_params: Any) -> Any:
@@ -51,17 +61,14 @@ def check_sample_weight(sample_weight: Any, X: Any, dtype: Any) -> Any:
     return _check_sample_weight(sample_weight, X, dtype=dtype)
 
 
-def run_search(search: Any, evaluate_candidates: Any, X: Any, y: Any) -> None:
-    """Call ``search._run_search`` with the callback context newer scikit-learn wants."""
+def run_search(search: Any, evaluate_candidates: Any, root: Any) -> None:
+    """Call ``search._run_search``, with the root callback context when it takes one (scikit-learn >= 1.9)."""
     from inspect import signature
 
-    if "callback_ctx" not in signature(search._run_search).parameters:
+    if root is None or "callback_ctx" not in signature(search._run_search).parameters:
         search._run_search(evaluate_candidates)
         return
-    root = search._init_callback_context(max_subtasks=1 + (search.refit is not False))
-    root.call_on_fit_task_begin(estimator=search, X=X, y=y)
     search._run_search(evaluate_candidates, callback_ctx=root)
-    root.call_on_fit_task_end(estimator=search, X=X, y=y)
 
 
 def routed_score_params(estimator: Any, scoring: Any, error_score: Any, sample_weight: Any) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sklearn.base import clone
 
 from hpcml._faults import inject
-from hpcml.cv.fitting import FitRaised, FoldCache, Problem, fit_and_score, serial_estimator
+from hpcml.cv.fitting import LINES_KEY, FitRaised, FoldCache, Problem, fit_and_score, print_lines, serial_estimator
 from hpcml.cv.folds import FoldPlan, NodeFolds, choose, split_rows
 from hpcml.cv.plan import UnitIndex, broadcast, unit_order
 from hpcml.cv.schedule import ScheduleReport, UnitQueue, run_units
@@ -131,7 +131,7 @@ def evaluate(
         comm,
         work,
         poll_hook=poll_hook if poll_hook is not None else (lambda: inject("worker", rank)),
-        on_results=on_results,
+        on_results=_printing(on_results) if problem.verbose > 1 else on_results,
         should_stop=should_stop,
     )
     phases = 0
@@ -172,6 +172,12 @@ def evaluate(
         merged.update(report.results)
         out = [merged.get(unit) for unit in range(len(index))]
     out = broadcast(out, comm)
+    if problem.verbose > 1:  # rank 0 printed them as they arrived; the others echo them now
+        for result in out:
+            if isinstance(result, dict) and rank:
+                print_lines(result, rank, drop=True)
+            elif isinstance(result, dict):
+                result.pop(LINES_KEY, None)
     if problem.return_estimator:
         _restore_unit_comms(out, index, problem.candidates, user_estimators)
     return Evaluation(
@@ -181,6 +187,21 @@ def evaluate(
         fold_cache={"hits": cache.hits, "misses": cache.misses},
         folds={**fold_plan.as_dict(), "phases": phases},
     )
+
+
+def _printing(
+    on_results: Callable[[int, list[tuple[int, Any, float]]], None] | None,
+) -> Callable[[int, list[tuple[int, Any, float]]], None]:
+    """Rank 0 prints the verbose lines of every unit as its result arrives (workers print nothing)."""
+
+    def record(rank: int, items: list[tuple[int, Any, float]]) -> None:
+        for _, result, _ in items:
+            if isinstance(result, dict):
+                print_lines(result)
+        if on_results is not None:
+            on_results(rank, items)
+
+    return record
 
 
 def user_estimator(estimator: Any, params: dict[str, Any]) -> Any:
@@ -214,7 +235,12 @@ def restore_comm_params(estimator: Any, values: dict[str, Any]) -> Any:
 
 
 def refit_alone(
-    estimator: Any, params: dict[str, Any], X: Any, y: Any, fit_params: dict[str, Any]
+    estimator: Any,
+    params: dict[str, Any],
+    X: Any,
+    y: Any,
+    fit_params: dict[str, Any],
+    around: Callable[[Any], Any] | None = None,
 ) -> tuple[Any, float]:
     """scikit-learn's refit of the best candidate on all data, run by this rank alone.
 
@@ -224,18 +250,23 @@ def refit_alone(
     back with :func:`restore_comm_params` (after sending it to other ranks:
     a communicator does not pickle).
 
+    ``around(candidate)``, if given, is a context manager entered around the
+    fit (the search's ``refit-with-best-params`` callback task).
+
     Returns
     -------
     estimator, seconds : estimator, float
         The fitted estimator and the time its ``fit`` took.
     """
     candidate = serial_estimator(user_estimator(estimator, params))
-    start = time.time()
-    if y is not None:
-        candidate.fit(X, y, **fit_params)
-    else:
-        candidate.fit(X, **fit_params)
-    return candidate, time.time() - start
+    with around(candidate) if around is not None else contextlib.nullcontext():
+        start = time.time()
+        if y is not None:
+            candidate.fit(X, y, **fit_params)
+        else:
+            candidate.fit(X, **fit_params)
+        seconds = time.time() - start
+    return candidate, seconds
 
 
 def _restore_unit_comms(

@@ -8,6 +8,7 @@ materialised rows instead of copying them again.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import numbers
 import re
@@ -21,6 +22,7 @@ from sklearn.base import clone
 from sklearn.utils import _safe_indexing
 
 from hpcml._compat import _check_method_params, _MultimetricScorer, _safe_split, _score
+from hpcml.cv.callbacks import RECORDS_KEY
 
 
 @dataclass
@@ -44,6 +46,10 @@ class Problem:
     verbose: int = 0
     #: ``cv_results_`` order of the candidates' parameters, for verbose messages (None: cross_validate)
     show_params: bool = True
+    #: ``[CV k/n]`` progress in verbose messages (None: as ``show_params``; validation_curve shows params only)
+    show_progress: bool | None = None
+    #: scikit-learn callbacks of the search (:class:`hpcml.cv.callbacks.UnitCallbacks`), or None
+    callbacks: Any = None
 
     @property
     def n_candidates(self) -> int:
@@ -288,22 +294,54 @@ def fit_and_score(problem: Problem, cache: FoldCache, cand: int, split: int) -> 
     FitRaised
         When the fit raised and ``error_score == "raise"``.
     """
-    if problem.verbose > 9:
-        print(_start_message(problem, cand, split), flush=True)
-    try:
-        result = _run_unit(problem, cache, cand, split, writable=False)
-    except _NeedsWritable:
+    lines = [_start_message(problem, cand, split)] if problem.verbose > 9 else []
+    if problem.callbacks is not None:
+        # a unit's callback hooks must run once: no read-only first attempt
         result = _run_unit(problem, cache, cand, split, writable=True)
+    else:
+        try:
+            result = _run_unit(problem, cache, cand, split, writable=False)
+        except _NeedsWritable:
+            result = _run_unit(problem, cache, cand, split, writable=True)
     if problem.verbose > 1:
-        print(_end_message(problem, cand, split, result), flush=True)
+        lines.append(_end_message(problem, cand, split, result))
+    if lines:
+        result[LINES_KEY] = lines
     return result
+
+
+#: Key of a unit result holding its verbose lines; rank 0 prints them (:func:`print_lines`).
+LINES_KEY = "_hpcml_lines"
+
+
+def print_lines(result: dict[str, Any], rank: int = 0, drop: bool = False) -> None:
+    """:func:`echo` the verbose lines a unit result carries (``drop``: and remove them from it)."""
+    lines = result.pop(LINES_KEY, None) if drop else result.get(LINES_KEY)
+    if lines:
+        echo("\n".join(lines), rank)
+
+
+def echo(text: str, rank: int) -> None:
+    """Print a verbose message of a collective call as scikit-learn would, once per launch.
+
+    Rank 0 prints to ``sys.stdout``.  The other ranks print only into a
+    redirected ``sys.stdout`` (``contextlib.redirect_stdout``, pytest's capture),
+    never into the process's own standard output: a terminal or batch log shows
+    each line once, and code that captures the output sees scikit-learn's lines
+    on every rank.
+    """
+    import sys
+
+    if rank == 0 or sys.stdout is not sys.__stdout__:
+        print(text, flush=True)
 
 
 def _progress_and_params(problem: Problem, cand: int, split: int) -> tuple[str, str]:
     """The ``[CV{progress}]`` part and the parameters text of scikit-learn's ``_fit_and_score`` lines."""
     verbose = problem.verbose
     progress = ""
-    if verbose > 2 and problem.show_params:  # cross_validate gives no split/candidate progress
+    show_progress = problem.show_params if problem.show_progress is None else problem.show_progress
+    if verbose > 2 and show_progress:  # cross_validate gives no split/candidate progress
         progress = f" {split + 1}/{problem.n_splits}"
         if verbose > 9:
             progress += f"; {cand + 1}/{problem.n_candidates}"
@@ -345,9 +383,6 @@ def _end_message(problem: Problem, cand: int, split: int, result: dict[str, Any]
 def _run_unit(problem: Problem, cache: FoldCache, cand: int, split: int, writable: bool) -> dict[str, Any]:
     template, params = problem.candidates[cand]
     estimator = clone(problem.estimators[template])
-    error_score = problem.error_score
-    scorer = problem.scorer
-    result: dict[str, Any] = {}
     # Parameters are cloned too: a grid may hold estimators (pipeline steps).
     # As in scikit-learn, an invalid parameter name raises whatever error_score is.
     estimator.set_params(**clone(params, safe=False))
@@ -366,12 +401,39 @@ def _run_unit(problem: Problem, cache: FoldCache, cand: int, split: int, writabl
     X_train, y_train = _fresh(cached["X_train"], writable), _fresh(cached["y_train"], writable)
     X_test, y_test = _fresh(cached["X_test"], writable), _fresh(cached["y_test"], writable)
     fit_params = _unit_params(cached["fit_params"])
+    fold = (X_train, y_train, X_test, y_test)
+    if problem.callbacks is None:
+        return _fit_score(problem, cached, estimator, fold, fit_params, writable, None)
+    session = problem.callbacks.session(cand * problem.n_splits + split, X_train, y_train, fit_params)
+    try:
+        result = _fit_score(problem, cached, estimator, fold, fit_params, writable, session)
+    finally:
+        records = session.end()
+    result[RECORDS_KEY] = (problem.callbacks.rank, records)
+    return result
+
+
+def _fit_score(
+    problem: Problem,
+    cached: dict[str, Any],
+    estimator: Any,
+    fold: tuple[Any, Any, Any, Any],
+    fit_params: dict[str, Any],
+    writable: bool,
+    session: Any,
+) -> dict[str, Any]:
+    """Fit ``estimator`` on the fold and score it (inside ``session``'s callback task when there is one)."""
+    X_train, y_train, X_test, y_test = fold
+    error_score = problem.error_score
+    scorer = problem.scorer
+    result: dict[str, Any] = {}
     start = time.time()
     try:
-        if y_train is None:
-            estimator.fit(X_train, **fit_params)
-        else:
-            estimator.fit(X_train, y_train, **fit_params)
+        with session.fitting(estimator) if session is not None else contextlib.nullcontext():
+            if y_train is None:
+                estimator.fit(X_train, **fit_params)
+            else:
+                estimator.fit(X_train, y_train, **fit_params)
     except Exception as exc:
         if not writable and _read_only_error(exc):
             raise _NeedsWritable from exc

@@ -30,26 +30,6 @@ from hpcml.cv.search import _EXTRA_CONSTRAINTS, _MPISearchMixin, _resolve_data
 __all__ = ["HalvingGridSearchCV", "HalvingRandomSearchCV"]
 
 
-class _KeywordGroups:
-    """A splitter called as ``split(X, y, groups)`` that calls ``cv.split(X, y, groups=groups)``.
-
-    hpcml's :func:`~hpcml.cv.plan.compute_splits` passes ``groups``
-    positionally; scikit-learn's ``_SubsampleMetaSplitter.split(X, y, **kwargs)``
-    takes it by keyword only (and, as scikit-learn's search, gets nothing when
-    there are no groups).
-    """
-
-    def __init__(self, cv: Any) -> None:
-        self.cv = cv
-
-    def split(self, X: Any, y: Any = None, groups: Any = None) -> Any:
-        return self.cv.split(X, y, **({} if groups is None else {"groups": groups}))
-
-    def get_n_splits(self, X: Any = None, y: Any = None, groups: Any = None) -> int:
-        base = getattr(self.cv, "base_cv", self.cv)
-        return int(base.get_n_splits(X, y, groups))
-
-
 class _MPIHalvingMixin(_MPISearchMixin):
     """``fit`` and ``_run_search`` glue between scikit-learn's halving and hpcml's MPI search."""
 
@@ -91,7 +71,7 @@ class _MPIHalvingMixin(_MPISearchMixin):
 
         def evaluate(candidate_params: Any, cv: Any = None, more_results: Any = None, **kw: Any) -> Any:
             with contextlib.redirect_stdout(real_stdout):
-                return evaluate_candidates(candidate_params, _KeywordGroups(cv or self._checked_cv_orig), more_results)
+                return evaluate_candidates(candidate_params, cv, more_results, **kw)
 
         kwargs = {} if callback_ctx is None else {"callback_ctx": callback_ctx}  # scikit-learn < 1.9: none
         with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():

@@ -16,6 +16,7 @@ the interrupted rung and goes on: the same search as an uninterrupted run.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -36,8 +37,7 @@ from hpcml.cv import output
 from hpcml.cv.config import SearchConfig
 from hpcml.cv.engine import comm_params, evaluate, refit_alone, restore_comm_params, user_estimator
 from hpcml.cv.fitting import FitRaised, Problem
-from hpcml.cv.halving import _KeywordGroups
-from hpcml.cv.journal import Journal
+from hpcml.cv.journal import Journal, _clean
 from hpcml.cv.plan import broadcast, compute_splits
 from hpcml.cv.progress import Progress, best_so_far_score
 from hpcml.cv.reduce import placeholder
@@ -125,8 +125,17 @@ def rung_schedule(search: Any, candidates: list[dict[str, Any]]) -> list[tuple[i
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        run_search(dry, fake, None, None)
+        run_search(dry, fake, _callback_root(dry, None, None))
     return seen
+
+
+def _callback_root(search: Any, X: Any, y: Any) -> Any:
+    """scikit-learn's root callback context of ``search`` (its halving loop needs one), or None before 1.9."""
+    if not hasattr(search, "_init_callback_context"):
+        return None
+    root = search._init_callback_context(max_subtasks=1)
+    root.call_on_fit_task_begin(estimator=search, X=X, y=y)
+    return root
 
 
 @dataclass
@@ -139,6 +148,7 @@ class _Rungs:
     X: Any
     y: Any
     groups: Any
+    split_params: dict[str, Any]
     problem_kw: dict[str, Any]
     done: dict[int, dict[str, Any]]
     schedule: list[tuple[int, int]]
@@ -157,15 +167,25 @@ class _Rungs:
     failure: Exception | None = None
     current: tuple[list[dict[str, Any]], dict[str, Any], int] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    journaled_params: dict[int, Any] = field(default_factory=dict)
 
     def evaluate(self, candidate_params: Any, cv: Any = None, more_results: Any = None, **_: Any) -> dict[str, Any]:
         """One rung: ``evaluate_candidates`` of scikit-learn's search, over every rank."""
         params = list(candidate_params)
         rung, n_resources = int(more_results["iter"][0]), int(more_results["n_resources"][0])
-        splits = compute_splits(_KeywordGroups(cv), self.X, self.y, self.groups, self.comm, split_everywhere=False)
+        splits = compute_splits(
+            cv, self.X, self.y, None, self.comm, split_everywhere=False, split_params=self.split_params
+        )
         n_units = len(params) * len(splits)
         problem = Problem(X=self.X, y=self.y, splits=splits, candidates=[(0, p) for p in params], **self.problem_kw)
         done = {u - self.offset: r for u, r in self.done.items() if self.offset <= u < self.offset + n_units}
+        error = None
+        if self.comm.Get_rank() == 0:
+            try:
+                self._check_journal(done, params, len(splits))
+            except ConfigError as exc:
+                error = exc
+        raise_if_any(self.comm, error)  # one error line, every rank exits 2
         self.current = (params, more_results, n_units)
         progress = None
         if self.comm.Get_rank() == 0:
@@ -203,6 +223,16 @@ class _Rungs:
         if not evaluation.complete:
             raise _Stopped()
         return self._add_rung(params, more_results, evaluation.out, n_units)
+
+    def _check_journal(self, done: dict[int, dict[str, Any]], params: list[dict[str, Any]], n_splits: int) -> None:
+        """Refuse to resume when a journaled unit of this rung holds other parameters than the rung's candidate."""
+        for unit in done:
+            journaled = self.journaled_params.get(self.offset + unit)
+            if journaled is not None and journaled != json.loads(json.dumps(_clean(params[unit // n_splits]))):
+                raise ConfigError(
+                    f"{self.config.source}: cannot resume: journal unit {self.offset + unit} holds {journaled}, "
+                    f"but this rung's candidate is {params[unit // n_splits]} (use --overwrite to start over)"
+                )
 
     def _add_rung(self, params: list[dict[str, Any]], more: dict[str, Any], out: Any, n_units: int) -> dict[str, Any]:
         if self.comm.Get_rank() == 0:
@@ -283,12 +313,13 @@ def run_halving(opts: Any, comm: MPI.Intracomm, config: SearchConfig, config_pat
     candidates = broadcast(r._agree(comm, lambda: list(search._generate_candidate_params()), root_only=True), comm)
     search._generate_candidate_params = lambda: candidates  # rank 0's (an unseeded sampler differs)
     base_splits = compute_splits(
-        _KeywordGroups(search._checked_cv_orig),
+        search._checked_cv_orig,
         X,
         y,
-        groups,
+        None,
         comm,
         split_everywhere=False,
+        split_params={} if groups is None else {"groups": groups},
         convert=lambda exc: ConfigError(f"{config.source}: [cv] {exc}") if isinstance(exc, ValueError) else exc,
     )
     schedule = r._agree(comm, rung_schedule, search, candidates)
@@ -317,6 +348,7 @@ def run_halving(opts: Any, comm: MPI.Intracomm, config: SearchConfig, config_pat
     }
     done_records = broadcast(r._agree(comm, r._prepare_out, folder, opts, header, root_only=True), comm)
     done = {u: r._result_of(rec) for u, rec in (done_records or {}).items()}
+    journaled_params = {u: rec.get("params") for u, rec in (done_records or {}).items()}
     journal = r._agree(comm, Journal, folder, header, root_only=True) if rank == 0 else None
     if rank != 0:
         r._agree(comm, lambda: None, root_only=True)
@@ -338,6 +370,7 @@ def run_halving(opts: Any, comm: MPI.Intracomm, config: SearchConfig, config_pat
         X,
         y,
         groups,
+        {} if groups is None else {"groups": groups},
         problem_kw,
         done,
         schedule,
@@ -347,6 +380,7 @@ def run_halving(opts: Any, comm: MPI.Intracomm, config: SearchConfig, config_pat
         opts.quiet,
         comm.allgather(HOST),
     )
+    rungs.journaled_params = journaled_params
     static = {
         "config": os.path.abspath(config_path),
         "config_hash": config.hash,
@@ -389,7 +423,7 @@ def _search_and_finish(opts: Any, rungs: _Rungs, folder: str, static: dict[str, 
         rungs.stop.on_first(start_grace_timer)
     stopped = False
     try:
-        run_search(rungs.search, rungs.evaluate, rungs.X, rungs.y)
+        run_search(rungs.search, rungs.evaluate, _callback_root(rungs.search, rungs.X, rungs.y))
     except _Stopped:
         stopped = True
     except FitRaised as exc:
@@ -515,7 +549,13 @@ def _report(
             f'{os.path.join(folder, "journal.jsonl")}; set [run] error_score = "raise" to stop at the first)'
         )
     if not opts.quiet:
-        print(output.summary_table(results, "score"))
+        last = [i for i, it in enumerate(results["iter"]) if it == best["iter"]]
+        rows = {k: [results[k][i] for i in last] for k in ("model", "params", "mean_test_score", "std_test_score")}
+        rows["rank_test_score"] = [
+            1 + sorted(rows["mean_test_score"], reverse=True).index(m) for m in rows["mean_test_score"]
+        ]
+        print(f"last rung ({best['n_resources']} {rungs.config.search.resource}):")
+        print(output.summary_table(rows, "score"))
         print(
             f"\nbest (last rung, {best['n_resources']} resources): {best['model']} {best['best_params']} "
             f"mean score = {best['best_score']:.5f}\n{info['units']['total']} units in {len(rungs.schedule)} rungs "

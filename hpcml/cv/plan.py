@@ -85,8 +85,12 @@ def compute_splits(
     convert: Callable[[Exception], Exception] | None = None,
     check_n_splits: bool = False,
     split_everywhere: bool = True,
+    split_params: dict[str, Any] | None = None,
 ) -> list[tuple[Any, Any]]:
     """``list(cv.split(X, y, groups))`` on rank 0, broadcast to all.  Collective over ``comm``.
+
+    ``split_params`` (the metadata routed to the splitter, ``groups`` among them)
+    replaces ``groups``: ``cv.split(X, y, **split_params)``, as scikit-learn calls it.
 
     ``convert`` may turn the splitter's exception into another (e.g. a config error).
     An exception raised by the splitter is raised on every rank with its type.
@@ -98,10 +102,11 @@ def compute_splits(
     """
     splits = None
     error = None
+    args, kwargs = ((groups,), {}) if split_params is None else ((), split_params)
     if comm.Get_rank() == 0:
         try:
-            splits = list(cv.split(X, y, groups))
-            n_splits = cv.get_n_splits(X, y, groups) if check_n_splits else len(splits)
+            splits = list(cv.split(X, y, *args, **kwargs))
+            n_splits = cv.get_n_splits(X, y, *args, **kwargs) if check_n_splits else len(splits)
             if len(splits) != n_splits:
                 raise ValueError(
                     "cv.split and cv.get_n_splits return inconsistent results. "
@@ -115,7 +120,7 @@ def compute_splits(
         # would: its warnings appear on every rank, and a RandomState the user
         # seeded the splitter with advances the same everywhere.  Nothing is kept.
         try:
-            for _ in cv.split(X, y, groups):
+            for _ in cv.split(X, y, *args, **kwargs):
                 pass
         except Exception:  # noqa: BLE001, S110 - rank 0's outcome decides
             pass

@@ -12,6 +12,7 @@ the ranks by :mod:`hpcml.cv.engine`.  After ``fit`` every rank holds the same
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass, field
 from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any
 
@@ -36,8 +37,17 @@ from hpcml._compat import (
     run_search,
 )
 from hpcml.comm import raise_if_any, resolve_comm
+from hpcml.cv.callbacks import (
+    TaskSession,
+    init_callbacks,
+    metadata,
+    replay,
+    replay_agreed,
+    replay_units,
+    unit_callbacks,
+)
 from hpcml.cv.engine import comm_params, evaluate, refit_alone, restore_comm_params, user_estimator
-from hpcml.cv.fitting import FitRaised, Problem, check_error_score
+from hpcml.cv.fitting import FitRaised, Problem, check_error_score, echo
 from hpcml.cv.plan import broadcast, compute_splits
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -110,6 +120,41 @@ def _broadcast_after(obj: Any, comm: MPI.Intracomm) -> Any:
     return broadcast(obj, comm, what="the refit best_estimator_")
 
 
+@dataclass
+class RunInfo:
+    """How a fitted hpcml search laid out its work (see :func:`run_info`).
+
+    Attributes
+    ----------
+    schedule_reports : list of hpcml.cv.schedule.ScheduleReport
+        One per ``evaluate_candidates`` call: per-rank busy seconds, units done, messages.
+    folds : dict
+        Where the folds' rows were materialised (``copies``: "rank" or "node", ``phases``, ...).
+    """
+
+    schedule_reports: list[Any] = field(default_factory=list)
+    folds: dict[str, Any] = field(default_factory=dict)
+
+
+def run_info(search: Any) -> RunInfo:
+    """The :class:`RunInfo` of a fitted ``hpcml.GridSearchCV``/``RandomizedSearchCV``.
+
+    Kept out of the public ``*_`` attributes so that a fitted hpcml search has
+    exactly scikit-learn's fitted attributes.
+
+    Raises
+    ------
+    sklearn.exceptions.NotFittedError
+        If ``search`` was not fitted by hpcml.
+    """
+    from sklearn.exceptions import NotFittedError
+
+    info = getattr(search, "_hpcml_run", None)
+    if info is None:
+        raise NotFittedError(f"{type(search).__name__} was not fitted by hpcml")
+    return info
+
+
 _EXTRA_CONSTRAINTS = {
     "comm": "no_validation",
     "threads_per_rank": [Interval(Integral, 1, None, closed="left"), None],
@@ -146,37 +191,61 @@ class _MPISearchMixin:
         X, y = indexable(X, y)
         params = _check_method_params(X, params=params)
         routed = self._get_routed_params_for_fit(params)
-        groups = routed.splitter.split.get("groups")
+        sample_weight = params.get("sample_weight")
+        root = init_callbacks(self, X, y, sample_weight, comm)
         self._checked_cv_orig = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
-        self._check_input_parameters(X=X, y=y, split_params=routed.splitter.split)  # halving's checks
+        if hasattr(self, "_check_input_parameters"):
+            self._check_input_parameters(X=X, y=y, split_params=routed.splitter.split)
         self.n_splits_ = self._checked_cv_orig.get_n_splits(X, y, **routed.splitter.split)
         base_estimator = clone(self.estimator)
+        self._hpcml_run = RunInfo()
+        evaluate_candidates, state = self._candidate_evaluator(X, y, routed, scorers, base_estimator, comm)
+        run_search(self, evaluate_candidates, root)
+        first_test_score = state["out"][0]["test_scores"]
+        self.multimetric_ = isinstance(first_test_score, dict)
+        if callable(self.scoring) and self.multimetric_:
+            self._check_refit_for_multimetric(first_test_score)
+            refit_metric = self.refit
+        results = state["results"]
+        if self.refit or not self.multimetric_:
+            self.best_index_ = self._select_best_index(self.refit, refit_metric, results)
+            if not callable(self.refit):
+                self.best_score_ = results[f"mean_test_{refit_metric}"][self.best_index_]
+            self.best_params_ = results["params"][self.best_index_]
+        if self.refit:
+            self._refit(base_estimator, X, y, routed.estimator.fit, sample_weight, root, comm)
+        self.scorer_ = scorers._scorers if hasattr(scorers, "_scorers") else scorers
+        self.cv_results_ = results
+        if root is not None:
+            root.call_on_fit_task_end(estimator=self, X=X, y=y, metadata=metadata(sample_weight))
+        return self
+
+    def _candidate_evaluator(
+        self, X: Any, y: Any, routed: Any, scorers: Any, base_estimator: Any, comm: MPI.Intracomm
+    ) -> tuple[Any, dict[str, Any]]:
+        """scikit-learn's ``evaluate_candidates`` closure, running the units over ``comm``."""
         threads = self.threads_per_rank or _default_threads(comm)
+        state: dict[str, Any] = {"params": [], "out": [], "more": defaultdict(list), "results": {}}
 
-        all_candidate_params: list[dict[str, Any]] = []
-        all_out: list[dict[str, Any]] = []
-        all_more_results: dict[str, list[Any]] = defaultdict(list)
-        results: dict[str, Any] = {}
-        self.schedule_reports_ = []
-
-        def evaluate_candidates(candidate_params: Any, cv: Any = None, more_results: Any = None, **_: Any) -> Any:
-            nonlocal results
+        def evaluate_candidates(
+            candidate_params: Any, cv: Any = None, more_results: Any = None, callback_ctx: Any = None
+        ) -> Any:
             cv = cv or self._checked_cv_orig
             # Rank 0's candidates and splits are the truth (unseeded samplers/splitters);
             # a rank keeps its own (identical) objects when it can, as scikit-learn does.
             candidate_params = _agree_candidates(list(candidate_params), comm)
-            splits = compute_splits(cv, X, y, groups, comm)
-            if self.verbose > 0 and comm.Get_rank() == 0:
-                n_candidates = len(candidate_params)
-                print(
-                    f"Fitting {self.n_splits_} folds for each of {n_candidates} candidates, totalling "
-                    f"{n_candidates * self.n_splits_} fits",
-                    flush=True,
-                )
+            splits = compute_splits(cv, X, y, None, comm, split_params=routed.splitter.split)
             if len(splits) != self.n_splits_:
                 raise ValueError(
                     "cv.split and cv.get_n_splits return inconsistent results. "
                     f"Expected {self.n_splits_} splits, got {len(splits)}"
+                )
+            if self.verbose > 0:
+                n_candidates = len(candidate_params)
+                echo(
+                    f"Fitting {self.n_splits_} folds for each of {n_candidates} candidates, totalling "
+                    f"{n_candidates * self.n_splits_} fits",
+                    comm.Get_rank(),
                 )
             problem = Problem(
                 X=X,
@@ -190,62 +259,71 @@ class _MPISearchMixin:
                 error_score=self.error_score,
                 return_train_score=self.return_train_score,
                 verbose=int(self.verbose),
+                callbacks=unit_callbacks(self, callback_ctx, len(candidate_params) * len(splits), comm.Get_rank()),
             )
             try:
                 evaluation = evaluate(problem, comm, threads=threads)
             except FitRaised as exc:
                 raise exc.original from None
-            self.schedule_reports_.append(evaluation.report)
-            self.folds_ = evaluation.folds
+            self._hpcml_run.schedule_reports.append(evaluation.report)
+            self._hpcml_run.folds = evaluation.folds
             out = evaluation.out
+            replay_units(self, problem, out, comm)
             if len(out) < 1:
                 raise ValueError("No fits were performed. Was the CV iterator empty? Were there no candidates?")
             _warn_or_raise_about_fit_failures(out, self.error_score)
             if callable(self.scoring):
                 _insert_error_scores(out, self.error_score)
-            all_candidate_params.extend(candidate_params)
-            all_out.extend(out)
+            state["params"].extend(candidate_params)
+            state["out"].extend(out)
             if more_results is not None:
                 for key, value in more_results.items():
-                    all_more_results[key].extend(value)
-            results = self._format_results(all_candidate_params, self.n_splits_, all_out, all_more_results)
-            return results
+                    state["more"][key].extend(value)
+            state["results"] = self._format_results(state["params"], self.n_splits_, state["out"], state["more"])
+            return state["results"]
 
-        run_search(self, evaluate_candidates, X, y)
-        first_test_score = all_out[0]["test_scores"]
-        self.multimetric_ = isinstance(first_test_score, dict)
-        if callable(self.scoring) and self.multimetric_:
-            self._check_refit_for_multimetric(first_test_score)
-            refit_metric = self.refit
+        return evaluate_candidates, state
 
-        if self.refit or not self.multimetric_:
-            self.best_index_ = self._select_best_index(self.refit, refit_metric, results)
-            if not callable(self.refit):
-                self.best_score_ = results[f"mean_test_{refit_metric}"][self.best_index_]
-            self.best_params_ = results["params"][self.best_index_]
+    def _refit(
+        self, base_estimator: Any, X: Any, y: Any, fit_params: dict, sample_weight: Any, root: Any, comm: MPI.Intracomm
+    ) -> None:
+        """Refit once, on rank 0, and share it (the ``refit-with-best-params`` task).
 
-        if self.refit:
-            # Refit once, on rank 0, and share it: unseeded estimators would
-            # otherwise differ between ranks.  If the refit raises, every rank
-            # raises its exception.  Rank 0 fits alone (comm="self" for
-            # estimators with a comm parameter); every rank then gives the
-            # fitted estimator the user's comm values back, as scikit-learn's
-            # clone(estimator).set_params(**best_params_) would have them.
-            fitted, error = None, None
-            if comm.Get_rank() == 0:
+        Unseeded estimators would otherwise differ between ranks.  If the refit
+        raises, every rank raises its exception.  Rank 0 fits alone
+        (``comm="self"`` for estimators with a comm parameter); every rank then
+        gives the fitted estimator the user's comm values back, as scikit-learn's
+        ``clone(estimator).set_params(**best_params_)`` would have them.  The
+        callback task runs live on rank 0 and is replayed on the others.
+        """
+        ctx = None if root is None else root.subcontext(task_name="refit-with-best-params")
+        if ctx is not None and not ctx._callbacks:
+            ctx = None  # no callbacks: nothing to record or replay
+        session = None
+        fitted, error = None, None
+        if comm.Get_rank() == 0:
+            session = None if ctx is None else TaskSession(ctx, self, X, y, sample_weight)
+            around = None if session is None else session.fitting
+            try:
+                fitted = refit_alone(base_estimator, self.best_params_, X, y, fit_params, around=around)
+            except Exception as exc:  # noqa: BLE001 - raised on every rank just below
+                error = exc
+        raise_if_any(comm, error)
+        self.best_estimator_, self.refit_time_ = _broadcast_after(fitted, comm)
+        restore_comm_params(self.best_estimator_, comm_params(user_estimator(base_estimator, self.best_params_)))
+        if hasattr(self.best_estimator_, "feature_names_in_"):
+            self.feature_names_in_ = self.best_estimator_.feature_names_in_
+        if ctx is not None:
+            records, error = None, None
+            if session is not None:
                 try:
-                    fitted = refit_alone(base_estimator, self.best_params_, X, y, routed.estimator.fit)
+                    records = session.end()
                 except Exception as exc:  # noqa: BLE001 - raised on every rank just below
                     error = exc
             raise_if_any(comm, error)
-            self.best_estimator_, self.refit_time_ = _broadcast_after(fitted, comm)
-            restore_comm_params(self.best_estimator_, comm_params(user_estimator(base_estimator, self.best_params_)))
-            if hasattr(self.best_estimator_, "feature_names_in_"):
-                self.feature_names_in_ = self.best_estimator_.feature_names_in_
-
-        self.scorer_ = scorers._scorers if hasattr(scorers, "_scorers") else scorers
-        self.cv_results_ = results
-        return self
+            records = broadcast(records, comm)
+            refs = {"X": X, "y": y, "sample_weight": sample_weight}
+            replay_agreed(comm, None if session is not None else lambda: replay(records, ctx, self, refs))
 
 
 class GridSearchCV(_MPISearchMixin, _skms.GridSearchCV):
@@ -453,12 +531,12 @@ def cross_validate(
                 unrequested_params=e.unrequested_params,
                 routed_params=e.routed_params,
             ) from None
-        groups = routed.splitter.split.get("groups")
+        split_params = dict(routed.splitter.split)
         fit_params, score_params = dict(routed.estimator.fit), dict(routed.scorer.score)
     else:
-        fit_params, score_params = params, {}
+        split_params, fit_params, score_params = {"groups": groups}, params, {}
     fit_params = _check_method_params(X, params=fit_params)
-    splits = compute_splits(cv, X, y, groups, comm)
+    splits = compute_splits(cv, X, y, None, comm, split_params=split_params)
     problem = Problem(
         X=X,
         y=y,

@@ -52,8 +52,9 @@ def compare(cls_h, cls_s, make, space, X, y, fit_kw=None, **kw):
     assert_cv_results_equal(a.cv_results_, b.cv_results_, atol=1e-10)
     if os.environ.get("HPCML_FOLD_COPIES") == "node" and COMM.Get_size() > 1:
         dense = type(X) is np.ndarray and X.flags.c_contiguous
-        assert a.folds_["copies"] == ("node" if dense else "rank"), a.folds_
-        assert a.folds_["phases"] == (a.n_splits_ if dense else 0), a.folds_
+        folds = hpcml.run_info(a).folds
+        assert folds["copies"] == ("node" if dense else "rank"), folds
+        assert folds["phases"] == (a.n_splits_ if dense else 0), folds
     for attr in ("best_index_", "best_params_", "best_score_", "multimetric_", "n_splits_"):
         assert hasattr(a, attr) == hasattr(b, attr), attr
         if hasattr(b, attr):

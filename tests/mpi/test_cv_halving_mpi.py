@@ -17,7 +17,7 @@ from sklearn import model_selection as skms
 from sklearn.datasets import load_diabetes, load_digits
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.experimental import enable_halving_search_cv  # noqa: F401
-from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.linear_model import Ridge
 from sklearn.svm import SVC
 from sklearn.utils._param_validation import InvalidParameterError
 
@@ -101,8 +101,8 @@ def test_grid_groups_and_stratified_shuffle_subsampling():
     for cv in (skms.GroupKFold(3), skms.StratifiedKFold(4, shuffle=True, random_state=2)):
         ours, theirs = both(
             "HalvingGridSearchCV",
-            LogisticRegression(max_iter=300),
-            {"C": [0.001, 0.01, 0.1, 1, 10]},
+            SVC(),
+            {"C": [0.01, 0.1, 1, 10, 100]},
             fit_kw={"X": X, "y": y, "groups": groups} if isinstance(cv, skms.GroupKFold) else {"X": X, "y": y},
             cv=cv,
             random_state=1,
@@ -194,7 +194,7 @@ def test_aggressive_elimination(aggressive):
     assert ours.n_iterations_ == (4 if aggressive else 2)
 
 
-class Exploding(LogisticRegression):
+class Exploding(SVC):
     """Fails to fit when C == 123 (an error_score test)."""
 
     def fit(self, X, y, sample_weight=None):
@@ -212,7 +212,7 @@ def test_error_score(error_score):
         warnings.simplefilter("ignore")  # FitFailedWarning and ConvergenceWarning, in both
         ours, theirs = both(
             "HalvingGridSearchCV",
-            Exploding(max_iter=200),
+            Exploding(),
             grid,
             fit_kw={"X": X, "y": y},
             error_score=error_score,
@@ -232,7 +232,7 @@ def test_error_score(error_score):
 def test_error_score_raise_raises_on_every_rank():
     X, y = digits(300)
     with pytest.raises(ValueError, match="cursed"):
-        hpcml.HalvingGridSearchCV(Exploding(max_iter=200), {"C": [0.1, 123]}, error_score="raise", cv=3).fit(X, y)
+        hpcml.HalvingGridSearchCV(Exploding(), {"C": [0.1, 123]}, error_score="raise", cv=3).fit(X, y)
     COMM.Barrier()  # all ranks got here: nobody hangs
 
 
@@ -247,7 +247,7 @@ def test_refit_false_and_callable(refit):
     X, y = digits(300)
     ours, theirs = both(
         "HalvingGridSearchCV",
-        LogisticRegression(max_iter=300),
+        SVC(),
         {"C": [0.001, 0.01, 0.1, 1, 10, 100]},
         fit_kw={"X": X, "y": y},
         refit=refit,
@@ -318,3 +318,19 @@ def test_unseeded_random_search_is_consistent_across_ranks():
     params = COMM.allgather(search.cv_results_["params"])
     assert all(p == params[0] for p in params)
     assert COMM.allgather(search.best_index_) == [search.best_index_] * COMM.size
+
+
+@pytest.mark.mpi
+def test_h5dataset_input(mpi_tmp_path):
+    from hpcml.data import write_dataset
+
+    X, y = digits(300)
+    path = mpi_tmp_path / "d.h5"
+    if COMM.Get_rank() == 0:
+        write_dataset(path, X, y)
+    COMM.Barrier()
+    grid = {"C": [1, 10, 100], "gamma": [1e-3, 1e-2]}
+    ours = hpcml.HalvingGridSearchCV(SVC(), grid, cv=3, random_state=0, comm=COMM)
+    ours.fit(hpcml.H5Dataset(path, X="X", y="y"))
+    theirs = skms.HalvingGridSearchCV(SVC(), grid, cv=3, random_state=0).fit(X, y)
+    assert_same_search(ours, theirs)

@@ -173,7 +173,7 @@ def test_comm_self_runs_alone():
     ours = hpcml.GridSearchCV(SVC(), {"C": [1, 10]}, cv=3, comm=MPI.COMM_SELF).fit(X, y)
     theirs = skms.GridSearchCV(SVC(), {"C": [1, 10]}, cv=3).fit(X, y)
     assert_cv_results_equal(ours.cv_results_, theirs.cv_results_)
-    assert len(ours.schedule_reports_[0].busy) == 1
+    assert len(hpcml.run_info(ours).schedule_reports[0].busy) == 1
 
 
 @pytest.mark.mpi
@@ -181,7 +181,7 @@ def test_sub_communicator_is_honoured():
     X, y = digits(200)
     sub = COMM.Split(COMM.Get_rank() % 2, COMM.Get_rank())
     ours = hpcml.GridSearchCV(SVC(), {"C": [1, 10]}, cv=3, comm=sub).fit(X, y)
-    assert len(ours.schedule_reports_[0].busy) == sub.Get_size()
+    assert len(hpcml.run_info(ours).schedule_reports[0].busy) == sub.Get_size()
     theirs = skms.GridSearchCV(SVC(), {"C": [1, 10]}, cv=3).fit(X, y)
     assert_cv_results_equal(ours.cv_results_, theirs.cv_results_)
     sub.Free()
@@ -431,9 +431,9 @@ def test_comm_accepts_self_and_world():
     X, y = digits(200)
     theirs = skms.GridSearchCV(SVC(), {"C": [1, 10]}, cv=3).fit(X, y)
     alone = hpcml.GridSearchCV(SVC(), {"C": [1, 10]}, cv=3, comm="self").fit(X, y)
-    assert len(alone.schedule_reports_[0].busy) == 1
+    assert len(hpcml.run_info(alone).schedule_reports[0].busy) == 1
     everyone = hpcml.GridSearchCV(SVC(), {"C": [1, 10]}, cv=3, comm="world").fit(X, y)
-    assert len(everyone.schedule_reports_[0].busy) == COMM.Get_size()
+    assert len(hpcml.run_info(everyone).schedule_reports[0].busy) == COMM.Get_size()
     for ours in (alone, everyone):
         assert_cv_results_equal(ours.cv_results_, theirs.cv_results_)
     cv = hpcml.cross_validate(SVC(), X, y, cv=3, comm="self")

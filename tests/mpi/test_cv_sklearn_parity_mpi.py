@@ -45,11 +45,13 @@ def test_verbose_prints_sklearns_lines(capfd):
     COMM.Barrier()
     out = capfd.readouterr().out
     lines = [ln for ln in out.splitlines() if ln.startswith("[CV ")]
-    total = COMM.allreduce(len(lines))
-    assert total == 6  # one END line per fit, printed by the rank that ran it
+    # one END line per fit, whichever rank ran it: rank 0 prints them all; the other ranks
+    # write them only into a captured sys.stdout, as here (tests/launch/test_dropin_launch.py
+    # checks that a launch's real stdout gets each line once)
+    assert len(lines) == 6
     assert all(" END " in ln and "score=" in ln and "total time=" in ln and len(ln) >= 80 for ln in lines)
     header = "Fitting 3 folds for each of 2 candidates, totalling 6 fits"
-    assert (header in out) == (COMM.rank == 0)
+    assert out.count(header) == 1
 
 
 @pytest.mark.mpi(min_size=1)
