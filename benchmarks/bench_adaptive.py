@@ -97,6 +97,7 @@ class BarrierRule:
         self.n_candidates, self.n_rungs, self.factor = n_candidates, n_rungs, factor
         self.entered = [n_candidates] + [0] * (n_rungs - 1)
         self.rung = 0  # the rung being run
+        self._keep: dict[int, list[int]] = {}
 
     def __getattr__(self, name: str) -> Any:  # finished, running, log, occupancy, finish, next_new
         return getattr(self._base, name)
@@ -116,7 +117,10 @@ class BarrierRule:
         k = self.rung
         if k + 1 < self.n_rungs and len(base.finished[k]) == self.entered[k]:
             seen = base.finished[k]
-            keep = sorted(seen, key=lambda c: _rank_key(c, *seen[c]))[: math.ceil(len(seen) / self.factor)]
+            if k not in self._keep:  # once per rung
+                ranked = sorted(seen, key=lambda c: _rank_key(c, *seen[c]))
+                self._keep[k] = ranked[: math.ceil(len(seen) / self.factor)]
+            keep = self._keep[k]
             for c in keep:
                 if c not in base.promoted[k]:
                     base.promoted[k].add(c)
@@ -545,7 +549,7 @@ def main() -> None:
     p.add_argument("--rule", choices=["asha", "barrier"], default="asha")
     p.add_argument("--n-jobs", type=int, default=1)
     p.add_argument("--rows", type=int, default=6000)
-    p.add_argument("--parts", default="sync,compute,barrier,sim")
+    p.add_argument("--parts", default="sim,compute,barrier,sync", help="in this order")
     p.add_argument("--ranks", type=int, nargs="+", default=[4, 8])
     p.add_argument("--sim-ranks", type=int, nargs="+", default=[64, 256, 1024])
     p.add_argument("--repeats", type=int, default=1)
@@ -573,14 +577,18 @@ def main() -> None:
             with open(args.json.replace(".json", "_table.json"), "w", encoding="utf-8") as fh:
                 json.dump(table, fh)
     doc["table"] = table
-    if "sync" in parts:
-        doc["sync_wall"] = part_sync_wall(args)
-    if "compute" in parts:
-        doc["compute"] = part_compute(args, table)
-    if "barrier" in parts:
-        doc["barrier"] = part_barrier(args, table)
-    if "sim" in parts:
-        doc["simulation"] = [run_simulation(table, n) for n in args.sim_ranks]
+    steps = {
+        "sim": ("simulation", lambda: [run_simulation(table, n) for n in args.sim_ranks]),
+        "compute": ("compute", lambda: part_compute(args, table)),
+        "barrier": ("barrier", lambda: part_barrier(args, table)),
+        "sync": ("sync_wall", lambda: part_sync_wall(args)),
+    }
+    for part in parts:
+        key, step = steps[part]
+        doc[key] = step()
+        if args.json:  # keep what is measured so far (a long run on a shared machine may be cut short)
+            with open(args.json, "w", encoding="utf-8") as fh:
+                json.dump(doc, fh, indent=1, default=str)
     finish(doc, args, plot)
 
 

@@ -16,8 +16,11 @@ candidate has started, there is nothing to do until a result arrives.  A
 candidate whose fit failed on any fold of a rung (``fit_error``), or whose mean
 score is NaN, is never promoted.
 
-Every decision is logged (:attr:`AshaRule.log`) with the scores it saw, and
-every finished job is an event, so a run can be replayed: feed the same events
+Every decision is logged (:attr:`AshaRule.log`) with a summary of what it
+saw (jobs finished at the source rung, the top's size, the promoted job's
+position and score, the top's cutoff score), and every finished job is an
+event (the log is ordered, so the finish events before a decision are exactly
+the scores it saw), so a run can be replayed: feed the same events
 in the same order and the rule makes the same decisions (:meth:`AshaRule.replay`).
 """
 
@@ -118,16 +121,21 @@ class AshaRule:
 
     def _decide(self, job: Job, decision: str, source: int | None) -> None:
         self.running.add(job)
-        seen = {} if source is None else {str(c): _json_score(s, f) for c, (s, f) in self.finished[source].items()}
-        self.log.append(
-            {
-                "event": "decide",
-                "decision": decision,
-                "candidate": job.candidate,
-                "rung": job.rung,
-                "scores_seen": seen,
+        event: dict[str, Any] = {"event": "decide", "decision": decision, "candidate": job.candidate, "rung": job.rung}
+        if source is not None:
+            # The evidence, in constant size: which jobs had finished at the source rung
+            # is given by the finish events before this one (the log is ordered).
+            ranked = self._ranked[source]
+            n_top = self._n_top(source)
+            position = bisect.bisect_left(ranked, _rank_key(job.candidate, *self.finished[source][job.candidate]))
+            event["seen"] = {
+                "finished": len(ranked),
+                "top": n_top,
+                "position": position,
+                "score": _json_score(*self.finished[source][job.candidate]),
+                "cutoff": _json_score(-ranked[n_top - 1][1], bool(ranked[n_top - 1][0])),
             }
-        )
+        self.log.append(event)
 
     def finish(self, job: Job, score: float, failed: bool, seconds: float | None = None) -> None:
         """Record the mean score of a finished job (``failed``: a fold's fit raised).

@@ -204,7 +204,14 @@ def run_async_halving(opts: Any, comm: MPI.Intracomm, config: SearchConfig, conf
     search._scorers = scorer
     scoring = {"scorer": scorer, "fit_params": fit_params, "score_params": score_params}
     estimators = [m.estimator for m in config.models]
-    problem, layout, split_of = r._agree(comm, lambda: search.plan(X, y, groups, candidates, estimators, scoring, comm))
+
+    def plan() -> tuple[Any, AshaLayout, Any]:
+        try:
+            return search.plan(X, y, groups, candidates, estimators, scoring, comm)
+        except ValueError as exc:  # raised on every rank (the splits are rank 0's, broadcast)
+            raise ConfigError(f"{config.source}: [search] {exc}") from None
+
+    problem, layout, split_of = r._agree(comm, plan)
     if opts.dry_run:
         if rank == 0:
             _print_plan(config, search, candidates, layout)

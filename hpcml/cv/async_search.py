@@ -217,7 +217,7 @@ class AsyncHalvingSearchCV(BaseSuccessiveHalving):
         plus ``candidate`` (index into the sampled candidates) and ``promoted``.
     decisions_ : list of dict
         The decision log: ``decide`` events (decision ``start``/``promote``,
-        candidate, rung, ``scores_seen`` of the source rung) and ``finish``
+        candidate, rung, ``seen``: the evidence at the source rung) and ``finish``
         events (candidate, rung, mean score), in the order rank 0 saw them.
     n_resources_, n_candidates_, n_remaining_candidates_, max_resources_, min_resources_, n_iterations_,
     n_possible_iterations_, n_required_iterations_
@@ -416,7 +416,13 @@ class AsyncHalvingSearchCV(BaseSuccessiveHalving):
                 subsample_test=True,
                 random_state=self.random_state,
             )
-            out.append(compute_splits(_PositionalGroups(cv), X, y, groups, comm))
+            try:
+                out.append(compute_splits(_PositionalGroups(cv), X, y, groups, comm))
+            except ValueError as exc:  # raised on every rank: resample() of an empty subsample
+                raise ValueError(
+                    f"min_resources_={self._rung_resources[0]} is too small: subsampling the splits for "
+                    f"{resources} rows failed ({exc}); raise min_resources"
+                ) from None
         check_subsamples(out[0], y, self._rung_resources[0], is_classifier(self.estimator))
         return out
 

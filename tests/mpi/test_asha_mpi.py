@@ -56,19 +56,25 @@ class Fragile(ClassifierMixin, BaseEstimator):
 
 
 def check_log(log, n_candidates, n_rungs, factor):
-    """Every decision is the rule's given the jobs finished before it; scores_seen are those jobs."""
+    """Every promotion is in the top floor(n/factor) of the jobs finished before it at its source rung
+    (recomputed here from the finish events), never a failed one, and its logged evidence says so."""
     finished = [{} for _ in range(n_rungs)]
+    promoted = [set() for _ in range(n_rungs)]
     for event in log:
         if event["event"] == "finish":
             finished[event["rung"]][event["candidate"]] = event["score"]
         elif event["decision"] == "promote":
-            source = event["rung"] - 1
-            seen = {int(c): s for c, s in event["scores_seen"].items()}
-            assert seen == finished[source]
+            source, cand = event["rung"] - 1, event["candidate"]
+            seen = finished[source]
             good = sorted((c for c, s in seen.items() if isinstance(s, float)), key=lambda c: (-seen[c], c))
             n_top = math.floor(len(seen) / factor + 1e-9)
             ranked = good + [c for c in seen if c not in good]
-            assert event["candidate"] in ranked[:n_top] and event["candidate"] in good
+            assert cand in ranked[:n_top] and cand in good and cand not in promoted[source]
+            # the better ones were all promoted already: the rule takes the best open one
+            assert all(c in promoted[source] for c in ranked[: ranked.index(cand)])
+            promoted[source].add(cand)
+            assert event["seen"]["finished"] == len(seen) and event["seen"]["top"] == n_top
+            assert event["seen"]["position"] == ranked.index(cand) and event["seen"]["score"] == seen[cand]
     AshaRule.replay(n_candidates, n_rungs, factor, log)
 
 
