@@ -26,7 +26,7 @@ EXTRAS_REQUIRE = {
     "mpich": ["mpich"],
     "test": ["pytest>=7", "pytest-mpi>=0.6", "pytest-timeout>=2", "psutil>=5", "matplotlib>=3.5", "pandas>=1.5"],
     "plot": ["matplotlib>=3.5"],
-    "bench": ["matplotlib>=3.5", "psutil>=5"],
+    "bench": ["matplotlib>=3.5", "psutil>=5", "dask-ml>=2024.4", "distributed>=2024.4"],
     "dev": ["ruff>=0.4"],
 }
 
