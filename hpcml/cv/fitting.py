@@ -461,7 +461,8 @@ def _run_unit(problem: Problem, cache: FoldCache, cand: int, split: int, writabl
     if in_place and not writable:
         raise _NeedsWritable
     cached = cache.get(split, estimator)
-    if cache.prefix is not None and not writable and cache.prefix.plan.keys[cand]:
+    prefixed = cache.prefix is not None and not writable and cache.prefix.plan.keys[cand]
+    if prefixed and getattr(problem, "callbacks", None) is None:  # callbacks see whole fits
         from hpcml.cv.prefix import run_prefixed  # pipeline prefixes fitted once per fold
 
         return run_prefixed(problem, cache.prefix, estimator, cand, split, cached)

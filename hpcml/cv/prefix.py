@@ -38,6 +38,7 @@ used; an entry larger than the whole budget is used by its unit and dropped.
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import time
 import traceback
@@ -169,6 +170,12 @@ def plan_prefixes(
     (at most once per rank and fold) for load balance.
     """
     keys = [candidate_keys(t, estimators[t], p) for t, p in candidates]
+    # A level no other candidate shares is never reused: such candidates fit it (and what follows) whole.
+    counts: dict[Hashable, int] = {}
+    for k in keys:
+        for key in k:
+            counts[key] = counts.get(key, 0) + 1
+    keys = [tuple(itertools.takewhile(lambda key: counts[key] > 1, k)) for k in keys]
     depth = max((len(k) for k in keys), default=0)
     level = 0
     for level in range(depth):

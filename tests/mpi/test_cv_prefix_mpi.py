@@ -194,12 +194,37 @@ def test_budget_evicts_and_zero_turns_reuse_off(monkeypatch):
 
 @pytest.mark.mpi(min_size=1)
 def test_returned_estimators_are_whole_private_pipelines():
+    from sklearn.metrics import check_scoring
+
+    from hpcml.cv.engine import evaluate
+    from hpcml.cv.fitting import Problem
+
     docs, y = corpus(120, seed=2)
-    ours = hpcml.cross_validate(text_pipeline(), docs, y, cv=3, return_estimator=True, comm=COMM)
-    ref = skms.cross_validate(text_pipeline(), docs, y, cv=3, return_estimator=True)
-    np.testing.assert_allclose(ours["test_score"], ref["test_score"], atol=1e-12, rtol=0)
-    vects = [est.named_steps["vect"] for est in ours["estimator"]]
-    assert len({id(v) for v in vects}) == 3
-    for mine, theirs in zip(ours["estimator"], ref["estimator"]):
-        assert not any(isinstance(step, str) for _, step in mine.steps)
-        assert mine.predict(docs).tolist() == theirs.predict(docs).tolist()
+    docs = np.asarray(docs, dtype=object)
+    splits = list(skms.KFold(3).split(docs))
+    alphas = [1e-4, 1e-2]
+    problem = Problem(
+        X=docs,
+        y=y,
+        splits=splits,
+        estimators=[text_pipeline()],
+        candidates=[(0, {"clf__alpha": a}) for a in alphas],
+        scorer=check_scoring(text_pipeline()),
+        fit_params={},
+        score_params={},
+        return_estimator=True,
+    )
+    evaluation = evaluate(problem, COMM)
+    assert evaluation.folds["prefix"]["avoided"] == 2 * 3  # the second candidate of each fold reuses 2 steps
+    for cand, alpha in enumerate(alphas):
+        ref = skms.cross_validate(
+            text_pipeline().set_params(clf__alpha=alpha), docs, y, cv=splits, return_estimator=True
+        )
+        for split in range(3):
+            unit = evaluation.out[cand * 3 + split]
+            mine = unit["estimator"]
+            assert not any(isinstance(step, str) for _, step in mine.steps)
+            assert unit["test_scores"] == pytest.approx(ref["test_score"][split], abs=1e-12)
+            assert mine.predict(docs).tolist() == ref["estimator"][split].predict(docs).tolist()
+    first, second = (evaluation.out[c * 3]["estimator"].named_steps["vect"] for c in range(2))
+    assert first is not second  # private copies of the shared fitted step

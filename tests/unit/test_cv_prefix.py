@@ -53,9 +53,23 @@ def test_non_deterministic_tag_opts_a_step_out():
 
 
 def test_plan_affinity_level_keeps_enough_groups_per_rank():
-    grid = [(0, {"vect__ngram_range": r, "tfidf__norm": n}) for r in [(1, 1), (1, 2)] for n in ("l1", "l2")]
+    grid = [
+        (0, {"vect__ngram_range": r, "tfidf__norm": n, "clf__C": c})
+        for r in [(1, 1), (1, 2)]
+        for n in ("l1", "l2")
+        for c in (1.0, 10.0)
+    ]
     assert plan_prefixes([text()], grid, n_splits=5, n_ranks=2).affinity_level == 0  # 10 groups >= 4
     assert plan_prefixes([text()], grid, n_splits=1, n_ranks=2).affinity_level == 1  # 2 < 4: vect+tfidf
+
+
+def test_levels_no_other_candidate_shares_are_not_cached():
+    one = plan_prefixes([text()], [(0, {"clf__C": 1.0})], n_splits=3, n_ranks=2)  # cross_validate
+    assert not one.any()
+    grid = [(0, {"vect__ngram_range": r, "tfidf__norm": "l1"}) for r in [(1, 1), (1, 2)]]
+    assert not plan_prefixes([text()], grid, n_splits=3, n_ranks=2).any()
+    grid = [(0, {"vect__ngram_range": (1, 1), "tfidf__norm": n}) for n in ("l1", "l2")]
+    assert [len(k) for k in plan_prefixes([text()], grid, n_splits=3, n_ranks=2).keys] == [1, 1]
 
 
 def test_affinity_batches_hand_out_a_group_at_once_and_nothing_twice():
