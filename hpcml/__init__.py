@@ -16,6 +16,7 @@ __all__ = [
     "cross_validate",
     "H5Dataset",
     "write_dataset",
+    "KMeans",
     "__version__",
 ]
 
@@ -25,6 +26,7 @@ _LAZY = {
     "cross_validate": "hpcml.cv.search",
     "H5Dataset": "hpcml.data.h5",
     "write_dataset": "hpcml.data.h5",
+    "KMeans": "hpcml.cluster.kmeans",
 }
 
 
