@@ -24,6 +24,7 @@ __all__ = [
     "run_info",
     "H5Dataset",
     "write_dataset",
+    "KMeans",
     "__version__",
 ]
 
@@ -41,6 +42,7 @@ _LAZY = {
     "run_info": "hpcml.cv.search",
     "H5Dataset": "hpcml.data.h5",
     "write_dataset": "hpcml.data.h5",
+    "KMeans": "hpcml.cluster.kmeans",
 }
 
 

@@ -77,3 +77,14 @@ def test_bad_keys_name_the_key(tmp_path, text, message):
 def test_reading_the_config_does_not_load_numpy():
     code = "import sys, hpcml.cluster, hpcml.cluster.config; assert 'numpy' not in sys.modules, 'numpy loaded'"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_kmeans_is_exported_lazily_and_is_sklearns():
+    code = (
+        "import sys, hpcml; assert 'numpy' not in sys.modules\n"
+        "from sklearn.cluster import KMeans as SK\n"
+        "import hpcml.cluster\n"
+        "assert hpcml.KMeans is hpcml.cluster.KMeans and issubclass(hpcml.KMeans, SK)\n"
+        "assert 'KMeans' in dir(hpcml)\n"
+    )
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
