@@ -227,8 +227,9 @@ def load_inputs(args: argparse.Namespace) -> dict:
         row = min(st["results"], key=lambda r: r["ranks"])
         inputs["startup_local"] = row["median"]["total"] - row["median"]["plan"]
         inputs["startup_ranks_measured"] = row["ranks"]
-        big = max(st["results"], key=lambda r: r["ranks"])
-        inputs["fs_calls_per_rank"] = big.get("strace", {}).get("per_rank_calls")
+        traced = [r for r in st["results"] if r.get("strace")]  # calls per rank do not depend on N
+        if traced:
+            inputs["fs_calls_per_rank"] = max(traced, key=lambda r: r["ranks"])["strace"]["per_rank_calls"]
         inputs["startup_source"] = args.startup
     if args.load and os.path.exists(args.load):
         with open(args.load, encoding="utf-8") as fh:
