@@ -363,8 +363,8 @@ def _load_shared(
 
     info = {
         "method": "shared-window",
-        "reason": f"one copy per node: node rank 0 {'reads' if mode == 'read' else 'receives'}, "
-        f"{node.Get_size()} rank(s) on this node map it",
+        "reason": f"one copy per node: node rank 0 {'receives' if mode == 'broadcast' and comm.Get_rank() else 'reads'}"
+        f", {node.Get_size()} rank(s) on this node map it",
         "nodes": n_nodes,
         "copies": n_nodes,
         "ranks_on_node": node.Get_size(),
