@@ -241,11 +241,12 @@ def test_scheduler_balances_uneven_costs_and_rank0_works():
 
     report = run_units(COMM, work, queue=queue)
     if COMM.Get_rank() == 0:
-        ranks = set(report.results.values())
-        assert 0 in ranks or size == 1 or len(ranks) == size  # rank 0 took units too
-        assert ranks == set(range(size)) or size > 2
+        assert sorted(report.results) == list(range(60))  # every unit once
+        assert 0 in set(report.results.values())  # rank 0 took units too
     busy = np.array(report.busy)
-    assert busy.sum() == pytest.approx(sum(costs), rel=0.5)
+    assert busy.shape == (size,)
+    # each unit spins at least its cost: the busy time counted covers it (an upper bound would time the load)
+    assert busy.sum() >= sum(costs) * (1 - 1e-9)
 
 
 @pytest.mark.mpi
