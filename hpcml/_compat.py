@@ -32,6 +32,7 @@ from sklearn.model_selection._validation import (  # noqa: F401
     _translate_train_sizes,
     _warn_or_raise_about_fit_failures,
 )
+from sklearn.pipeline import _fit_transform_one  # noqa: F401
 from sklearn.utils import _safe_indexing  # noqa: F401
 from sklearn.utils._metadata_requests import (  # noqa: F401
     MetadataRouter,
@@ -39,9 +40,16 @@ from sklearn.utils._metadata_requests import (  # noqa: F401
     _routing_enabled,
     process_routing,
 )
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions, validate_params  # noqa: F401
+from sklearn.utils._openmp_helpers import _openmp_effective_n_threads  # noqa: F401
+from sklearn.utils._param_validation import (  # noqa: F401
+    HasMethods,
+    Interval,
+    InvalidParameterError,
+    StrOptions,
+    validate_params,
+)
 from sklearn.utils.metaestimators import _safe_split  # noqa: F401
-from sklearn.utils.validation import _check_method_params  # noqa: F401
+from sklearn.utils.validation import _check_method_params, _num_samples  # noqa: F401
 
 
 def sklearn_constraints(function: Any) -> dict[str, Any]:

@@ -14,6 +14,14 @@ Read by hpcml (Python)
 ``HPCML_READY_FILE``           tests only: when set, every process creates ``<value>.<pid>`` once its
                                stop-signal handlers are installed (:mod:`hpcml.signals`), so that a test
                                waits for that state instead of sleeping before it sends a signal
+``HPCML_PREFIX_CACHE_BYTES``   per-rank byte budget of the pipeline-prefix cache (:mod:`hpcml.cv.prefix`)
+``HPCML_COW_FOLDS``            ``0`` turns off copy-on-write fold views (:mod:`hpcml.cv.cow`)
+``HPCML_DATA_LOAD``            ``auto`` / ``read`` / ``broadcast``: how node leaders get the data
+                               (:mod:`hpcml.data.shared`)
+``HPCML_STARTUP_FILES``        ``1``: count the files each rank opens while starting (:mod:`hpcml.startup`)
+``HPCML_STAGE_ENV``,           ``python -m hpcml.stage`` and the recipes: the environment to stage once per
+``HPCML_STAGE_DIR``,           node, where to unpack it, whether to keep it (:mod:`hpcml.stage`)
+``HPCML_STAGE_KEEP``
 =============================  ==========================================================================
 
 =============================  ==========================================================================

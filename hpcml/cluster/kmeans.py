@@ -21,10 +21,8 @@ import numpy as np
 from sklearn.cluster import KMeans as _SKKMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_array, check_random_state
-from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
-from sklearn.utils._param_validation import Interval, StrOptions
 
-from hpcml._compat import check_sample_weight, validate_data
+from hpcml._compat import Interval, StrOptions, _openmp_effective_n_threads, check_sample_weight, validate_data
 from hpcml.cluster import _init, _lloyd
 from hpcml.cluster._shard import allsum
 from hpcml.comm import raise_if_any

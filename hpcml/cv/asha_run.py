@@ -55,7 +55,7 @@ class AshaProgress(Progress):
 
 def make_search(config: SearchConfig) -> AsyncHalvingSearchCV:
     """The (never fitted) search object whose checks, rungs and formatting the run uses."""
-    from sklearn.utils._param_validation import InvalidParameterError
+    from hpcml._compat import InvalidParameterError
 
     s = config.search
     search = AsyncHalvingSearchCV(

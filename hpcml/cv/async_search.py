@@ -18,16 +18,17 @@ from numbers import Integral
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.base import _fit_context, clone, is_classifier
+from sklearn.base import clone, is_classifier
 from sklearn.model_selection import ParameterSampler, check_cv
 from sklearn.utils import indexable
-from sklearn.utils._param_validation import Interval
-from sklearn.utils.validation import _num_samples
 
 from hpcml._compat import (
     BaseSuccessiveHalving,
+    Interval,
     SubsampleMetaSplitter,
     _check_method_params,
+    _fit_context,
+    _num_samples,
     _warn_or_raise_about_fit_failures,
 )
 from hpcml._faults import hook as fault_hook

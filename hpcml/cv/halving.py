@@ -22,8 +22,8 @@ import numpy as np
 from sklearn.experimental import enable_halving_search_cv  # noqa: F401 - makes the classes importable
 from sklearn.model_selection import HalvingGridSearchCV as _SkHalvingGrid
 from sklearn.model_selection import HalvingRandomSearchCV as _SkHalvingRandom
-from sklearn.utils.validation import _num_samples
 
+from hpcml._compat import _num_samples
 from hpcml.comm import resolve_comm
 from hpcml.cv.search import _EXTRA_CONSTRAINTS, _MPISearchMixin, _resolve_data
 

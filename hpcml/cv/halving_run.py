@@ -65,7 +65,8 @@ def make_search(config: SearchConfig) -> Any:
     """scikit-learn's halving search object for the config's one model (never fitted)."""
     from sklearn.experimental import enable_halving_search_cv  # noqa: F401
     from sklearn.model_selection import HalvingGridSearchCV, HalvingRandomSearchCV
-    from sklearn.utils._param_validation import InvalidParameterError
+
+    from hpcml._compat import InvalidParameterError
 
     model, s = config.models[0], config.search
     common = {

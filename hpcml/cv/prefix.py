@@ -273,7 +273,7 @@ def _build(
 
     Returns the level, the seconds spent fitting and the seconds spent transforming.
     """
-    from sklearn.pipeline import _fit_transform_one
+    from hpcml._compat import _fit_transform_one
 
     if step is None or (isinstance(step, str) and step == "passthrough"):
         return Level([*prev.fitted, step], prev.fit, prev.test, prev.train, prev.test_error, prev.train_error), 0.0, 0.0

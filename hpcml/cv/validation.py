@@ -21,7 +21,6 @@ from sklearn import model_selection as _skms
 from sklearn.base import clone, is_classifier
 from sklearn.model_selection import check_cv
 from sklearn.utils import Bunch, check_random_state, indexable
-from sklearn.utils._param_validation import validate_params
 
 from hpcml._compat import (
     MetadataRouter,
@@ -36,6 +35,7 @@ from hpcml._compat import (
     _warn_or_raise_about_fit_failures,
     process_routing,
     sklearn_constraints,
+    validate_params,
 )
 from hpcml.comm import resolve_comm
 from hpcml.cv.engine import evaluate, show_unit_warnings
@@ -365,7 +365,8 @@ def cross_val_predict(
     returns the same array (or list of arrays, or sparse matrix).
     """
     from sklearn.preprocessing import LabelEncoder
-    from sklearn.utils.validation import _num_samples
+
+    from hpcml._compat import _num_samples
 
     comm = resolve_comm(comm)
     _check_groups_routing_disabled(groups)
