@@ -76,6 +76,11 @@ def make_search(config: SearchConfig) -> AsyncHalvingSearchCV:
         search._validate_params()
     except InvalidParameterError as exc:
         raise ConfigError(f"{config.source}: [search] {exc}") from None
+    if s.aggressive_elimination:
+        raise ConfigError(
+            f"{config.source}: [search] aggressive_elimination: only for strategy = \"halving\" "
+            "(ASHA's rungs are scikit-learn's halving iterations without it)"
+        )
     if s.resource == "n_samples" and s.random_state is None:
         raise ConfigError(
             f"{config.source}: [search] strategy: async_halving on n_samples subsamples each rung at random: "
