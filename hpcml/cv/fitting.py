@@ -465,7 +465,10 @@ def _run_unit(problem: Problem, cache: FoldCache, cand: int, split: int, writabl
     if prefixed and getattr(problem, "callbacks", None) is None:  # callbacks see whole fits
         from hpcml.cv.prefix import run_prefixed  # pipeline prefixes fitted once per fold
 
-        return run_prefixed(problem, cache.prefix, estimator, cand, split, cached)
+        outcome = run_prefixed(problem, cache.prefix, estimator, cand, split, cached)
+        if outcome is not None:
+            return outcome
+        estimator = _fresh_candidate(problem, cand)
     X_train, y_train = unit_rows(cached, "X_train", writable), _fresh(cached["y_train"], writable)
     X_test, y_test = unit_rows(cached, "X_test", writable), _fresh(cached["y_test"], writable)
     fit_params = _unit_params(cached["fit_params"])
@@ -547,6 +550,13 @@ def _fit_failed(problem: Problem, cached: dict[str, Any], estimator: Any, tb: st
     if problem.return_estimator:
         result["estimator"] = estimator
     return result
+
+
+def _fresh_candidate(problem: Problem, cand: int) -> Any:
+    """The candidate's estimator, cloned and set up again (as at the start of a unit)."""
+    template, params = problem.candidates[cand]
+    estimator = clone(problem.estimators[template]).set_params(**clone(params, safe=False))
+    return serial_estimator(estimator)
 
 
 def _score_unit(

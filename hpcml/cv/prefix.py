@@ -280,6 +280,10 @@ def _build(
     start = time.time()
     routed = pipe._check_method_params(method="fit", props=params)[name]
     fit, fitted = _fit_transform_one(step, prev.fit, y, None, message_clsname="Pipeline", params=routed)
+    if _aliases(fit, prev.fit) or _aliases(fit, prev.train):
+        # the step hands back (or works in) its input: later in-place edits would reach the rows
+        # the next step is fitted on, in another order than scikit-learn's; fit this unit whole
+        raise NotShareable(name)
     fit_seconds = time.time() - start
     level = Level([*prev.fitted, fitted], fit)
     start = time.time()
@@ -287,6 +291,19 @@ def _build(
     if train_scores:
         level.train, level.train_error = _transform(fitted, prev.train, prev.train_error)
     return level, fit_seconds, time.time() - start
+
+
+class NotShareable(Exception):
+    """A step's output aliases its input: the unit runs scikit-learn's whole ``Pipeline.fit`` instead."""
+
+
+def _aliases(a: Any, b: Any) -> bool:
+    """Whether ``a`` is ``b`` or an array sharing memory with it."""
+    if a is b:
+        return True
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return bool(np.shares_memory(a, b))
+    return False
 
 
 def _transform(fitted: Any, X: Any, failed: bool) -> tuple[Any, bool]:
@@ -407,13 +424,14 @@ def response_only(scorer: Any) -> bool:
 
 def run_prefixed(
     problem: Any, prefix: PrefixCache, pipe: Any, cand: int, split: int, cached: dict[str, Any]
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """One unit of a prefix-cached pipeline candidate: scikit-learn's per-unit result dict.
 
     ``fit_time`` is what this unit spent fitting (the prefix steps it built for
     the cache and the steps after them); ``score_time`` is scoring plus the
     transform of the test (and train) rows through the steps it built.  A unit
-    that reuses a cached prefix is not charged for it.
+    that reuses a cached prefix is not charged for it.  Returns None when a step
+    hands back its input (:class:`NotShareable`): the caller then fits the unit whole.
     """
     from hpcml.cv.fitting import (
         FitRaised,
@@ -432,6 +450,9 @@ def run_prefixed(
         level, fit_time, transform_time = fit_prefixed(
             prefix, pipe, cand, split, cached, fit_params, problem.return_train_score
         )
+    except NotShareable:
+        prefix.plan.keys[cand] = ()  # this candidate fits whole from now on (fresh rows: the caller's path)
+        return None
     except Exception as exc:
         if _read_only_error(exc):
             raise _NeedsWritable from exc

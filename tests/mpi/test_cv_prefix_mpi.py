@@ -55,6 +55,11 @@ def fail_if(X, fail=False):
     return X
 
 
+def double_first_in_place(X):
+    X[:, 0] *= 2.0
+    return X
+
+
 def both(estimator, grid, X, y, fit_params=None, **kw):
     """hpcml's and scikit-learn's search, with the warnings each raised (first lines)."""
     fit_params = fit_params or {}
@@ -228,3 +233,14 @@ def test_returned_estimators_are_whole_private_pipelines():
             assert mine.predict(docs).tolist() == ref["estimator"][split].predict(docs).tolist()
     first, second = (evaluation.out[c * 3]["estimator"].named_steps["vect"] for c in range(2))
     assert first is not second  # private copies of the shared fitted step
+
+
+@pytest.mark.mpi(min_size=1)
+def test_steps_working_in_place_fall_back_to_whole_fits():
+    from sklearn.linear_model import Ridge
+
+    X, y = make_classification(150, 5, random_state=6)
+    pipe = Pipeline([("f", FunctionTransformer(double_first_in_place)), ("r", Ridge())])
+    grid = {"r__alpha": [0.1, 1.0, 10.0]}
+    (ours, _), (ref, _) = both(pipe, grid, X.copy(), y, cv=3, return_train_score=True, refit=False)
+    assert_cv_results_equal(ours.cv_results_, ref.cv_results_)
