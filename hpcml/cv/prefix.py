@@ -79,6 +79,12 @@ class PrefixPlan:
 
     keys: list[tuple[Hashable, ...]]
     affinity_level: int = 0
+    #: the keys as planned (``keys`` may drop a candidate at run time; the schedule's groups must not change)
+    planned: list[tuple[Hashable, ...]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.planned is None:
+            self.planned = list(self.keys)
 
     def any(self) -> bool:
         """Whether any candidate takes part."""
@@ -86,7 +92,8 @@ class PrefixPlan:
 
     def affinity(self, cand: int, split: int) -> Hashable | None:
         """Units with the same value should run on the same rank (None: no preference)."""
-        keys = self.keys[cand]
+        assert self.planned is not None
+        keys = self.planned[cand]
         if not keys:
             return None
         return (split, keys[min(self.affinity_level, len(keys) - 1)])

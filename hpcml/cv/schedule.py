@@ -140,6 +140,7 @@ class UnitQueue:
         #: affinity -> its units not handed out yet; units taken out of turn (skipped at the head)
         self._members: dict[Hashable, list[int]] = {}
         self._pulled: set[int] = set()
+        self._given: set[int] = set()  # units handed out (with affinity only)
         if affinity_of is not None:
             for unit in [*self.first, *self.rest]:
                 key = affinity_of(unit)
@@ -225,8 +226,10 @@ class UnitQueue:
         """The other units of ``unit``'s affinity group, taken out of turn."""
         if self.affinity_of is None:
             return []
+        self._given.add(unit)
         members = self._members.pop(self.affinity_of(unit), [])
-        others = [other for other in members if other != unit]
+        others = [other for other in members if other not in self._given]
+        self._given.update(others)
         self._pulled.update(others)
         return others
 
@@ -254,6 +257,8 @@ class UnitQueue:
                 break
             spent += nxt
             batch.append(head.popleft())
+        if self.affinity_of is not None:
+            self._given.update(batch)
         return batch
 
 

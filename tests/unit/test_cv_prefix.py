@@ -115,3 +115,15 @@ def test_budget_from_argument_environment_or_default(monkeypatch):
     monkeypatch.setenv("HPCML_PREFIX_CACHE_BYTES", "lots")
     with pytest.raises(ValueError, match="HPCML_PREFIX_CACHE_BYTES"):
         budget_bytes()
+
+
+def test_a_candidate_leaving_the_cache_mid_run_keeps_every_unit_handed_out_once():
+    index = UnitIndex(4, 2)
+    first, rest = unit_order(index)
+    plan = PrefixPlan(keys=[(("k", 0),)] * 4)
+    queue = UnitQueue(first, rest, n_ranks=2, affinity_of=lambda u: plan.affinity(*index.pair(u)))
+    seen = queue.take()
+    plan.keys[1] = ()  # what run_prefixed does when a step aliases its input
+    while len(queue):
+        seen += queue.take()
+    assert sorted(seen) == list(range(8))
