@@ -104,7 +104,7 @@ def test_in_place_writes_stay_in_their_unit(mode, monkeypatch):
     scoring = {"seen": _seen, "no_copy": _no_copy, "first": _first}
     search = hpcml.GridSearchCV(Writer(), {"k": list(range(6))}, cv=cv, scoring=scoring, refit=False, comm=COMM)
     results = search.fit(X, y).cv_results_
-    assert search.folds_["copy_on_write"] is True
+    assert hpcml.run_info(search).folds["copy_on_write"] is True
     for i, (train, test) in enumerate(cv.split(X)):
         # every unit saw the fold as X has it, whatever the units before it wrote
         np.testing.assert_array_equal(results[f"split{i}_test_seen"], np.full(6, X[train[0], 0]))
@@ -120,7 +120,7 @@ def test_read_only_folds_when_copy_on_write_is_off(monkeypatch):
     scoring = {"no_copy": _no_copy, "seen": _seen}
     search = hpcml.GridSearchCV(Writer(write=False), {"k": [0, 1]}, cv=3, scoring=scoring, refit=False, comm=COMM)
     results = search.fit(X, y).cv_results_
-    assert search.folds_["copy_on_write"] is False
+    assert hpcml.run_info(search).folds["copy_on_write"] is False
     np.testing.assert_array_equal(results["mean_test_no_copy"], np.zeros(2))  # read-only: validation copied
 
 

@@ -84,7 +84,7 @@ def test_text_grid_equals_sklearn_and_fits_each_prefix_once_per_fold():
     kw = dict(cv=4, return_train_score=True, scoring=["accuracy", "f1"], refit="accuracy")
     (ours, _), (ref, _) = both(text_pipeline(), TEXT_GRID, docs, y, **kw)
     assert_cv_results_equal(ours.cv_results_, ref.cv_results_)
-    prefix = ours.folds_["prefix"]
+    prefix = hpcml.run_info(ours).folds["prefix"]
     # distinct (prefix, fold) pairs: 2 vectorizers x 4 folds + 2 x 2 tf-idf x 4 folds
     assert prefix["fits"] == 2 * 4 + 4 * 4
     # every unit (12 candidates x 4 folds) would fit 2 prefix steps
@@ -102,7 +102,7 @@ def test_numeric_pipeline_with_seeded_random_transformers():
         pipe, grid, X, y, cv=3, return_train_score=True, scoring=["accuracy", "roc_auc"], refit="accuracy"
     )
     assert_cv_results_equal(ours.cv_results_, ref.cv_results_)
-    assert ours.folds_["prefix"]["fits"] >= 3 + 2 * 3
+    assert hpcml.run_info(ours).folds["prefix"]["fits"] >= 3 + 2 * 3
 
 
 @pytest.mark.mpi(min_size=1)
@@ -149,7 +149,7 @@ def test_routed_metadata_reach_the_steps_that_request_it():
         grid = {"pca__n_components": [2, 3], "lr__C": [0.1, 1.0]}
         (ours, _), (ref, _) = both(pipe, grid, X, y, {"sample_weight": weights}, cv=3, return_train_score=True)
     assert_cv_results_equal(ours.cv_results_, ref.cv_results_)
-    assert ours.folds_["prefix"]["enabled"]
+    assert hpcml.run_info(ours).folds["prefix"]["enabled"]
 
 
 @pytest.mark.mpi(min_size=1)
@@ -161,7 +161,7 @@ def test_column_transformer_and_feature_union_steps():
     grid = {"ct__a__with_mean": [True, False], "u__p__n_components": [1, 2], "lr__C": [0.1, 1.0]}
     (ours, _), (ref, _) = both(pipe, grid, X, y, cv=3, return_train_score=True)
     assert_cv_results_equal(ours.cv_results_, ref.cv_results_)
-    assert ours.folds_["prefix"]["avoided"] > 0
+    assert hpcml.run_info(ours).folds["prefix"]["avoided"] > 0
 
 
 @pytest.mark.mpi(min_size=1)
@@ -171,7 +171,7 @@ def test_unseeded_random_steps_are_not_shared():
     grid = {"lr__C": [0.1, 1.0, 10.0]}
     search = hpcml.GridSearchCV(pipe, grid, cv=3, comm=COMM).fit(X, y)
     # the scaler is shared (3 folds); TruncatedSVD(random_state=None) is fitted by every unit
-    assert search.folds_["prefix"]["fits"] == 3
+    assert hpcml.run_info(search).folds["prefix"]["fits"] == 3
 
 
 @pytest.mark.mpi(min_size=1)
@@ -182,12 +182,12 @@ def test_budget_evicts_and_zero_turns_reuse_off(monkeypatch):
     monkeypatch.setenv("HPCML_PREFIX_CACHE_BYTES", "20000")
     small = hpcml.GridSearchCV(text_pipeline(), TEXT_GRID, comm=COMM, **kw).fit(docs, y)
     assert_cv_results_equal(small.cv_results_, ref.cv_results_)
-    assert small.folds_["prefix"]["peak_bytes"] <= 20000
-    assert small.folds_["prefix"]["evictions"] + small.folds_["prefix"]["fits"] > 0
+    assert hpcml.run_info(small).folds["prefix"]["peak_bytes"] <= 20000
+    assert hpcml.run_info(small).folds["prefix"]["evictions"] + hpcml.run_info(small).folds["prefix"]["fits"] > 0
     monkeypatch.setenv("HPCML_PREFIX_CACHE_BYTES", "0")
     off = hpcml.GridSearchCV(text_pipeline(), TEXT_GRID, comm=COMM, **kw).fit(docs, y)
     assert_cv_results_equal(off.cv_results_, ref.cv_results_)
-    assert off.folds_["prefix"] == {
+    assert hpcml.run_info(off).folds["prefix"] == {
         "enabled": False,
         "fits": 0,
         "avoided": 0,
