@@ -76,12 +76,32 @@ def worker_hpcml(args: argparse.Namespace) -> None:
     est = KMeans(**kw).fit(ds)
     wall = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
     shard_mb = (est.shard_[1] - est.shard_[0]) * ds.shape[1] * 8 / 1e6
-    per = comm.gather({"peak_rss_mb": rss_mb(), "rss_after_imports_mb": base, "shard_mb": shard_mb,
-                       "init_s": est.timing_["init_s"], "lloyd_s": est.timing_["lloyd_s"],
-                       "iter_s": est.timing_["iter_s"], "comm_s": est.timing_["comm_s"]}, root=0)
+    per = comm.gather(
+        {
+            "peak_rss_mb": rss_mb(),
+            "rss_after_imports_mb": base,
+            "shard_mb": shard_mb,
+            "init_s": est.timing_["init_s"],
+            "lloyd_s": est.timing_["lloyd_s"],
+            "iter_s": est.timing_["iter_s"],
+            "comm_s": est.timing_["comm_s"],
+        },
+        root=0,
+    )
     if comm.rank == 0:
-        print(json.dumps({"peer": "hpcml", "ranks": comm.size, "wall_s": wall, "n_iter": est.n_iter_,
-                          "inertia": est.inertia_, "candidates": est.timing_.get("candidates"), "per_rank": per}))
+        print(
+            json.dumps(
+                {
+                    "peer": "hpcml",
+                    "ranks": comm.size,
+                    "wall_s": wall,
+                    "n_iter": est.n_iter_,
+                    "inertia": est.inertia_,
+                    "candidates": est.timing_.get("candidates"),
+                    "per_rank": per,
+                }
+            )
+        )
 
 
 def worker_sklearn(args: argparse.Namespace) -> None:
@@ -99,9 +119,20 @@ def worker_sklearn(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         est = KMeans(args.k, init=init, n_init=1, max_iter=args.max_iter, tol=args.tol, algorithm="lloyd").fit(X)
         wall = time.perf_counter() - t0
-    print(json.dumps({"peer": "sklearn", "threads": args.threads, "wall_s": wall, "n_iter": int(est.n_iter_),
-                      "inertia": float(est.inertia_), "peak_rss_mb": rss_mb(), "rss_after_imports_mb": base,
-                      "data_mb": X.nbytes / 1e6}))
+    print(
+        json.dumps(
+            {
+                "peer": "sklearn",
+                "threads": args.threads,
+                "wall_s": wall,
+                "n_iter": int(est.n_iter_),
+                "inertia": float(est.inertia_),
+                "peak_rss_mb": rss_mb(),
+                "rss_after_imports_mb": base,
+                "data_mb": X.nbytes / 1e6,
+            }
+        )
+    )
 
 
 def worker_daal(args: argparse.Namespace) -> None:
@@ -115,12 +146,22 @@ def worker_daal(args: argparse.Namespace) -> None:
         X = fh["X"][...]
     init = np.load(args.init_file)
     t0 = time.perf_counter()
-    res = daal4py.kmeans(nClusters=args.k, maxIterations=args.max_iter, accuracyThreshold=0.0,
-                         fptype="double").compute(X, init)
+    res = daal4py.kmeans(nClusters=args.k, maxIterations=args.max_iter, accuracyThreshold=0.0, fptype="double").compute(
+        X, init
+    )
     wall = time.perf_counter() - t0
-    print(json.dumps({"peer": "daal4py", "threads": args.threads, "wall_s": wall,
-                      "n_iter": int(np.ravel(res.nIterations)[0]), "inertia": float(np.ravel(res.objectiveFunction)[0]),
-                      "peak_rss_mb": rss_mb()}))
+    print(
+        json.dumps(
+            {
+                "peer": "daal4py",
+                "threads": args.threads,
+                "wall_s": wall,
+                "n_iter": int(np.ravel(res.nIterations)[0]),
+                "inertia": float(np.ravel(res.objectiveFunction)[0]),
+                "peak_rss_mb": rss_mb(),
+            }
+        )
+    )
 
 
 def worker_dask(args: argparse.Namespace) -> None:
@@ -138,20 +179,44 @@ def worker_dask(args: argparse.Namespace) -> None:
     with h5py.File(args.data, "r") as fh:
         n, d = fh["X"].shape
     step = 250_000
-    with LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="3GiB", host="127.0.0.1",
-                      dashboard_address=None, processes=True) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            memory_limit="3GiB",
+            host="127.0.0.1",
+            dashboard_address=None,
+            processes=True,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         t0 = time.perf_counter()
-        parts = [da.from_delayed(dask.delayed(read)(args.data, lo, min(n, lo + step)), (min(n, lo + step) - lo, d),
-                                 dtype="float64") for lo in range(0, n, step)]
+        parts = [
+            da.from_delayed(
+                dask.delayed(read)(args.data, lo, min(n, lo + step)), (min(n, lo + step) - lo, d), dtype="float64"
+            )
+            for lo in range(0, n, step)
+        ]
         X = da.concatenate(parts).persist()
         wait(X)
         t1 = time.perf_counter()
         est = KMeans(n_clusters=args.k, init_max_iter=3, oversampling_factor=10, random_state=SEED).fit(X)
         t2 = time.perf_counter()
         mem = client.run(lambda: __import__("resource").getrusage(0).ru_maxrss / 1024)
-    print(json.dumps({"peer": "dask-ml", "workers": 2, "read_s": t1 - t0, "fit_s": t2 - t1, "wall_s": t2 - t0,
-                      "n_iter": int(est.n_iter_), "inertia": float(est.inertia_),
-                      "worker_peak_rss_mb": sorted(mem.values())}))
+    print(
+        json.dumps(
+            {
+                "peer": "dask-ml",
+                "workers": 2,
+                "read_s": t1 - t0,
+                "fit_s": t2 - t1,
+                "wall_s": t2 - t0,
+                "n_iter": int(est.n_iter_),
+                "inertia": float(est.inertia_),
+                "worker_peak_rss_mb": sorted(mem.values()),
+            }
+        )
+    )
 
 
 # ----------------------------------------------------------------- driver
@@ -171,8 +236,26 @@ def launch_py(worker: str, data: str, extra: list[str], threads: int) -> dict:
 def make_data(path: str, rows: int, d: int, k: int) -> None:
     if os.path.exists(path):
         return
-    cmd = [mpiexec(), "-n", "2", PYTHON, "-m", "hpcml.data", "synth", path, "--n-samples", str(rows),
-           "--n-features", str(d), "--kind", "blobs", "--n-classes", str(k), "--seed", str(SEED)]
+    cmd = [
+        mpiexec(),
+        "-n",
+        "2",
+        PYTHON,
+        "-m",
+        "hpcml.data",
+        "synth",
+        path,
+        "--n-samples",
+        str(rows),
+        "--n-features",
+        str(d),
+        "--kind",
+        "blobs",
+        "--n-classes",
+        str(k),
+        "--seed",
+        str(SEED),
+    ]
     run(cmd, env=child_env(), timeout=3600)
 
 
@@ -213,35 +296,52 @@ def part_peers(args: argparse.Namespace, data: str, init: str) -> dict:
             d_long = launch_py("daal", data, [*lloyd, *M, "--threads", "2"], 2)
             d_one = launch_py("daal", data, [*lloyd, *one, "--threads", "2"], 2)
             rows["daal4py"].append({"long": d_long, "one": d_one, "per_iter_s": per_iteration(d_long, d_one)})
-        rows["hpcml_e2e"].append(launch_hpcml(2, data, ["--init", "kmeans||", "--max-iter", "300", "--tol", "1e-4",
-                                                        "--threads", "1"]))
+        rows["hpcml_e2e"].append(
+            launch_hpcml(2, data, ["--init", "kmeans||", "--max-iter", "300", "--tol", "1e-4", "--threads", "1"])
+        )
         rows["dask_e2e"].append(launch_py("dask", data, [], 1))
     med = statistics.median
     out = {"runs": rows, "daal4py_available": have_daal}
     out["per_iter_s"] = {k: med(r["per_iter_s"] for r in rows[k]) for k in ("hpcml", "sklearn", "daal4py") if rows[k]}
     out["ratio_per_iter_hpcml_over_sklearn"] = med(
-        h["per_iter_s"] / s["per_iter_s"] for h, s in zip(rows["hpcml"], rows["sklearn"]))
+        h["per_iter_s"] / s["per_iter_s"] for h, s in zip(rows["hpcml"], rows["sklearn"])
+    )
     out["ratio_e2e_dask_over_hpcml"] = med(
-        d["wall_s"] / h["wall_s"] for h, d in zip(rows["hpcml_e2e"], rows["dask_e2e"]))
+        d["wall_s"] / h["wall_s"] for h, d in zip(rows["hpcml_e2e"], rows["dask_e2e"])
+    )
     out["inertia"] = {"hpcml_kmeans||": rows["hpcml_e2e"][-1]["inertia"], "dask-ml": rows["dask_e2e"][-1]["inertia"]}
     out["inertia_ratio_hpcml_over_dask"] = out["inertia"]["hpcml_kmeans||"] / out["inertia"]["dask-ml"]
     mem = rows["hpcml"][-1]["long"]["per_rank"]
-    out["memory_per_rank"] = [{"shard_mb": r["shard_mb"], "peak_rss_mb": r["peak_rss_mb"],
-                               "growth_mb": r["peak_rss_mb"] - r["rss_after_imports_mb"],
-                               "growth_over_shard": (r["peak_rss_mb"] - r["rss_after_imports_mb"]) / r["shard_mb"]}
-                              for r in mem]
+    out["memory_per_rank"] = [
+        {
+            "shard_mb": r["shard_mb"],
+            "peak_rss_mb": r["peak_rss_mb"],
+            "growth_mb": r["peak_rss_mb"] - r["rss_after_imports_mb"],
+            "growth_over_shard": (r["peak_rss_mb"] - r["rss_after_imports_mb"]) / r["shard_mb"],
+        }
+        for r in mem
+    ]
     return out
 
 
 def part_scaling(args: argparse.Namespace, data: str, init: str) -> dict:
     res = {}
     for n in (1, 2, 8):
-        runs = [launch_hpcml(n, data, ["--init", "rows", "--init-file", init, "--tol", "0", "--max-iter",
-                                       str(args.iters), "--threads", "1"]) for _ in range(args.repeats)]
+        runs = [
+            launch_hpcml(
+                n,
+                data,
+                ["--init", "rows", "--init-file", init, "--tol", "0", "--max-iter", str(args.iters), "--threads", "1"],
+            )
+            for _ in range(args.repeats)
+        ]
         per = [statistics.median(r["iter_s"][1:] or r["iter_s"]) for r in (x["per_rank"][0] for x in runs)]
         share = [max(p["comm_s"] / p["lloyd_s"] for p in x["per_rank"]) for x in runs]
-        res[str(n)] = {"per_iter_s": statistics.median(per), "comm_share_max_rank": statistics.median(share),
-                       "runs": runs}
+        res[str(n)] = {
+            "per_iter_s": statistics.median(per),
+            "comm_share_max_rank": statistics.median(share),
+            "runs": runs,
+        }
     res["speedup_2_over_1"] = res["1"]["per_iter_s"] / res["2"]["per_iter_s"]
     return res
 
@@ -251,13 +351,39 @@ def part_init(args: argparse.Namespace, data_dir: str) -> dict:
     make_data(path, args.init_rows, 100, 1000)
     out = {"rows": args.init_rows, "features": 100, "k": 1000, "configs": []}
     for ovs, rounds in ((2.0, 5), (0.5, 5)):
-        r = launch_hpcml(2, path, ["--init", "kmeans||", "--k", "1000", "--max-iter", "3", "--tol", "0",
-                                   "--oversampling", str(ovs), "--rounds", str(rounds), "--threads", "1"])
+        r = launch_hpcml(
+            2,
+            path,
+            [
+                "--init",
+                "kmeans||",
+                "--k",
+                "1000",
+                "--max-iter",
+                "3",
+                "--tol",
+                "0",
+                "--oversampling",
+                str(ovs),
+                "--rounds",
+                str(rounds),
+                "--threads",
+                "1",
+            ],
+        )
         p = r["per_rank"][0]
         it = statistics.median(p["iter_s"])
-        out["configs"].append({"oversampling_factor": ovs, "rounds": rounds, "candidates": r["candidates"],
-                               "init_s": p["init_s"], "lloyd_iter_s": it, "init_over_3_iters": p["init_s"] / (3 * it),
-                               "inertia_after_3": r["inertia"]})
+        out["configs"].append(
+            {
+                "oversampling_factor": ovs,
+                "rounds": rounds,
+                "candidates": r["candidates"],
+                "init_s": p["init_s"],
+                "lloyd_iter_s": it,
+                "init_over_3_iters": p["init_s"] / (3 * it),
+                "inertia_after_3": r["inertia"],
+            }
+        )
     return out
 
 
@@ -275,8 +401,10 @@ def plot(doc: dict, path: str) -> None:
         axes[0].bar(names, [peers["per_iter_s"][k] * 1e3 for k in names], color=["C0", "C1", "C2"][: len(names)])
         axes[0].set_ylabel("ms per Lloyd iteration")
         axes[0].set_title(f"{doc['rows']:,} x {D}, k={K}, 2 ranks/threads")
-        e2e = {"hpcml k-means||": statistics.median(r["wall_s"] for r in peers["runs"]["hpcml_e2e"]),
-               "dask-ml": statistics.median(r["wall_s"] for r in peers["runs"]["dask_e2e"])}
+        e2e = {
+            "hpcml k-means||": statistics.median(r["wall_s"] for r in peers["runs"]["hpcml_e2e"]),
+            "dask-ml": statistics.median(r["wall_s"] for r in peers["runs"]["dask_e2e"]),
+        }
         axes[1].bar(list(e2e), list(e2e.values()), color=["C0", "C3"])
         axes[1].set_ylabel("s, read + init + fit")
         axes[1].set_title(f"end to end (dask/hpcml = {peers['ratio_e2e_dask_over_hpcml']:.1f}x)")
@@ -318,9 +446,15 @@ def main() -> None:
         {"hpcml": worker_hpcml, "sklearn": worker_sklearn, "dask": worker_dask, "daal": worker_daal}[args.worker](args)
         return
     os.makedirs(args.data_dir, exist_ok=True)
-    doc = {"environment": environment(), "rows": args.rows, "features": D, "k": K, "dtype": "float64",
-           "note": "shared 2-core host: ratios of peers run interleaved in one run are what count; the issue's "
-                   "25M-row target is for a quiet machine"}
+    doc = {
+        "environment": environment(),
+        "rows": args.rows,
+        "features": D,
+        "k": K,
+        "dtype": "float64",
+        "note": "shared 2-core host: ratios of peers run interleaved in one run are what count; the issue's "
+        "25M-row target is for a quiet machine",
+    }
     data = os.path.join(args.data_dir, f"blobs_{args.rows}.h5")
     make_data(data, args.rows, D, K)
     init = os.path.join(args.data_dir, f"init_{args.rows}.npy")

@@ -125,8 +125,12 @@ def worker(peer: str, grid: str, data: str, out: str) -> None:
         from dask_ml.model_selection import GridSearchCV
         from distributed import Client, LocalCluster
 
-        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                          dashboard_address=None) as cluster, Client(cluster) as client:
+        with (
+            LocalCluster(
+                n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+            ) as cluster,
+            Client(cluster) as client,
+        ):
             pipe, params, _ = pipeline_and_grid(grid)
             search = GridSearchCV(pipe, params, cv=cv, refit=False, scheduler=client).fit(X, y)
     results = search.cv_results_
@@ -141,8 +145,13 @@ def run_peer(peer: str, grid: str, data: str, tmp: str, timeout: float) -> dict:
     """Launch one peer as a whole process; wall from launch to exit."""
     out = os.path.join(tmp, f"{peer.replace(' ', '_')}-{grid}.json")
     me = os.path.abspath(__file__)
-    kind = {"hpcml -n 2": "hpcml", "sklearn n_jobs=1": "sklearn-1", "sklearn n_jobs=2": "sklearn-2",
-            "sklearn n_jobs=1 memory": "sklearn-memory", "dask-ml 2 workers": "dask"}[peer]
+    kind = {
+        "hpcml -n 2": "hpcml",
+        "sklearn n_jobs=1": "sklearn-1",
+        "sklearn n_jobs=2": "sklearn-2",
+        "sklearn n_jobs=1 memory": "sklearn-memory",
+        "dask-ml 2 workers": "dask",
+    }[peer]
     cmd = [sys.executable, me, "--worker", kind, grid, data, out]
     if kind == "hpcml":
         cmd = [C.mpiexec(), "-n", "2", *cmd]

@@ -98,9 +98,7 @@ def stage(env: Path, job_id: str, nodes: int) -> Path:
             _per_node(nodes, "sh", "-c", f"mkdir -p '{dest}' && tar -C '{dest}' -xf '{tarball}'")
     check = "import hpcml, socket, sys; print('hpcml-stage:', socket.gethostname(), sys.prefix, hpcml.__path__[0])"
     _per_node(nodes, str(python), "-c", check)
-    print(
-        f"hpcml-stage: staged {env} to {dest} on {nodes} node(s) in {time.monotonic() - t0:.1f} s", file=sys.stderr
-    )
+    print(f"hpcml-stage: staged {env} to {dest} on {nodes} node(s) in {time.monotonic() - t0:.1f} s", file=sys.stderr)
     return python
 
 

@@ -44,8 +44,9 @@ def _check_out(out_dir: str, overwrite: bool) -> None:
         raise ConfigError(f"{out_dir}: exists and is not a directory")
     held = [f for f in RESULT_FILES if os.path.exists(os.path.join(out_dir, f))]
     if held and not overwrite:
-        raise ConfigError(f"{out_dir} holds results of an earlier run ({', '.join(held)}); "
-                          "use --overwrite or another --out")
+        raise ConfigError(
+            f"{out_dir} holds results of an earlier run ({', '.join(held)}); use --overwrite or another --out"
+        )
 
 
 def _prepare(cfg: Any, args: Any, comm: Any) -> tuple[Any, Any, str]:
@@ -73,11 +74,14 @@ def _prepare(cfg: Any, args: Any, comm: Any) -> tuple[Any, Any, str]:
                 raise ConfigError(f"{where}: cannot read {cfg.init_centers} ({exc})") from None
             k, d = params["n_clusters"], info["X"][0][1]
             if params["init"].shape != (k, d):
-                raise ConfigError(f"{cfg.source} [model] init_centers: {cfg.init_centers} has shape "
-                                  f"{params['init'].shape}, expected ({k}, {d})")
+                raise ConfigError(
+                    f"{cfg.source} [model] init_centers: {cfg.init_centers} has shape "
+                    f"{params['init'].shape}, expected ({k}, {d})"
+                )
         if info["X"][0][0] < params["n_clusters"]:
-            raise DataError(f"{cfg.data_path}: n_samples={info['X'][0][0]} should be >= "
-                            f"n_clusters={params['n_clusters']}.")
+            raise DataError(
+                f"{cfg.data_path}: n_samples={info['X'][0][0]} should be >= n_clusters={params['n_clusters']}."
+            )
         est = KMeans(**params, verbose=int(cfg.verbose), comm=comm)
         if comm.Get_rank() == 0:
             _check_out(out_dir, args.overwrite)
@@ -95,11 +99,13 @@ def _dry_run(cfg: Any, ds: Any, out_dir: str, layout: Any, size: int) -> None:
     per = -(-n // size)
     mb = per * d * dtype.itemsize / 1e6
     init = "init_centers " + str(cfg.init_centers) if cfg.init_centers else f"init={cfg.params['init']!r}"
-    print(f"{PROG}: dry run: KMeans(n_clusters={cfg.params['n_clusters']}, {init}, n_init={cfg.params['n_init']!r}, "
-          f"max_iter={cfg.params['max_iter']}, tol={cfg.params['tol']}) on {cfg.data_path} '{cfg.X}' "
-          f"({n} x {d} {dtype.name}); {size} rank(s), up to {per} rows ({mb:.1f} MB) each, "
-          f"{layout.threads} thread(s) per rank; would write {out_dir}: model.h5, model.joblib"
-          f"{', labels.h5' if cfg.labels else ''}, run.json")
+    print(
+        f"{PROG}: dry run: KMeans(n_clusters={cfg.params['n_clusters']}, {init}, n_init={cfg.params['n_init']!r}, "
+        f"max_iter={cfg.params['max_iter']}, tol={cfg.params['tol']}) on {cfg.data_path} '{cfg.X}' "
+        f"({n} x {d} {dtype.name}); {size} rank(s), up to {per} rows ({mb:.1f} MB) each, "
+        f"{layout.threads} thread(s) per rank; would write {out_dir}: model.h5, model.joblib"
+        f"{', labels.h5' if cfg.labels else ''}, run.json"
+    )
 
 
 def _write_outputs(cfg: Any, est: Any, comm: Any, out_dir: str, layout: Any, fit_s: float, t_start: float) -> None:
@@ -121,22 +127,41 @@ def _write_outputs(cfg: Any, est: Any, comm: Any, out_dir: str, layout: Any, fit
     if cfg.labels:
         write_labels(comm, os.path.join(out_dir, "labels.h5"), est.labels_, start, est.n_samples_)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    per_rank = comm.gather({**{k: v for k, v in est.timing_.items()}, "rows": stop - start, "host": layout.host,
-                            "threads": layout.threads, "cpus": layout.cpus, "peak_rss_mb": peak_mb}, root=0)
+    per_rank = comm.gather(
+        {
+            **{k: v for k, v in est.timing_.items()},
+            "rows": stop - start,
+            "host": layout.host,
+            "threads": layout.threads,
+            "cpus": layout.cpus,
+            "peak_rss_mb": peak_mb,
+        },
+        root=0,
+    )
     if comm.Get_rank() != 0:
         return
     params = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in est.get_params().items() if k != "comm"}
     summary = {
-        "tool": "hpcml.cluster", "config": cfg.source, "data": cfg.data_path, "ranks": comm.Get_size(),
-        "params": params, "n_samples": est.n_samples_, "n_features": int(est.n_features_in_),
-        "inertia": est.inertia_, "n_iter": est.n_iter_, "fit_s": fit_s, "per_rank": per_rank,
+        "tool": "hpcml.cluster",
+        "config": cfg.source,
+        "data": cfg.data_path,
+        "ranks": comm.Get_size(),
+        "params": params,
+        "n_samples": est.n_samples_,
+        "n_features": int(est.n_features_in_),
+        "inertia": est.inertia_,
+        "n_iter": est.n_iter_,
+        "fit_s": fit_s,
+        "per_rank": per_rank,
         "outputs": ["model.h5", "model.joblib"] + (["labels.h5"] if cfg.labels else []),
         "total_s": time.perf_counter() - t_start,
     }
     atomic_write_bytes(os.path.join(out_dir, "run.json"), (json.dumps(summary, indent=2) + "\n").encode())
-    print(f"{PROG}: KMeans(n_clusters={est.n_clusters}) on {est.n_samples_} rows x {est.n_features_in_} features, "
-          f"{comm.Get_size()} rank(s): {est.n_iter_} iterations, inertia {est.inertia_:.6g}, fit {fit_s:.2f} s; "
-          f"wrote {out_dir}")
+    print(
+        f"{PROG}: KMeans(n_clusters={est.n_clusters}) on {est.n_samples_} rows x {est.n_features_in_} features, "
+        f"{comm.Get_size()} rank(s): {est.n_iter_} iterations, inertia {est.inertia_:.6g}, fit {fit_s:.2f} s; "
+        f"wrote {out_dir}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

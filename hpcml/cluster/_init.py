@@ -199,8 +199,9 @@ def recluster(comm: Any, C: np.ndarray, weights: np.ndarray, k: int, seed: int) 
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                km = SKKMeans(k, init="k-means++", n_init=1, max_iter=RECLUSTER_MAX_ITER, random_state=seed,
-                              algorithm="lloyd")
+                km = SKKMeans(
+                    k, init="k-means++", n_init=1, max_iter=RECLUSTER_MAX_ITER, random_state=seed, algorithm="lloyd"
+                )
                 centers = km.fit(Ck, sample_weight=wk.astype(Ck.dtype)).cluster_centers_
         centers = np.ascontiguousarray(centers, dtype=C.dtype)
     return comm.bcast(centers, root=0)

@@ -99,9 +99,7 @@ def assign(
             xnorm = np.einsum("ij,ij->i", Xc, Xc)
             fused.extra[0] += float(np.dot(wc.astype(np.float64), (mind + xnorm).astype(np.float64)))
             fused.extra[1] += float(np.count_nonzero(lab != labels[lo:hi]))
-            onehot = sp.csr_matrix(
-                (wc.astype(np.float64), lab, np.arange(hi - lo + 1)), shape=(hi - lo, k)
-            )
+            onehot = sp.csr_matrix((wc.astype(np.float64), lab, np.arange(hi - lo + 1)), shape=(hi - lo, k))
             fused.sums += onehot.T @ Xc
             fused.weights += np.bincount(lab, weights=wc, minlength=k)
         labels[lo:hi] = lab

@@ -132,8 +132,15 @@ class KMeans(_SKKMeans):
         if _is_dataset(X):
             return self._dataset_rows(X, sample_weight, rank, size)
         try:
-            Xa = validate_data(self, X, dtype=[np.float64, np.float32], order="C", accept_sparse=False,
-                               copy=False, ensure_min_samples=0 if sharded else 1)
+            Xa = validate_data(
+                self,
+                X,
+                dtype=[np.float64, np.float32],
+                order="C",
+                accept_sparse=False,
+                copy=False,
+                ensure_min_samples=0 if sharded else 1,
+            )
             wa = local_weights(sample_weight, Xa)
         except ValueError as exc:
             raise InvalidData(str(exc)) from None
@@ -166,8 +173,9 @@ class KMeans(_SKKMeans):
             Xl = Xl.astype(np.float64)
         where = f"{ds.path}: rows {start}:{stop}"
         try:
-            Xl = check_array(Xl, dtype=[np.float64, np.float32], order="C", ensure_min_samples=0, input_name="X",
-                             estimator=self)
+            Xl = check_array(
+                Xl, dtype=[np.float64, np.float32], order="C", ensure_min_samples=0, input_name="X", estimator=self
+            )
             wl = None
             if ds.names.get("sample_weight") is not None:
                 wl = np.asarray(ds.read_rows(start, stop, role="sample_weight"))
@@ -191,16 +199,28 @@ class KMeans(_SKKMeans):
         """Check that the ranks fit the same problem; return ``(n, start)``.  One ``allgather``."""
         Xl = local["X"]
         state = rs.get_state()
-        params = tuple((k, repr(v)) for k, v in sorted(self.get_params(deep=False).items())
-                       if k not in ("comm", "verbose", "random_state", "init"))
-        info = comm.allgather((Xl.shape[0], Xl.shape[1], Xl.dtype.str, local["n"], params,
-                               (zlib.crc32(state[1].tobytes()), int(state[2])), bool(np.any(local["w"]))))
+        params = tuple(
+            (k, repr(v))
+            for k, v in sorted(self.get_params(deep=False).items())
+            if k not in ("comm", "verbose", "random_state", "init")
+        )
+        info = comm.allgather(
+            (
+                Xl.shape[0],
+                Xl.shape[1],
+                Xl.dtype.str,
+                local["n"],
+                params,
+                (zlib.crc32(state[1].tobytes()), int(state[2])),
+                bool(np.any(local["w"])),
+            )
+        )
         if len({i[4] for i in info}) != 1:
-            raise ValueError("KMeans has different parameters on different ranks; every rank of comm must fit "
-                             "the same estimator")
+            raise ValueError(
+                "KMeans has different parameters on different ranks; every rank of comm must fit the same estimator"
+            )
         if len({i[5] for i in info}) != 1:
-            raise ValueError("random_state is in a different state on different ranks; give every rank the "
-                             "same seed")
+            raise ValueError("random_state is in a different state on different ranks; give every rank the same seed")
         if len({i[1] for i in info}) != 1:
             raise InvalidData(f"ranks disagree on the number of features: {sorted({i[1] for i in info})}")
         if len({i[2] for i in info}) != 1:
@@ -212,8 +232,9 @@ class KMeans(_SKKMeans):
         if n and not any(i[6] for i in info):
             raise InvalidData("Sample weights must contain at least one non-zero number.")
         if n == 0:
-            raise InvalidData("Found array with 0 sample(s) (shape=(0, %d)) while a minimum of 1 is required "
-                              "by KMeans." % Xl.shape[1])
+            raise InvalidData(
+                "Found array with 0 sample(s) (shape=(0, %d)) while a minimum of 1 is required by KMeans." % Xl.shape[1]
+            )
         return n, int(sum(counts[: comm.Get_rank()]))
 
     def _n_init_for(self) -> int:
@@ -259,8 +280,10 @@ class KMeans(_SKKMeans):
                 init = check_array(init, dtype=Xl.dtype, copy=True, order="C")
                 self._validate_center_shape(Xl, init)
             if callable(init) and local["full"] is None:
-                raise ValueError("a callable init needs the whole data on every rank (not sharded=True or an "
-                                 "H5Dataset); use 'k-means++', 'k-means||', 'random' or an array")
+                raise ValueError(
+                    "a callable init needs the whole data on every rank (not sharded=True or an "
+                    "H5Dataset); use 'k-means++', 'k-means||', 'random' or an array"
+                )
         except Exception as exc:  # noqa: BLE001 - every rank raises the same
             err = exc
         raise_if_any(comm, err)
@@ -271,8 +294,9 @@ class KMeans(_SKKMeans):
         Xl -= mean
         if not isinstance(init, str) and not callable(init):
             init -= mean
-        sq = allsum(comm, np.concatenate([Xl.sum(axis=0, dtype=np.float64),
-                                          np.einsum("ij,ij->j", Xl, Xl, dtype=np.float64)]))
+        sq = allsum(
+            comm, np.concatenate([Xl.sum(axis=0, dtype=np.float64), np.einsum("ij,ij->j", Xl, Xl, dtype=np.float64)])
+        )
         d = Xl.shape[1]
         var = sq[d:] / n - (sq[:d] / n) ** 2
         self._tol = 0 if self.tol == 0 else float(np.mean(var) * self.tol)
@@ -287,8 +311,9 @@ class KMeans(_SKKMeans):
             return _init.random_rows(comm, X, w, k, rs, s["start"], s["n"])
         if isinstance(init, str):
             rounds = self.init_max_iter or DEFAULT_INIT_ROUNDS
-            centers, info = _init.kmeans_parallel(comm, X, xsq, w, k, rs, s["start"], s["n"],
-                                                  float(self.oversampling_factor), rounds)
+            centers, info = _init.kmeans_parallel(
+                comm, X, xsq, w, k, rs, s["start"], s["n"], float(self.oversampling_factor), rounds
+            )
             self.timing_.update(info)
             return centers
         if not callable(init):
@@ -341,7 +366,8 @@ class KMeans(_SKKMeans):
             if self.verbose and comm.Get_rank() == 0:
                 print("Initialization complete")
             labels, inertia, centers, n_iter, timing = _lloyd.lloyd(
-                comm, Xl, w, centers_init, self.max_iter, self._tol, s["start"], bool(self.verbose))
+                comm, Xl, w, centers_init, self.max_iter, self._tol, s["start"], bool(self.verbose)
+            )
             self.timing_["init_s"] += t2 - t1
             self.timing_["lloyd_s"] += time.perf_counter() - t2
             if best is None or (inertia < best[1] and not same_clustering(comm, labels, best[0], k)):

@@ -78,7 +78,7 @@ def make_search(config: SearchConfig) -> AsyncHalvingSearchCV:
         raise ConfigError(f"{config.source}: [search] {exc}") from None
     if s.aggressive_elimination:
         raise ConfigError(
-            f"{config.source}: [search] aggressive_elimination: only for strategy = \"halving\" "
+            f'{config.source}: [search] aggressive_elimination: only for strategy = "halving" '
             "(ASHA's rungs are scikit-learn's halving iterations without it)"
         )
     if s.resource == "n_samples" and s.random_state is None:

@@ -110,9 +110,7 @@ def _scorer(config: SearchConfig) -> tuple[Any, list[str] | None]:
     return check_scoring(estimator, config.scoring), None
 
 
-def _load_data(
-    config: SearchConfig, comm: MPI.Intracomm
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+def _load_data(config: SearchConfig, comm: MPI.Intracomm) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     from hpcml.data.h5 import H5Dataset
     from hpcml.data.shared import load_arrays
 
@@ -257,11 +255,13 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
     startup.mark("data")
     planned = _plan_stage(config, loaded, layout, comm, stop)
     if opts.dry_run:
-        fold_plan = choose(config.fold_copies, loaded.arrays["X"], planned.splits, comm,
-                           n_candidates=len(planned.candidates))
+        fold_plan = choose(
+            config.fold_copies, loaded.arrays["X"], planned.splits, comm, n_candidates=len(planned.candidates)
+        )
         if comm.Get_rank() == 0:
-            _dry_run(config, planned.candidates, planned.splits, planned.layouts or [], loaded.info,
-                     fold_plan.reason, comm)
+            _dry_run(
+                config, planned.candidates, planned.splits, planned.layouts or [], loaded.info, fold_plan.reason, comm
+            )
         return 0
     plan, header, done = _open_outputs(opts, config, loaded, planned, comm)
     host_of = comm.allgather(HOST)
@@ -403,8 +403,12 @@ def _static_info(
     return {
         "config": os.path.abspath(config_path),
         "config_hash": config.hash,
-        "data": {"path": config.data.path, "fingerprint": loaded.fingerprint, "load_seconds": loaded.seconds,
-                 **loaded.info},
+        "data": {
+            "path": config.data.path,
+            "fingerprint": loaded.fingerprint,
+            "load_seconds": loaded.seconds,
+            **loaded.info,
+        },
         "n_ranks": len(layouts),
         "nodes": len({lay["node"] for lay in layouts}),
         "hosts": sorted(set(host_of)),

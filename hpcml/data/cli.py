@@ -28,8 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--chunk-rows", type=int, default=None, help="rows per HDF5 chunk (default ~4 MiB)")
     c.add_argument("--format", dest="fmt", default=None, choices=["npy", "npz", "csv", "svmlight"])
     c.add_argument("--block-rows", type=int, default=65536, help="rows read per block (bounds memory)")
-    c.add_argument("--header", default="auto", choices=["auto", "yes", "no"],
-                   help="CSV first line names the columns (auto: a non-number field, or exactly 0,1,...,n-1)")
+    c.add_argument(
+        "--header",
+        default="auto",
+        choices=["auto", "yes", "no"],
+        help="CSV first line names the columns (auto: a non-number field, or exactly 0,1,...,n-1)",
+    )
     c.add_argument("--no-progress", action="store_true")
     c.add_argument("--text", default=None, metavar="COLUMN", help="CSV: keep this column as string X (documents)")
 
@@ -77,9 +81,18 @@ def _convert(args: Any) -> int:
         dtype = None if args.dtype is None else np.dtype(args.dtype)
     except TypeError:
         raise UsageError(f"--dtype: unknown type '{args.dtype}'") from None
-    result = convert(args.input, args.output, target=args.target, dtype=dtype, chunk_rows=args.chunk_rows,
-                     fmt=args.fmt, block_rows=args.block_rows, progress=False if args.no_progress else None,
-                     header=args.header, text=args.text)
+    result = convert(
+        args.input,
+        args.output,
+        target=args.target,
+        dtype=dtype,
+        chunk_rows=args.chunk_rows,
+        fmt=args.fmt,
+        block_rows=args.block_rows,
+        progress=False if args.no_progress else None,
+        header=args.header,
+        text=args.text,
+    )
     kind = "text " if result.get("text") else "sparse " if result["sparse"] else ""
     print(f"wrote {args.output}: {result['rows']} x {result['features']} {kind}({result['format']} input)")
     return 0
@@ -96,9 +109,18 @@ def _synth(args: Any) -> int:
             centers = np.load(args.centers, allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise UsageError(f"--centers: cannot read {args.centers} ({exc})") from None
-    result = synth(args.output, args.n_samples, args.n_features, kind=args.kind, seed=args.seed,
-                   n_classes=args.n_classes, dtype=args.dtype, block_rows=args.block_rows, centers=centers,
-                   cluster_std=args.cluster_std)
+    result = synth(
+        args.output,
+        args.n_samples,
+        args.n_features,
+        kind=args.kind,
+        seed=args.seed,
+        n_classes=args.n_classes,
+        dtype=args.dtype,
+        block_rows=args.block_rows,
+        centers=centers,
+        cluster_std=args.cluster_std,
+    )
     from mpi4py import MPI
 
     if MPI.COMM_WORLD.Get_rank() == 0:
@@ -106,8 +128,10 @@ def _synth(args: Any) -> int:
             print(json.dumps(result))
         else:
             gbs = result["bytes"] / max(result["seconds"], 1e-9) / 1e9
-            print(f"wrote {args.output}: {result['rows']} x {result['features']} {args.kind} in "
-                  f"{result['seconds']:.2f} s ({gbs:.2f} GB/s, {result['ranks']} rank(s))")
+            print(
+                f"wrote {args.output}: {result['rows']} x {result['features']} {args.kind} in "
+                f"{result['seconds']:.2f} s ({gbs:.2f} GB/s, {result['ranks']} rank(s))"
+            )
     return 0
 
 

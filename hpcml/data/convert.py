@@ -156,11 +156,20 @@ def convert(
 
         def func(src: str, dst: str, *, target: str | None, source: str, **_: Any) -> dict[str, Any]:
             return convert_text_csv(src, dst, text=text, target=target, source=source)
+
     # Written beside dst under a temporary name and renamed at the end: a failed
     # or killed conversion leaves an existing dst (or anything else) untouched.
     with atomic_path(dst) as tmp:
-        result = func(src, tmp, target=target, dtype=dtype, chunk_rows=chunk_rows, block_rows=block_rows,
-                      progress=progress, source=source)
+        result = func(
+            src,
+            tmp,
+            target=target,
+            dtype=dtype,
+            chunk_rows=chunk_rows,
+            block_rows=block_rows,
+            progress=progress,
+            source=source,
+        )
     result["format"] = kind
     return result
 
@@ -206,14 +215,28 @@ def _y_dtype(values: np.ndarray) -> np.dtype:
         if values.dtype.kind == "u" and values.size and int(values.max()) >= 2**63:
             return np.dtype(np.float64)
         return np.dtype(np.int64)
-    if (values.dtype.kind == "f" and values.size and np.all(np.isfinite(values))
-            and np.all(values == np.round(values)) and np.all(np.abs(values) < _INT64_LIMIT)):
+    if (
+        values.dtype.kind == "f"
+        and values.size
+        and np.all(np.isfinite(values))
+        and np.all(values == np.round(values))
+        and np.all(np.abs(values) < _INT64_LIMIT)
+    ):
         return np.dtype(np.int64)
     return np.dtype(np.float64)
 
 
-def _convert_npy(src: str, dst: str, *, target: str | None, dtype: np.dtype, chunk_rows: int | None,
-                 block_rows: int, progress: bool | None, source: str) -> dict[str, Any]:
+def _convert_npy(
+    src: str,
+    dst: str,
+    *,
+    target: str | None,
+    dtype: np.dtype,
+    chunk_rows: int | None,
+    block_rows: int,
+    progress: bool | None,
+    source: str,
+) -> dict[str, Any]:
     try:
         arr = np.load(src, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError) as exc:
@@ -254,8 +277,17 @@ def _block_for(n_features: int, dtype: np.dtype, block_rows: int) -> int:
     return max(1, min(block_rows, per))
 
 
-def _convert_npz(src: str, dst: str, *, target: str | None, dtype: np.dtype, chunk_rows: int | None,
-                 block_rows: int, progress: bool | None, source: str) -> dict[str, Any]:
+def _convert_npz(
+    src: str,
+    dst: str,
+    *,
+    target: str | None,
+    dtype: np.dtype,
+    chunk_rows: int | None,
+    block_rows: int,
+    progress: bool | None,
+    source: str,
+) -> dict[str, Any]:
     from hpcml.data.h5 import write_dataset
 
     try:
@@ -323,8 +355,18 @@ def _looks_like_header(fields: list[str], header: str = "auto") -> bool:
     return len(fields) > 1 and fields == [str(i) for i in range(len(fields))]
 
 
-def _convert_csv(src: str, dst: str, *, target: str | None, dtype: np.dtype, chunk_rows: int | None,
-                 block_rows: int, progress: bool | None, source: str, header: str = "auto") -> dict[str, Any]:
+def _convert_csv(
+    src: str,
+    dst: str,
+    *,
+    target: str | None,
+    dtype: np.dtype,
+    chunk_rows: int | None,
+    block_rows: int,
+    progress: bool | None,
+    source: str,
+    header: str = "auto",
+) -> dict[str, Any]:
     dtype = np.dtype(np.float64) if dtype is None else dtype
     size = os.path.getsize(src)
     bar = Progress(size, "convert", enabled=progress)
@@ -359,8 +401,9 @@ def _convert_csv(src: str, dst: str, *, target: str | None, dtype: np.dtype, chu
                 line_no += len(lines)
                 X, y = _split_target(block, col)
                 if writer is None:
-                    writer = DatasetWriter(dst, n_features, dtype, y_dtype=np.float64, chunk_rows=chunk_rows,
-                                           source=source)
+                    writer = DatasetWriter(
+                        dst, n_features, dtype, y_dtype=np.float64, chunk_rows=chunk_rows, source=source
+                    )
                 integral &= _y_dtype(y).kind == "i"
                 writer.append(X, y)
                 done += len(lines)
@@ -378,8 +421,17 @@ def _convert_csv(src: str, dst: str, *, target: str | None, dtype: np.dtype, chu
     return {"rows": done, "features": n_features, "sparse": False}
 
 
-def _convert_svmlight(src: str, dst: str, *, target: str | None, dtype: np.dtype, chunk_rows: int | None,
-                      block_rows: int, progress: bool | None, source: str) -> dict[str, Any]:
+def _convert_svmlight(
+    src: str,
+    dst: str,
+    *,
+    target: str | None,
+    dtype: np.dtype,
+    chunk_rows: int | None,
+    block_rows: int,
+    progress: bool | None,
+    source: str,
+) -> dict[str, Any]:
     from sklearn.datasets import load_svmlight_file
 
     size = os.path.getsize(src)
@@ -399,8 +451,9 @@ def _convert_svmlight(src: str, dst: str, *, target: str | None, dtype: np.dtype
         while offset < size:
             try:
                 # zero_based=True keeps the raw indices; 1-based files are shifted at the end.
-                Xb, yb = load_svmlight_file(src, n_features=_SVM_MAX_FEATURES, dtype=dtype, zero_based=True,
-                                            offset=offset, length=step)
+                Xb, yb = load_svmlight_file(
+                    src, n_features=_SVM_MAX_FEATURES, dtype=dtype, zero_based=True, offset=offset, length=step
+                )
             except ValueError as exc:
                 raise DataError(f"{src}: not valid svmlight near byte {offset}: {_short(exc)}") from None
             if Xb.shape[0]:

@@ -413,8 +413,9 @@ def _check_csr(node: h5py.Group, path: str, name: str | None, shape: tuple[int, 
         bad = (block < 0) | (block >= shape[1])
         if np.any(bad):
             value = int(block[np.flatnonzero(bad)[0]])
-            raise DataError(f"{where}: column index {value} outside [0, {shape[1]}) at entry "
-                            f"{start + int(np.flatnonzero(bad)[0])}")
+            raise DataError(
+                f"{where}: column index {value} outside [0, {shape[1]}) at entry {start + int(np.flatnonzero(bad)[0])}"
+            )
 
 
 def _sparse_shape(node: h5py.Group, path: str, name: str | None) -> tuple[int, int]:
@@ -689,13 +690,17 @@ class DatasetWriter:
             self.X = g
         else:
             self.X = self.fh.create_dataset(
-                "X", shape=(0, self.n_features), maxshape=(None, self.n_features), dtype=self.dtype,
+                "X",
+                shape=(0, self.n_features),
+                maxshape=(None, self.n_features),
+                dtype=self.dtype,
                 chunks=(rows, max(1, self.n_features)),
             )
         self.y = None
         if y_dtype is not None:
-            self.y = self.fh.create_dataset("y", shape=(0,), maxshape=(None,), dtype=np.dtype(y_dtype),
-                                            chunks=(max(1024, rows),))
+            self.y = self.fh.create_dataset(
+                "y", shape=(0,), maxshape=(None,), dtype=np.dtype(y_dtype), chunks=(max(1024, rows),)
+            )
 
     def __enter__(self) -> DatasetWriter:
         return self
@@ -739,8 +744,9 @@ class DatasetWriter:
         if self.sparse:
             self.X.attrs["shape"] = np.asarray([self.n_rows, self.n_features], dtype=np.int64)
         if feature_names is not None:
-            self.fh.create_dataset("feature_names", data=np.asarray(feature_names, dtype=object),
-                                   dtype=h5py.string_dtype())
+            self.fh.create_dataset(
+                "feature_names", data=np.asarray(feature_names, dtype=object), dtype=h5py.string_dtype()
+            )
         set_file_attrs(self.fh, self.n_rows, self.source)
         self.fh.close()
         self.fh = None

@@ -49,14 +49,22 @@ def describe_file(path: str, X: str = "X", y: str | None = "y", block_rows: int 
                 nan += int(np.count_nonzero(np.isnan(data[start : start + (1 << 22)])))
             shape = meta["X"][0]
             out["X"] = {
-                "shape": list(shape), "dtype": str(data.dtype), "sparse": True, "nnz": int(data.shape[0]),
-                "density": float(data.shape[0]) / max(1, shape[0] * shape[1]), "chunks": list(data.chunks or []),
+                "shape": list(shape),
+                "dtype": str(data.dtype),
+                "sparse": True,
+                "nnz": int(data.shape[0]),
+                "density": float(data.shape[0]) / max(1, shape[0] * shape[1]),
+                "chunks": list(data.chunks or []),
                 "nan": nan,
             }
         elif meta.get("text"):
             out["X"] = {
-                "shape": list(node.shape), "dtype": "str", "sparse": False, "text": True,
-                "chunks": list(node.chunks) if node.chunks else None, "nan": 0,
+                "shape": list(node.shape),
+                "dtype": "str",
+                "sparse": False,
+                "text": True,
+                "chunks": list(node.chunks) if node.chunks else None,
+                "nan": 0,
             }
         else:
             nan = 0
@@ -69,8 +77,11 @@ def describe_file(path: str, X: str = "X", y: str | None = "y", block_rows: int 
                 if node.dtype.kind == "f":
                     nan += int(np.count_nonzero(np.isnan(part)))
             out["X"] = {
-                "shape": list(node.shape), "dtype": str(node.dtype), "sparse": False,
-                "chunks": list(node.chunks) if node.chunks else None, "nan": nan,
+                "shape": list(node.shape),
+                "dtype": str(node.dtype),
+                "sparse": False,
+                "chunks": list(node.chunks) if node.chunks else None,
+                "nan": nan,
             }
         for role in ROLES[1:]:
             name = {"y": y if has_y else None}.get(role, role)
@@ -78,7 +89,9 @@ def describe_file(path: str, X: str = "X", y: str | None = "y", block_rows: int 
                 continue
             values = fh[name][...]
             entry: dict[str, Any] = {
-                "name": name, "shape": list(values.shape), "dtype": str(values.dtype),
+                "name": name,
+                "shape": list(values.shape),
+                "dtype": str(values.dtype),
                 "nan": int(np.count_nonzero(np.isnan(values))) if values.dtype.kind == "f" else 0,
             }
             if role == "y":
@@ -120,8 +133,10 @@ def format_info(info: dict[str, Any]) -> str:
     if "hpcml_format_version" in attrs:
         lines.append(f"format:   hpcml v{attrs['hpcml_format_version']}, created by {attrs.get('created_by', '?')}")
     if x["sparse"]:
-        lines.append(f"X:        {x['shape'][0]} x {x['shape'][1]} {x['dtype']} CSR, nnz {x['nnz']} "
-                     f"(density {x['density']:.3g}), data chunks {x['chunks']}")
+        lines.append(
+            f"X:        {x['shape'][0]} x {x['shape'][1]} {x['dtype']} CSR, nnz {x['nnz']} "
+            f"(density {x['density']:.3g}), data chunks {x['chunks']}"
+        )
     elif x.get("text"):
         lines.append(f"X:        {x['shape'][0]} documents (strings), chunks {x['chunks']}")
     else:

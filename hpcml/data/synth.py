@@ -61,8 +61,16 @@ class Model:
         blobs: standard deviation of every cluster.
     """
 
-    def __init__(self, kind: str, n_features: int, seed: int, n_classes: int | None = None,
-                 dtype: Any = np.float64, centers: Any = None, cluster_std: float = 1.0) -> None:
+    def __init__(
+        self,
+        kind: str,
+        n_features: int,
+        seed: int,
+        n_classes: int | None = None,
+        dtype: Any = np.float64,
+        centers: Any = None,
+        cluster_std: float = 1.0,
+    ) -> None:
         if kind not in KINDS:
             raise UsageError(f"--kind must be one of {', '.join(KINDS)}, got '{kind}'")
         self.kind = kind
@@ -74,8 +82,10 @@ class Model:
         if centers is not None:
             centers = np.asarray(centers, dtype=np.float64)
             if kind != "blobs" or centers.ndim != 2 or centers.shape[1] != self.n_features or not len(centers):
-                raise UsageError(f"--centers must be a (n_clusters, {self.n_features}) array for --kind blobs, "
-                                 f"got shape {centers.shape} for --kind {kind}")
+                raise UsageError(
+                    f"--centers must be a (n_clusters, {self.n_features}) array for --kind blobs, "
+                    f"got shape {centers.shape} for --kind {kind}"
+                )
             if not np.isfinite(centers).all():
                 raise UsageError("--centers contains NaN or infinity")
             if n_classes is not None and n_classes != len(centers):
@@ -88,8 +98,9 @@ class Model:
             raise UsageError(f"--n-classes must be at least 2, got {self.n_classes}")
         self.n_informative = max(1, min(self.n_features, max(2, self.n_features // 2)))
         if kind == "blobs":
-            self.centers = centers if centers is not None else rng.uniform(
-                -10.0, 10.0, size=(self.n_classes, self.n_features))
+            self.centers = (
+                centers if centers is not None else rng.uniform(-10.0, 10.0, size=(self.n_classes, self.n_features))
+            )
         elif kind == "classification":
             signs = rng.choice(np.array([-1.0, 1.0]), size=(self.n_classes, self.n_informative))
             self.means = signs * 1.0

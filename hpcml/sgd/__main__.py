@@ -36,8 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", help="TOML config (optional with --demo)")
     p.add_argument("--out", help="output directory (overrides [output] dir)")
     p.add_argument("--demo", action="store_true", help="train on a synthetic classification set written to OUT")
-    p.add_argument("--threads-per-rank", type=int, metavar="T",
-                   help="BLAS/OpenMP threads per rank (overrides [run] threads_per_rank; docs/cli.md)")
+    p.add_argument(
+        "--threads-per-rank",
+        type=int,
+        metavar="T",
+        help="BLAS/OpenMP threads per rank (overrides [run] threads_per_rank; docs/cli.md)",
+    )
     return p
 
 

@@ -53,8 +53,9 @@ def _check_labels(y: Any, where: str) -> None:
         check_classification_targets(y)
     except ValueError as exc:
         first = str(exc).split(". ")[0]
-        raise InvalidData(f"{where}: {first}; a classifier needs class labels (use a regressor for a "
-                          "continuous target)") from None
+        raise InvalidData(
+            f"{where}: {first}; a classifier needs class labels (use a regressor for a continuous target)"
+        ) from None
 
 
 class FitDiverged(InvalidData):
@@ -190,8 +191,7 @@ class _BaseSGD(BaseEstimator):
             return Xl, yl, wl, n, start, Xl.shape[1]
         if y is None:
             raise ValueError(
-                f"{type(self).__name__} requires y to be passed, but the target y is None "
-                "(or pass an H5Dataset as X)"
+                f"{type(self).__name__} requires y to be passed, but the target y is None (or pass an H5Dataset as X)"
             )
         try:
             Xa, ya = validate_data(
@@ -254,10 +254,12 @@ class _BaseSGD(BaseEstimator):
         info = comm.allgather((Xl.shape[0], d, n, start, wl is not None, self._agreed_params()))
         differ = sorted({k for i in info for k, v in i[5] if dict(info[0][5]).get(k) != v})
         if differ:
-            raise _everywhere(ValueError(
-                f"{type(self).__name__} has different parameters on different ranks ({', '.join(differ)}); "
-                "every rank of comm must fit the same estimator"
-            ))
+            raise _everywhere(
+                ValueError(
+                    f"{type(self).__name__} has different parameters on different ranks ({', '.join(differ)}); "
+                    "every rank of comm must fit the same estimator"
+                )
+            )
         if len({i[4] for i in info}) != 1:
             raise _everywhere(InvalidData("sample_weight was given on some ranks but not on others"))
         dims = {i[1] for i in info}
@@ -855,6 +857,7 @@ def auto_batch_size(n_train: int) -> int:
     diverge easily on unscaled data).
     """
     return max(AUTO_BATCH_MIN, min(AUTO_BATCH_MAX, int(n_train) // AUTO_STEPS_PER_EPOCH))
+
 
 def _run_epoch(
     batches: Any, gradient: LocalGradient, ex: GradientExchange, opt: Optimizer, sched: Schedule

@@ -17,8 +17,18 @@ def _sha(path) -> str:
 
 
 def test_synth_is_byte_identical_for_1_and_3_ranks(tmp_path):
-    args = ["--n-samples", "5003", "--n-features", "13", "--kind", "classification", "--seed", "7",
-            "--block-rows", "300"]
+    args = [
+        "--n-samples",
+        "5003",
+        "--n-features",
+        "13",
+        "--kind",
+        "classification",
+        "--seed",
+        "7",
+        "--block-rows",
+        "300",
+    ]
     one = run_mpi(1, ["-m", "hpcml.data", "synth", str(tmp_path / "one.h5"), *args], timeout=60)
     three = run_mpi(3, ["-m", "hpcml.data", "synth", str(tmp_path / "three.h5"), *args, "--json"], timeout=60)
     assert one.returncode == 0, one.stderr
@@ -86,14 +96,25 @@ def _cases(tmp_path):
         "non-numeric": (["info", make("s.h5", X=np.array([[b"a"]] * 5), y=np.ones(5))], "not numeric"),
         "1-D X": (["info", make("o.h5", X=np.ones(5), y=np.ones(5))], "must be 2-D"),
         "empty": (["info", make("e.h5", X=np.ones((0, 3)), y=np.ones(0))], "is empty"),
-        "convert missing input": (["convert", str(tmp_path / "absent.csv"), str(tmp_path / "o.h5")],
-                                  "input file not found"),
+        "convert missing input": (
+            ["convert", str(tmp_path / "absent.csv"), str(tmp_path / "o.h5")],
+            "input file not found",
+        ),
         "bad option": (["synth", str(tmp_path / "x.h5"), "--n-samples", "10"], "required"),
     }
 
 
-CASES = ["missing file", "not hdf5", "missing dataset", "length mismatch", "non-numeric", "1-D X", "empty",
-         "convert missing input", "bad option"]
+CASES = [
+    "missing file",
+    "not hdf5",
+    "missing dataset",
+    "length mismatch",
+    "non-numeric",
+    "1-D X",
+    "empty",
+    "convert missing input",
+    "bad option",
+]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -120,8 +141,22 @@ def test_synth_error_under_mpi_is_one_line(tmp_path):
 def test_synth_blobs_with_given_centres_is_byte_identical_for_1_and_3_ranks(tmp_path):
     centres = np.random.RandomState(0).uniform(-10, 10, size=(12, 20))
     np.save(tmp_path / "c.npy", centres)
-    args = ["--n-samples", "4001", "--n-features", "20", "--kind", "blobs", "--seed", "3", "--block-rows", "250",
-            "--centers", str(tmp_path / "c.npy"), "--cluster-std", "0.5"]
+    args = [
+        "--n-samples",
+        "4001",
+        "--n-features",
+        "20",
+        "--kind",
+        "blobs",
+        "--seed",
+        "3",
+        "--block-rows",
+        "250",
+        "--centers",
+        str(tmp_path / "c.npy"),
+        "--cluster-std",
+        "0.5",
+    ]
     one = run_mpi(1, ["-m", "hpcml.data", "synth", str(tmp_path / "one.h5"), *args], timeout=60)
     three = run_mpi(3, ["-m", "hpcml.data", "synth", str(tmp_path / "three.h5"), *args], timeout=60)
     assert one.returncode == 0 and three.returncode == 0, (one.stderr, three.stderr)
@@ -145,8 +180,23 @@ def test_synth_blobs_with_given_centres_is_byte_identical_for_1_and_3_ranks(tmp_
 )
 def test_synth_bad_centres_exit_2_with_one_line(tmp_path, extra, message):
     np.save(tmp_path / "c.npy", np.zeros((12, 20)))
-    res = run_mpi(2, ["-m", "hpcml.data", "synth", str(tmp_path / "o.h5"), "--n-samples", "100", "--n-features",
-                      "20", "--centers", str(tmp_path / "c.npy"), *extra], timeout=60)
+    res = run_mpi(
+        2,
+        [
+            "-m",
+            "hpcml.data",
+            "synth",
+            str(tmp_path / "o.h5"),
+            "--n-samples",
+            "100",
+            "--n-features",
+            "20",
+            "--centers",
+            str(tmp_path / "c.npy"),
+            *extra,
+        ],
+        timeout=60,
+    )
     assert res.returncode == 2, res.stderr
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("hpcml: error: ") and message in lines[0], res.stderr

@@ -9,7 +9,7 @@ from helpers import run_mpi
 
 from hpcml.data.h5 import write_dataset
 
-SCRIPT = r'''
+SCRIPT = r"""
 import hashlib, json, sys
 from mpi4py import MPI
 import numpy as np
@@ -88,7 +88,7 @@ if mode == "close":
     report["closed"] = arrays.window is None and arrays["X"] is None
 if rank == 0:
     print(json.dumps(report))
-'''
+"""
 
 
 def _setup(tmp_path):
@@ -122,8 +122,7 @@ def _check(report, X, n):
 
 def test_shared_window_load_with_close(tmp_path):
     X = _setup(tmp_path)
-    res = run_mpi(4, [str(tmp_path / "load.py"), str(tmp_path / "d.h5"), "close", str(tmp_path / "s.h5")],
-                  timeout=40)
+    res = run_mpi(4, [str(tmp_path / "load.py"), str(tmp_path / "d.h5"), "close", str(tmp_path / "s.h5")], timeout=40)
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
     _check(report, X, 4)
@@ -132,8 +131,9 @@ def test_shared_window_load_with_close(tmp_path):
 
 def test_shared_window_load_without_close_exits_cleanly(tmp_path):
     X = _setup(tmp_path)
-    res = run_mpi(3, [str(tmp_path / "load.py"), str(tmp_path / "d.h5"), "keep", str(tmp_path / "s.h5")],
-                  timeout=40)  # a hang at MPI_Finalize would time out here
+    res = run_mpi(
+        3, [str(tmp_path / "load.py"), str(tmp_path / "d.h5"), "keep", str(tmp_path / "s.h5")], timeout=40
+    )  # a hang at MPI_Finalize would time out here
     assert res.returncode == 0, res.stderr
     _check(json.loads(res.stdout), X, 3)
 

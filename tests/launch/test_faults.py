@@ -120,8 +120,9 @@ def test_exception_on_rank_2_ends_every_rank(search, point, folds):
     )
     assert proc.returncode == 1, (proc.returncode, proc.stderr[-3000:])
     errors = [line for line in proc.stderr.splitlines() if line.startswith("hpcml: error:")]
-    assert errors == ["hpcml: error: rank 2/4 on " + HOST + ": InjectedFault: injected fault at "
-                      f"'{point}' on rank 2"], proc.stderr[-3000:]
+    assert errors == [
+        "hpcml: error: rank 2/4 on " + HOST + f": InjectedFault: injected fault at '{point}' on rank 2"
+    ], proc.stderr[-3000:]
 
 
 def test_fit_raise_ends_cleanly_with_original_message(search, tmp_path):
@@ -293,8 +294,9 @@ def test_signal_during_start_up_is_not_lost(search):
     tmp, cfg, _ = search
     out = tmp / "early"
     ready = out.parent / "early-ready"
-    proc = _start(2, ["-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet", "--grace", "5"],
-                  env={READY_FILE: str(ready)})
+    proc = _start(
+        2, ["-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet", "--grace", "5"], env={READY_FILE: str(ready)}
+    )
     # both ranks have their handlers (installed before scikit-learn and the data load); nothing is journaled yet
     wait_until(lambda: ready_count(ready) == 2, proc, "the stop handlers of both ranks")
     proc.send_signal(signal.SIGUSR1)

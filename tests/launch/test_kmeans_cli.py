@@ -42,8 +42,21 @@ def _one_error_line(res):
 
 
 def test_mpi_tier_kmeans_at_3_ranks():
-    cmd = [mpiexec_path(), "-n", "3", PYTHON, "-m", "pytest", "--with-mpi", "-q", "-p", "no:cacheprovider",
-           "-o", "addopts=", str(ROOT / "tests" / "mpi" / "test_kmeans_mpi.py")]
+    cmd = [
+        mpiexec_path(),
+        "-n",
+        "3",
+        PYTHON,
+        "-m",
+        "pytest",
+        "--with-mpi",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "addopts=",
+        str(ROOT / "tests" / "mpi" / "test_kmeans_mpi.py"),
+    ]
     proc = run(cmd, timeout=600, cwd=ROOT)
     tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
     assert proc.returncode == 0, tail
@@ -113,9 +126,9 @@ def test_dry_run_checks_and_writes_nothing(tmp_path):
 @pytest.mark.parametrize(
     ("model", "extra", "message"),
     [
-        ('n_clusters = 5\nepochs = 3', "", "unknown key 'epochs'"),
+        ("n_clusters = 5\nepochs = 3", "", "unknown key 'epochs'"),
         ('init = "kmeans++"', "", "[model] init: expected one of"),
-        ('n_init = 0', "", "[model] n_init: must be"),
+        ("n_init = 0", "", "[model] n_init: must be"),
         ('init_centers = "missing.npy"', "", "init_centers: cannot read"),
     ],
 )

@@ -35,7 +35,7 @@ def test_demo_two_ranks_then_same_model_from_config_on_one_rank(tmp_path):
     cfg = tmp_path / "train.toml"
     cfg.write_text(
         f'[data]\npath = "{out / "demo-train.h5"}"\ntest_path = "{out / "demo-test.h5"}"\n'
-        '[output]\nplot = false\n[run]\nthreads_per_rank = 1\n'
+        "[output]\nplot = false\n[run]\nthreads_per_rank = 1\n"
     )
     res1 = run_mpi(1, ["-m", "hpcml.sgd", str(cfg), "--out", str(tmp_path / "one")], timeout=120)
     assert res1.returncode == 0, res1.stderr
@@ -109,7 +109,7 @@ def test_weighted_config_equals_api_and_divergence_is_one_error_line(tmp_path):
     write_dataset(tmp_path / "big.h5", X * 1e6, y)
     cfg.write_text(
         '[data]\npath = "big.h5"\n[model]\ntype = "regressor"\n[train]\nmax_iter = 200\ntol = "none"\n'
-        '[schedule]\neta0 = 1.0\n[run]\nthreads_per_rank = 1\n'
+        "[schedule]\neta0 = 1.0\n[run]\nthreads_per_rank = 1\n"
     )
     res = run_mpi(2, ["-m", "hpcml.sgd", str(cfg), "--out", str(tmp_path / "d")], timeout=120)
     assert res.returncode == 2, (res.stdout, res.stderr)

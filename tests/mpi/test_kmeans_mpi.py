@@ -153,8 +153,9 @@ def test_predict_transform_score_fit_predict_are_sklearns():
     np.testing.assert_array_equal(est.predict(X), ref.predict(X))
     np.testing.assert_allclose(est.transform(X), ref.transform(X), rtol=RTOL)
     np.testing.assert_allclose(est.score(X), ref.score(X), rtol=RTOL)
-    np.testing.assert_allclose(KMeans(3, init=X[:3], n_init=1, comm=COMM).fit_transform(X), shard(ref.transform(X)),
-                               rtol=RTOL, atol=1e-12)
+    np.testing.assert_allclose(
+        KMeans(3, init=X[:3], n_init=1, comm=COMM).fit_transform(X), shard(ref.transform(X)), rtol=RTOL, atol=1e-12
+    )
 
 
 @pytest.mark.mpi(min_size=2)
@@ -207,8 +208,9 @@ def test_duplicates_and_more_clusters_than_distinct_points(init):
         warnings.simplefilter("always")
         est = KMeans(5, init=init, random_state=0, comm=COMM).fit(X)
     msgs = [str(r.message) for r in rec if issubclass(r.category, ConvergenceWarning)]
-    assert msgs == ["Number of distinct clusters (3) found smaller than n_clusters (5). Possibly due to duplicate "
-                    "points in X."]
+    assert msgs == [
+        "Number of distinct clusters (3) found smaller than n_clusters (5). Possibly due to duplicate points in X."
+    ]
     assert 0.0 <= est.inertia_ < 1e-20  # the rows sit on their centres (up to the rounding of centring)
     if init != "k-means||":
         with warnings.catch_warnings():
@@ -266,8 +268,9 @@ def test_kmeans_plusplus_centres_are_sklearns_rows(seed, k):
     ref, idx = kmeans_plusplus(X, k, sample_weight=w, random_state=np.random.RandomState(seed))
     lo, hi = shard_range(len(X), COMM.rank, COMM.size)
     Xl = X[lo:hi]
-    ours = _init.kmeans_plusplus(COMM, Xl, np.einsum("ij,ij->i", Xl, Xl), w[lo:hi], k,
-                                 np.random.RandomState(seed), lo, len(X))
+    ours = _init.kmeans_plusplus(
+        COMM, Xl, np.einsum("ij,ij->i", Xl, Xl), w[lo:hi], k, np.random.RandomState(seed), lo, len(X)
+    )
     np.testing.assert_array_equal(ours, ref)  # the same rows, bit for bit
     assert len(set(idx.tolist())) == k
 

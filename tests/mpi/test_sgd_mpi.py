@@ -83,8 +83,18 @@ def test_global_sampling_is_rank_count_invariant(i):
 @pytest.mark.mpi(min_size=1)
 def test_rank_invariance_with_early_stopping_and_schedule():
     X, y = make_classification(900, 10, n_informative=6, n_classes=3, random_state=2)
-    kw = dict(early_stopping=True, validation_fraction=0.2, n_iter_no_change=2, tol=1e-2, max_iter=30,
-              learning_rate="cosine", warmup_steps=10, momentum=0.8, batch_size=50, eta0=0.5)
+    kw = dict(
+        early_stopping=True,
+        validation_fraction=0.2,
+        n_iter_no_change=2,
+        tol=1e-2,
+        max_iter=30,
+        learning_rate="cosine",
+        warmup_steps=10,
+        momentum=0.8,
+        batch_size=50,
+        eta0=0.5,
+    )
     world = SGDClassifier(comm=COMM, **kw).fit(X, y)
     serial = SGDClassifier(comm="self", **kw).fit(X, y)
     assert world.n_iter_ == serial.n_iter_ < 30

@@ -18,7 +18,10 @@ def write(tmp_path, text):
 
 
 def test_full_config_round_trip(tmp_path):
-    cfg = load_config(write(tmp_path, """
+    cfg = load_config(
+        write(
+            tmp_path,
+            """
 [data]
 path = "d.h5"
 X = "features"
@@ -38,17 +41,35 @@ labels = false
 [run]
 threads_per_rank = 2
 verbose = true
-"""))
+""",
+        )
+    )
     assert cfg.data_path == str(tmp_path / "d.h5") and cfg.X == "features" and cfg.sample_weight == "w"
-    assert cfg.params == {"n_clusters": 12, "init": "k-means||", "n_init": 3, "max_iter": 50, "tol": 0.0,
-                          "random_state": None, "oversampling_factor": 0.5, "init_max_iter": 4}
+    assert cfg.params == {
+        "n_clusters": 12,
+        "init": "k-means||",
+        "n_init": 3,
+        "max_iter": 50,
+        "tol": 0.0,
+        "random_state": None,
+        "oversampling_factor": 0.5,
+        "init_max_iter": 4,
+    }
     assert (cfg.out_dir, cfg.labels, cfg.threads_per_rank, cfg.verbose) == ("out", False, 2, True)
 
 
 def test_defaults_are_sklearns(tmp_path):
     cfg = load_config(write(tmp_path, '[data]\npath = "d.h5"\n'))
-    assert cfg.params == {"n_clusters": 8, "init": "k-means++", "n_init": "auto", "max_iter": 300, "tol": 1e-4,
-                          "random_state": 0, "oversampling_factor": 2.0, "init_max_iter": None}
+    assert cfg.params == {
+        "n_clusters": 8,
+        "init": "k-means++",
+        "n_init": "auto",
+        "max_iter": 300,
+        "tol": 1e-4,
+        "random_state": 0,
+        "oversampling_factor": 2.0,
+        "init_max_iter": None,
+    }
     assert cfg.init_centers is None and cfg.labels is True
 
 

@@ -126,7 +126,7 @@ LOGUNIFORM = 'distributions = { C = { dist = "loguniform", a = 0.1, b = 10 } }\n
             "grid = { C = [1] }\n",
             "[[model]] #1: give either estimator or steps, not both",
         ),
-        (MODEL + 'steps = []\ngrid = { C = [1] }\n', "[[model]] #1 steps: a pipeline needs at least one step"),
+        (MODEL + "steps = []\ngrid = { C = [1] }\n", "[[model]] #1 steps: a pipeline needs at least one step"),
         (MODEL + 'name = "x"\ngrid = { C = [1] }\n', "[[model]] x estimator: required key is missing"),
         (
             MODEL + 'estimator = "sklearn.svm.SVC"\ngrid = { C = [1] }\n' + LOGUNIFORM,
@@ -179,8 +179,9 @@ def test_model_combinations_are_refused_with_the_key(text, message):
 def test_distributions_of_choices_sample_n_iter_candidates_like_sklearn():
     from sklearn.model_selection import ParameterSampler
 
-    cfg = parse(MODEL + 'estimator = "sklearn.svm.SVC"\ndistributions = { C = [0.1, 1, 10] }\nn_iter = 2\n'
-                "random_state = 3\n")
+    cfg = parse(
+        MODEL + 'estimator = "sklearn.svm.SVC"\ndistributions = { C = [0.1, 1, 10] }\nn_iter = 2\nrandom_state = 3\n'
+    )
     (model,) = cfg.models
     assert model.grid is None and model.n_iter == 2
     assert model.candidates() == list(ParameterSampler({"C": [0.1, 1, 10]}, 2, random_state=3))

@@ -21,8 +21,15 @@ def dense(tmp_path):
     y = rng.integers(0, 3, 503)
     groups = np.arange(503) // 10
     sw = rng.random(503)
-    path = write_dataset(tmp_path / "d.h5", X, y, groups=groups, sample_weight=sw,
-                         feature_names=[f"f{i}" for i in range(7)], chunk_rows=64)
+    path = write_dataset(
+        tmp_path / "d.h5",
+        X,
+        y,
+        groups=groups,
+        sample_weight=sw,
+        feature_names=[f"f{i}" for i in range(7)],
+        chunk_rows=64,
+    )
     return path, X, y, groups, sw
 
 

@@ -225,6 +225,7 @@ def test_sample_weight_from_h5_dataset(tmp_path):
 
 def test_feature_names_are_checked_like_sklearn():
     import pandas as pd
+
     X, y = make_classification(200, 4, random_state=0)
     df = pd.DataFrame(X, columns=["a", "b", "c", "d"])
     est = SGDClassifier(comm="self", max_iter=3, tol=None).fit(df, y)
@@ -371,4 +372,3 @@ def test_auto_batch_size_lets_small_sets_train_like_sklearn():
     assert SGDClassifier(comm="self", batch_size=64).fit(Xtr, ytr).batch_size_ == 64
     with pytest.raises(ValueError, match="batch_size"):
         SGDClassifier(comm="self", batch_size="big").fit(Xtr, ytr)
-
