@@ -29,7 +29,7 @@ EXTRAS_REQUIRE = {
     # bench_kmeans.py's peers: dask-ml on a LocalCluster, daal4py (shipped in scikit-learn-intelex, x86-64 wheels).
     "bench": ["matplotlib>=3.5", "psutil>=5", "dask[distributed]>=2024.1", "dask-ml>=2024.4",
               "scikit-learn-intelex>=2025.0; platform_machine == 'x86_64'"],
-    "dev": ["ruff>=0.4"],
+    "dev": ["ruff==0.17.6"],  # the version CI lints and formats with (.ci/run)
 }
 
 setup(
