@@ -625,7 +625,10 @@ def test_malformed_fault_variable_is_a_usage_error(tmp_path, value):
         timeout=120,
         env={"HPCML_INJECT_FAULT": value},
     )
-    _one_error_line(proc, f"HPCML_INJECT_FAULT={value!r}: expected POINT:RANK[:COUNT] with POINT one of load, shared-read, unit, worker")
+    _one_error_line(
+        proc,
+        f"HPCML_INJECT_FAULT={value!r}: expected POINT:RANK[:COUNT] with POINT one of load, shared-read, unit, worker",
+    )
     assert not (tmp_path / "o").exists()
 
 
