@@ -311,6 +311,7 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
             deadline=_deadline(opts, started),
             fold_copies=config.fold_copies,
             prefix_cache_bytes=config.prefix_cache_bytes,
+            dispatch=config.dispatch,
         )
     except FitRaised as exc:
         if observer is not None:
@@ -445,6 +446,7 @@ def _finish(
         ),
         "messages": report.messages,
         "inline_dispatch": report.inline_dispatch,
+        "dispatch": report.dispatch,
         "stopped_by": (f"signal {stop.signum}" if stop else ("time limit" if report.stopped else None)),
         "fold_cache": evaluation.fold_cache,
         "folds": evaluation.folds,

@@ -268,6 +268,8 @@ class ScheduleReport:
     stopped: bool = False
     wall: float = 0.0
     inline_dispatch: bool = False
+    #: ``"flat"`` or ``"hierarchical"`` (:mod:`hpcml.cv.hierarchy`), the same on every rank
+    dispatch: str = "flat"
 
 
 class _Dispatcher:
@@ -465,6 +467,7 @@ def run_units(
     should_stop: Callable[[], bool] | None = None,
     poll_hook: Callable[[], None] | None = None,
     threaded: bool | None = None,
+    dispatch: str | None = None,
 ) -> ScheduleReport:
     """Run units over all ranks of ``comm``.  Collective over ``comm``.
 
@@ -488,6 +491,10 @@ def run_units(
         Called on every rank between units (e.g. to notice signals).
     threaded : bool, optional
         Force the dispatcher thread on or off (default: on when MPI allows).
+    dispatch : {"auto", "flat", "hierarchical"}, optional
+        Flat (rank 0 answers every rank) or hierarchical (rank 0 answers node
+        leaders, :mod:`hpcml.cv.hierarchy`); ``HPCML_DISPATCH`` wins when set;
+        default ``auto``.  The same on every rank.
 
     Returns
     -------
@@ -501,10 +508,17 @@ def run_units(
     """
     from mpi4py import MPI
 
+    from hpcml.cv.hierarchy import choose_layout, run_hierarchical
+
     comm = comm.Dup()
+    layout = None
     try:
         start = time.perf_counter()
-        if comm.Get_rank() == 0:
+        layout = choose_layout(comm, dispatch)
+        if layout is not None:
+            report, error = run_hierarchical(comm, layout, work, queue, on_results, should_stop, poll_hook)
+            report.dispatch = "hierarchical"
+        elif comm.Get_rank() == 0:
             assert queue is not None, "rank 0 needs the queue"
             report, error = _run_root(comm, work, queue, on_results, should_stop, poll_hook, threaded, MPI)
         else:
@@ -532,6 +546,8 @@ def run_units(
             raise raised
         return report
     finally:
+        if layout is not None:
+            layout.free()
         comm.Free()
 
 
@@ -593,7 +609,8 @@ def _run_root(comm, work, queue, on_results, should_stop, poll_hook, threaded, M
     return dispatcher.report, error
 
 
-def _run_worker(comm, work, poll_hook):  # noqa: ANN001, ANN202
+def _run_worker(comm, work, poll_hook, rank=None):  # noqa: ANN001, ANN202
+    # ``rank``: this rank's number in the run (errors name it), when ``comm`` is a node's (hpcml.cv.hierarchy)
     from mpi4py import MPI
 
     report = ScheduleReport()
@@ -602,7 +619,7 @@ def _run_worker(comm, work, poll_hook):  # noqa: ANN001, ANN202
     error: BaseException | None = None
     own_error: BaseException | None = None  # the error this rank reported, re-raised as itself
     stopped = False
-    rank = comm.Get_rank()
+    rank = comm.Get_rank() if rank is None else rank
 
     def stop_requested() -> bool:
         nonlocal stopped
