@@ -152,7 +152,9 @@ class _Relay:
         self.want = max(1, want)
         self.buffer: deque[list[int]] = deque()
         self.more = True
+        self.cleared = False
         self.expired = False
+        upstream.relay = self
         self._sum = 0.0
         self._n = 0
 
@@ -160,10 +162,14 @@ class _Relay:
         return sum(len(batch) for batch in self.buffer)
 
     def take(self) -> list[int]:
-        if not self.buffer and self.more:
-            batches, self.more = self.upstream.exchange(self.want)
-            self.buffer.extend(batches)
+        self.upstream.top_up()
         return self.buffer.popleft() if self.buffer else []
+
+    def receive(self, batches: list[list[int]], more: bool) -> None:
+        """Batches granted by rank 0 (dropped once the node stops)."""
+        if not self.cleared:
+            self.buffer.extend(batches)
+            self.more = more
 
     def pending(self) -> bool:
         return self.more
@@ -178,6 +184,7 @@ class _Relay:
     def clear(self) -> None:
         self.buffer.clear()
         self.more = False
+        self.cleared = True
 
 
 class _Upstream:
@@ -185,10 +192,14 @@ class _Upstream:
 
     def __init__(self, root: _RootDispatcher | None) -> None:
         self.root = root
+        self.relay: _Relay | None = None
 
-    def exchange(self, want: int) -> tuple[list[list[int]], bool]:
-        assert self.root is not None
-        return self.root.grant(want)
+    def top_up(self) -> None:
+        """Refill the relay's sub-queue when it is empty (rank 0: straight from the queue)."""
+        relay = self.relay
+        assert self.root is not None and relay is not None
+        if not relay.buffer and relay.more:
+            relay.receive(*self.root.grant(relay.want))
 
     def add(self, rank: int, items: list[tuple[int, Any, float]]) -> None:
         assert self.root is not None
@@ -221,21 +232,43 @@ class _Remote(_Upstream):
         self.stopped = False
         self.oldest: float | None = None
         self.messages = 0
+        self.outstanding = False  # a request whose reply has not been received yet
 
     def add(self, rank: int, items: list[tuple[int, Any, float]]) -> None:
         self.results.append((rank, items))
         if self.oldest is None:
             self.oldest = time.monotonic()
-        elif time.monotonic() - self.oldest > FLUSH_SECONDS:
-            batches, _ = self.exchange(0)
-            assert not batches
+        self._absorb(block=False)
+        if not self.outstanding and time.monotonic() - self.oldest > FLUSH_SECONDS:
+            relay = self.relay
+            low = relay is not None and relay.more and len(relay.buffer) <= relay.want // 2
+            self._send(relay.want if low and relay is not None else 0)  # the reply is taken in passing
 
-    def exchange(self, want: int | None) -> tuple[list[list[int]], bool]:
-        self._send(want)
+    def top_up(self) -> None:
+        """Ask rank 0 for more once half the sub-queue is used up, without waiting; wait only when it is empty.
+
+        At most one request is in flight, so every reply is matched to the one request it answers.
+        """
+        relay = self.relay
+        assert relay is not None
+        self._absorb(block=False)
+        if relay.more and not self.outstanding and len(relay.buffer) <= relay.want // 2:
+            self._send(relay.want)
+        if not relay.buffer and self.outstanding:
+            self._absorb(block=True)
+            if not relay.buffer and relay.more and not self.outstanding:  # that was a flush: ask once more
+                self._send(relay.want)
+                self._absorb(block=True)
+
+    def _absorb(self, block: bool) -> None:
+        """Take the reply to the request in flight, if any (waiting for it when ``block``)."""
+        if not self.outstanding or (not block and not self.lead.Iprobe(source=0, tag=Tag.WORK)):
+            return
         kind, payload, _ = self._reply()
-        if kind == Reply.WORK:
-            return payload
-        return [], True  # WAIT: rank 0 could not handle the request (the run is stopping); ask again
+        self.outstanding = False
+        if kind == Reply.WORK and self.relay is not None:
+            self.relay.receive(*payload)
+        # WAIT: rank 0 could not handle the request (the run is stopping); the next take asks again
 
     def should_stop(self) -> bool:
         if not self.stopped and self.lead.Iprobe(source=0, tag=Tag.STOP):
@@ -249,6 +282,7 @@ class _Remote(_Upstream):
 
     def finish(self) -> BaseException | None:
         """Send the last results and the node's error; wait until rank 0 releases this leader."""
+        self._absorb(block=True)
         while True:
             self._send(None)
             kind, _, stop_sent = self._reply()
@@ -267,6 +301,7 @@ class _Remote(_Upstream):
             origin = origin_of(error)
             payload = PackedException(error, origin.rank if origin.rank is not None else self.rank, origin.host or HOST)
         self.messages += 1
+        self.outstanding = want is not None
         try:
             self.lead.send((results, payload, want), dest=0, tag=Tag.REQUEST)
             return
