@@ -37,7 +37,8 @@ With ``--ranks-per-node R`` hierarchical dispatch (:mod:`hpcml.cv.hierarchy`)
 is modelled too, with the implemented protocol's parameters
 (:func:`simulate_hierarchical`): P / R node leaders each hold a sub-queue; a
 rank that finds its leader's sub-queue empty makes the leader ask rank 0 for R
-batches at once (one request in flight per node), carrying the results of every
+batches at once (one request in flight per node; the implementation asks ahead,
+at half, which the model leaves out: pessimistic), carrying the results of every
 unit the node finished since its last request; rank 0 (one FIFO server) spends
 ``per_request_cpu`` plus ``journal_per_unit`` (measured here: one journal line
 of a batch of 128) for every unit reported; a leader answers its own ranks from

@@ -10,12 +10,13 @@ batch of every rank; at 16,384 ranks of 1 s units its dispatcher saturates
   :class:`~hpcml.cv.schedule._Dispatcher` (dispatcher thread, prefetch,
   ``STOP``) over a sub-queue (:class:`_Relay`); the other ranks of the node are
   plain :func:`~hpcml.cv.schedule._run_worker` workers.
-* When its sub-queue is empty the leader asks rank 0 for ``node size`` batches
-  at once (``REQUEST`` with ``want``), carrying every result its node finished
-  since the last exchange; rank 0 answers ``WORK`` with ``(batches, more)``
-  (``more``: whether the queue may still give units).  A leader also sends its
-  results when they are older than :data:`FLUSH_SECONDS` (``want = 0``), so
-  the journal stays current.  Once its node is finished it sends a *final*
+* Once half its sub-queue is handed out the leader asks rank 0 for ``node
+  size`` batches at once (``REQUEST`` with ``want``) without waiting for the
+  answer (one request in flight; it waits only when the sub-queue is empty),
+  carrying every result its node finished since its last request; rank 0
+  answers ``WORK`` with ``(batches, more)`` (``more``: whether the queue may
+  still give units).  A leader also sends its results when they are older
+  than :data:`FLUSH_SECONDS`, so that the journal stays current.  Once its node is finished it sends a *final*
   request (``want = None``) with the rest of its results and its error, and is
   released with ``DONE``.
 * Rank 0 is the leader of its own node: its sub-queue takes from the real
