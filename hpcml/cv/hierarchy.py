@@ -37,6 +37,7 @@ Selection: ``[run] dispatch`` or ``HPCML_DISPATCH`` (which wins when set):
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import threading
@@ -339,13 +340,22 @@ class _RootDispatcher(_Dispatcher):
             _Dispatcher.record(self, rank, part)
 
     def grant(self, want: int) -> tuple[list[list[int]], bool]:
-        """Up to ``want`` batches, and whether the queue may still give units afterwards."""
-        batches = []
-        for _ in range(want):
+        """Up to ``want`` batches, and whether the queue may still give units afterwards.
+
+        Near the end a node gets no more than its ranks' share of the units
+        left (``left * want / ranks``, at least one batch): a batch held by a
+        leader cannot go to an idle rank of another node.
+        """
+        with self.lock:
+            share = math.ceil(len(self.queue) * want / len(self.report.busy))
+        batches: list[list[int]] = []
+        granted = 0
+        while len(batches) < want and (not batches or granted < share):
             batch = self.take()
             if not batch:
                 break
             batches.append(batch)
+            granted += len(batch)
         with self.lock:
             left = not self.stopping and len(self.queue) > 0
         return batches, left or self.pending()
