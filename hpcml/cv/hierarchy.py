@@ -102,7 +102,6 @@ class Layout:
     node: MPI.Intracomm
     lead: MPI.Intracomm | None  # leaders only
     ranks: list[int]  # global rank of each local rank of this node
-    sizes: list[int] | None  # rank 0 only: size of each leader's node
 
     def free(self) -> None:
         """Free the communicators (collective over each)."""
@@ -137,8 +136,7 @@ def choose_layout(comm: MPI.Intracomm, configured: str | None = None) -> Layout 
     lead = comm.Split(0 if leader else MPI.UNDEFINED, key=comm.Get_rank())
     lead = None if lead == MPI.COMM_NULL else lead
     ranks = node.allgather(comm.Get_rank())
-    sizes = lead.gather(node.Get_size(), root=0) if lead is not None else None
-    return Layout(node=node, lead=lead, ranks=ranks, sizes=sizes)
+    return Layout(node=node, lead=lead, ranks=ranks)
 
 
 class _Relay:
@@ -329,9 +327,8 @@ class _Remote(_Upstream):
 class _RootDispatcher(_Dispatcher):
     """Rank 0's dispatcher of the leader communicator: grants batches to whole nodes."""
 
-    def __init__(self, lead, queue, on_results, should_stop, sizes, world_size) -> None:  # noqa: ANN001
+    def __init__(self, lead, queue, on_results, should_stop, world_size) -> None:  # noqa: ANN001
         super().__init__(lead, queue, on_results, should_stop)
-        self.sizes = sizes
         self.report = ScheduleReport(busy=[0.0] * world_size, units_done=[0] * world_size)
 
     def record(self, source: int, items: Any) -> None:
@@ -418,7 +415,7 @@ def run_hierarchical(comm, layout, work, queue, on_results, should_stop, poll_ho
     root = None
     if rank == 0:
         assert queue is not None, "rank 0 needs the queue"
-        root = _RootDispatcher(layout.lead, queue, on_results, should_stop, layout.sizes, comm.Get_size())
+        root = _RootDispatcher(layout.lead, queue, on_results, should_stop, comm.Get_size())
         upstream: _Upstream = _Upstream(root)
     else:
         upstream = _Remote(layout.lead, rank)
