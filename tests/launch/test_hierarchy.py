@@ -186,14 +186,60 @@ def _start(n: int, args: list[str], env: dict[str, str]) -> subprocess.Popen:
     return start([mpiexec_path(), "-n", str(n), PYTHON, *args], env=env)
 
 
-def test_sigterm_then_resume_in_hierarchical_mode(tmp_path):
-    write_digits(tmp_path / "digits.h5", n=1797)
-    cfg = write_config(tmp_path / "slow.toml", SLOW)
-    ref = tmp_path / "reference"
+@pytest.fixture(scope="module")
+def slow(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("hierarchy-slow")
+    write_digits(tmp / "digits.h5", n=1797)
+    cfg = write_config(tmp / "slow.toml", SLOW)
+    ref = tmp / "reference"
     proc = run_mpi(2, ["-m", "hpcml.cv", str(cfg), "--out", str(ref), "--quiet"], timeout=300)
     assert proc.returncode == 0, proc.stderr
+    return tmp, cfg, ref
+
+
+def _resume_gives_reference(cfg: Path, out: Path, ref: Path, env: dict[str, str]) -> None:
+    proc = run_mpi(4, ["-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet", "--resume"], timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    units = [r["unit"] for r in _journal_units(out)]
+    assert sorted(units) == list(range(N_SLOW)), "every unit exactly once across both runs"
     reference = json.loads((ref / "cv_results.json").read_text())
-    out = tmp_path / "sigterm"
+    ours = json.loads((out / "cv_results.json").read_text())
+    for key, values in reference.items():
+        if key.startswith(("mean_test_", "std_test_", "rank_test_", "split")) or key in ("params", "model"):
+            assert ours[key] == values, key
+    assert json.loads((out / "run.json").read_text())["dispatch"] == "hierarchical"
+
+
+def test_time_limit_then_resume_in_hierarchical_mode(slow):
+    tmp, cfg, ref = slow
+    out = tmp / "timelimit"
+    env = cliques(2, **HIER)
+    wall = json.loads((ref / "run.json").read_text())["wall_seconds"]
+    limit = f"{max(0.25 * wall, 0.1):.2f}"  # part-way on a fast machine and a slow one alike
+    args = ["-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet", "--time-limit", limit]
+    proc = run_mpi(4, args, timeout=180, env=env)
+    assert proc.returncode == 3, proc.stderr
+    assert "time limit" in proc.stderr
+    assert len(_journal_units(out)) < N_SLOW
+    report = json.loads((out / "run.json").read_text())
+    assert report["status"] == "incomplete" and report["stopped_by"] == "time limit"
+    assert report["dispatch"] == "hierarchical"
+    _resume_gives_reference(cfg, out, ref, env)
+
+
+def test_without_thread_multiple_hierarchical_falls_back_to_flat(basic):
+    tmp, cfg, one, sk = basic
+    out = tmp / "serialized"
+    env = cliques(2, MPI4PY_RC_THREAD_LEVEL="serialized", **HIER)
+    proc = run_mpi(4, ["-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet"], timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "run.json").read_text())["dispatch"] == "flat"
+    _assert_same_as_one_rank_and_sklearn(out, one, sk)
+
+
+def test_sigterm_then_resume_in_hierarchical_mode(slow):
+    tmp, cfg, ref = slow
+    out = tmp / "sigterm"
     env = cliques(2, **HIER)
     proc = _start(4, ["-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet", "--grace", "30"], env)
     wait_until(lambda: len(_journal_units(out)) >= 10, proc, "10 journaled units", 180)
@@ -206,12 +252,4 @@ def test_sigterm_then_resume_in_hierarchical_mode(tmp_path):
     assert "--resume" in done.stderr
     first = [r["unit"] for r in _journal_units(out)]
     assert 10 <= len(first) < N_SLOW and len(set(first)) == len(first)
-    proc = run_mpi(4, ["-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet", "--resume"], timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr
-    units = [r["unit"] for r in _journal_units(out)]
-    assert sorted(units) == list(range(N_SLOW)), "every unit exactly once across both runs"
-    ours = json.loads((out / "cv_results.json").read_text())
-    for key, values in reference.items():
-        if key.startswith(("mean_test_", "std_test_", "rank_test_", "split")) or key in ("params", "model"):
-            assert ours[key] == values, key
-    assert json.loads((out / "run.json").read_text())["dispatch"] == "hierarchical"
+    _resume_gives_reference(cfg, out, ref, env)
