@@ -57,6 +57,7 @@ import os
 import sys
 import tempfile
 import time
+from collections import deque
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -192,6 +193,40 @@ def simulate(n_ranks: int, t: float, c: float, latency: float, target: float | N
     }
 
 
+class _Nodes:
+    """State of :func:`simulate_hierarchical`: each node's sub-queue, idle ranks and unreported units."""
+
+    def __init__(self, n_nodes: int, per_node: int, t: float, latency: float) -> None:
+        self.buffers: list[deque[list[int]]] = [deque() for _ in range(n_nodes)]
+        self.unreported: list[list[int]] = [[] for _ in range(n_nodes)]
+        self.waiting = [per_node] * n_nodes  # idle ranks
+        self.asking = [False] * n_nodes
+        self.more = [True] * n_nodes
+        self.events: list[tuple[float, int, str, int]] = []  # (time, sequence, kind, node)
+        self.seq = iter(range(1 << 62))
+        self.t, self.latency, self.end = t, latency, 0.0
+
+    def push(self, when: float, kind: str, node: int) -> None:
+        heapq.heappush(self.events, (when, next(self.seq), kind, node))
+
+    def hand_out(self, node: int, now: float) -> None:
+        """Idle ranks take batches from the sub-queue; an empty one makes the leader ask rank 0."""
+        from hpcml.cv.schedule import PREFETCH_MAX_SECONDS
+
+        while self.waiting[node] and self.buffers[node]:
+            self.waiting[node] -= 1
+            batch = self.buffers[node].popleft()
+            local = 0.0 if len(batch) * self.t <= PREFETCH_MAX_SECONDS else 2 * self.latency
+            self.unreported[node].extend(batch)  # reported with the node's next request, once run
+            self.push(now + local + len(batch) * self.t, "free", node)
+        if self.waiting[node] and not self.buffers[node] and self.more[node] and not self.asking[node]:
+            self.asking[node] = True
+            self.push(now + self.latency, "arrive", node)
+        if self.waiting[node] and not self.more[node] and not self.asking[node]:
+            self.end = max(self.end, now)
+            self.waiting[node] = 0  # those ranks are released
+
+
 def simulate_hierarchical(n_nodes: int, per_node: int, t: float, c: float, c_unit: float, latency: float) -> dict:
     """Discrete-event run of hierarchical dispatch: rank 0 a FIFO server for ``n_nodes`` leaders.
 
@@ -211,73 +246,43 @@ def simulate_hierarchical(n_nodes: int, per_node: int, t: float, c: float, c_uni
     dict
         ``makespan``, ``requests`` (answered by rank 0), ``rank0_utilisation``, ``mean_batch``.
     """
-    from collections import deque
+    from hpcml.cv.schedule import UnitQueue
 
-    from hpcml.cv.schedule import PREFETCH_MAX_SECONDS, UnitQueue
-
-    n_ranks = n_nodes * per_node
-    n_units = UNITS_PER_RANK * n_ranks
+    n_units = UNITS_PER_RANK * n_nodes * per_node
     first = [cand * N_SPLITS for cand in range(n_units // N_SPLITS)]
     rest = [u for u in range(n_units) if u % N_SPLITS]
-    queue = UnitQueue(first, rest, n_ranks, group_of=lambda u: u // N_SPLITS)
-    buffers = [deque() for _ in range(n_nodes)]
-    unreported: list[list[int]] = [[] for _ in range(n_nodes)]
-    waiting: list[list[float]] = [[] for _ in range(n_nodes)]  # ranks idle since (time)
-    asking = [False] * n_nodes
-    more = [True] * n_nodes
-    events: list[tuple[float, int, str, int]] = []  # (time, sequence, kind, node)
-    stats = {"requests": 0, "busy": 0.0, "batches": 0, "server_free": 0.0, "end": 0.0}
-
-    seq = iter(range(1 << 62))
-
-    def push(when: float, kind: str, node: int) -> None:
-        heapq.heappush(events, (when, next(seq), kind, node))
-
-    def hand_out(node: int, now: float) -> None:
-        while waiting[node] and buffers[node]:
-            waiting[node].pop()
-            batch = buffers[node].popleft()
-            local = 0.0 if len(batch) * t <= PREFETCH_MAX_SECONDS else 2 * latency
-            unreported[node].extend(batch)  # reported with the node's next request, once run
-            push(now + local + len(batch) * t, "free", node)
-        if waiting[node] and not buffers[node] and more[node] and not asking[node]:
-            asking[node] = True
-            push(now + latency, "arrive", node)
-        if waiting[node] and not more[node] and not asking[node]:
-            stats["end"] = max(stats["end"], now)
-            waiting[node].clear()  # those ranks are released
-
+    queue = UnitQueue(first, rest, n_nodes * per_node, group_of=lambda u: u // N_SPLITS)
+    nodes = _Nodes(n_nodes, per_node, t, latency)
+    requests, busy, batches, server_free = 0, 0.0, 0, 0.0
     for node in range(n_nodes):
-        waiting[node] = [0.0] * per_node
-        hand_out(node, 0.0)
-    while events:
-        now, _, kind, node = heapq.heappop(events)
+        nodes.hand_out(node, 0.0)
+    while nodes.events:
+        now, _, kind, node = heapq.heappop(nodes.events)
         if kind == "free":
-            waiting[node].append(now)
-            hand_out(node, now)
+            nodes.waiting[node] += 1
+            nodes.hand_out(node, now)
         elif kind == "arrive":
-            cost = c + c_unit * len(unreported[node])
-            for unit in unreported[node]:
+            cost = c + c_unit * len(nodes.unreported[node])
+            for unit in nodes.unreported[node]:
                 queue.record(unit, t)
-            unreported[node] = []
-            stats["server_free"] = max(now, stats["server_free"]) + cost
-            stats["requests"] += 1
-            stats["busy"] += cost
-            batches = [b for b in (queue.take() for _ in range(per_node)) if b]
-            stats["batches"] += len(batches)
-            buffers[node].extend(batches)
-            more[node] = len(queue) > 0
-            push(stats["server_free"] + latency, "reply", node)
+            nodes.unreported[node] = []
+            server_free = max(now, server_free) + cost
+            requests, busy = requests + 1, busy + cost
+            granted = [b for b in (queue.take() for _ in range(per_node)) if b]
+            batches += len(granted)
+            nodes.buffers[node].extend(granted)
+            nodes.more[node] = len(queue) > 0
+            nodes.push(server_free + latency, "reply", node)
         else:
-            asking[node] = False
-            hand_out(node, now)
+            nodes.asking[node] = False
+            nodes.hand_out(node, now)
     final = n_nodes * (c + c_unit * per_node)  # the final requests, at worst one after the other
-    makespan = stats["end"] + 2 * latency + final
+    makespan = nodes.end + 2 * latency + final
     return {
         "makespan": makespan,
-        "requests": stats["requests"] + n_nodes,
-        "rank0_utilisation": stats["busy"] / makespan,
-        "mean_batch": n_units / max(1, stats["batches"]),
+        "requests": requests + n_nodes,
+        "rank0_utilisation": busy / makespan,
+        "mean_batch": n_units / max(1, batches),
     }
 
 

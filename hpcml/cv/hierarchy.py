@@ -411,7 +411,9 @@ def run_hierarchical(comm, layout, work, queue, on_results, should_stop, poll_ho
     """
     rank = comm.Get_rank()
     if layout.node.Get_rank() != 0:
-        return _run_worker(layout.node, work, poll_hook, rank=rank)
+        report, error = _run_worker(layout.node, work, poll_hook, rank=rank)
+        report.dispatch = "hierarchical"
+        return report, error
     root = None
     if rank == 0:
         assert queue is not None, "rank 0 needs the queue"
@@ -430,9 +432,11 @@ def run_hierarchical(comm, layout, work, queue, on_results, should_stop, poll_ho
         if error is not None and origin_of(error).rank != rank:
             error = None
         node.report.messages += upstream.messages
+        node.report.dispatch = "hierarchical"
         return node.report, error or own
     root.report.messages += node.report.messages
     root.report.inline_dispatch = False
+    root.report.dispatch = "hierarchical"
     return root.report, (root.error[1] if root.error else None)
 
 

@@ -492,9 +492,7 @@ def run_units(
     threaded : bool, optional
         Force the dispatcher thread on or off (default: on when MPI allows).
     dispatch : {"auto", "flat", "hierarchical"}, optional
-        Flat (rank 0 answers every rank) or hierarchical (rank 0 answers node
-        leaders, :mod:`hpcml.cv.hierarchy`); ``HPCML_DISPATCH`` wins when set;
-        default ``auto``.  The same on every rank.
+        Same on every rank; :mod:`hpcml.cv.hierarchy` (``HPCML_DISPATCH`` wins when set).
 
     Returns
     -------
@@ -506,23 +504,13 @@ def run_units(
     BaseException
         The first exception raised by ``work`` on any rank, on every rank.
     """
-    from mpi4py import MPI
+    from hpcml.cv.hierarchy import choose_layout
 
-    from hpcml.cv.hierarchy import choose_layout, run_hierarchical
-
-    comm = comm.Dup()
-    layout = None
+    comm, layout = comm.Dup(), None
     try:
         start = time.perf_counter()
         layout = choose_layout(comm, dispatch)
-        if layout is not None:
-            report, error = run_hierarchical(comm, layout, work, queue, on_results, should_stop, poll_hook)
-            report.dispatch = "hierarchical"
-        elif comm.Get_rank() == 0:
-            assert queue is not None, "rank 0 needs the queue"
-            report, error = _run_root(comm, work, queue, on_results, should_stop, poll_hook, threaded, MPI)
-        else:
-            report, error = _run_worker(comm, work, poll_hook)
+        report, error = _run_here(comm, layout, work, queue, on_results, should_stop, poll_hook, threaded)
         report.wall = time.perf_counter() - start
         idle_barrier(comm)
         rank = comm.Get_rank()
@@ -551,7 +539,21 @@ def run_units(
         comm.Free()
 
 
+def _run_here(comm, layout, work, queue, on_results, should_stop, poll_hook, threaded):  # noqa: ANN001, ANN202
+    """Run this rank's part of :func:`run_units`: hierarchical (``layout``), or flat dispatcher or worker."""
+    from mpi4py import MPI
+
+    from hpcml.cv.hierarchy import run_hierarchical
+
+    if layout is not None:
+        return run_hierarchical(comm, layout, work, queue, on_results, should_stop, poll_hook)
+    if comm.Get_rank() == 0:
+        return _run_root(comm, work, queue, on_results, should_stop, poll_hook, threaded, MPI)
+    return _run_worker(comm, work, poll_hook)
+
+
 def _run_root(comm, work, queue, on_results, should_stop, poll_hook, threaded, MPI):  # noqa: ANN001, ANN202
+    assert queue is not None, "rank 0 needs the queue"
     dispatcher = _Dispatcher(comm, queue, on_results, should_stop)
     size = comm.Get_size()
     if threaded is None:
@@ -610,7 +612,6 @@ def _run_root(comm, work, queue, on_results, should_stop, poll_hook, threaded, M
 
 
 def _run_worker(comm, work, poll_hook, rank=None):  # noqa: ANN001, ANN202
-    # ``rank``: this rank's number in the run (errors name it), when ``comm`` is a node's (hpcml.cv.hierarchy)
     from mpi4py import MPI
 
     report = ScheduleReport()
@@ -619,7 +620,7 @@ def _run_worker(comm, work, poll_hook, rank=None):  # noqa: ANN001, ANN202
     error: BaseException | None = None
     own_error: BaseException | None = None  # the error this rank reported, re-raised as itself
     stopped = False
-    rank = comm.Get_rank() if rank is None else rank
+    rank = comm.Get_rank() if rank is None else rank  # the run's rank (errors name it) if comm is a node's
 
     def stop_requested() -> bool:
         nonlocal stopped
