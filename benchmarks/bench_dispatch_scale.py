@@ -2,6 +2,8 @@
 
     python benchmarks/bench_dispatch_scale.py [--flood-units 20000] [--ranks 2,8,64]
                                               [--sleep-units 0.01,0.1,1.0] [--plot FILE.png] [--json FILE.json]
+    python benchmarks/bench_dispatch_scale.py --hierarchy [--cliques 8] [--hier-ranks 64]
+                                              [--flood-units 5000] [--json FILE.json]
 
 Every scenario is ``mpiexec -n N python benchmarks/bench_dispatch_scale.py --worker ...``
 running hpcml's real scheduler (:func:`hpcml.cv.schedule.run_units` with a
@@ -20,6 +22,12 @@ else shares the cores) and the CLI's own ``on_results`` work (a real
   oversubscribed ranks behave like 64 cores for dispatch): efficiency =
   ``10 t / wall`` of ``run_units``, batch sizes and messages per unit.  These are
   measured points the model must reproduce.
+
+``--hierarchy`` runs ``flood`` and ``sleep`` (0.01 s and 0.1 s units) at
+``--hier-ranks`` ranks in ``--cliques`` emulated nodes (``MPIR_CVAR_NUM_CLIQUES``)
+with flat and with hierarchical dispatch (:mod:`hpcml.cv.hierarchy`): requests
+rank 0 answered (``requests``; of them from node leaders: ``leader_requests``)
+and the fraction of the wall time rank 0 spent answering them.
 
 Peers of rank 0's dispatcher at scale are not run here (mpi4py.futures and loky
 are measured side by side in benchmarks/bench_dispatch.py).  The machine is
@@ -55,6 +63,8 @@ def _timed_poll(stats: dict[str, float]):  # noqa: ANN202
             stats["wall"] += time.perf_counter() - w0
             stats["cpu"] += time.thread_time() - c0
             stats["n"] += 1
+            if type(self).__name__ == "_RootDispatcher":  # hierarchical: a node leader's request
+                stats["leader_n"] += 1
         return served
 
     schedule._Dispatcher.poll = poll
@@ -127,7 +137,7 @@ def worker(args: argparse.Namespace) -> None:
         if rank == 0:
             print(json.dumps({"scenario": "pingpong", "ranks": size, "round_trip": rtt}), flush=True)
         return
-    stats = {"wall": 0.0, "cpu": 0.0, "n": 0}
+    stats = {"wall": 0.0, "cpu": 0.0, "n": 0, "leader_n": 0}
     if rank == 0:
         _timed_poll(stats)
     seconds = args.unit_seconds
@@ -148,7 +158,7 @@ def worker(args: argparse.Namespace) -> None:
     comm.Barrier()
     t0 = time.perf_counter()
     queue = UnitQueue([], range(n), size, **kwargs) if rank == 0 else None
-    report = run_units(comm, work, queue=queue, on_results=on_results)
+    report = run_units(comm, work, queue=queue, on_results=on_results, dispatch=args.dispatch)
     wall = time.perf_counter() - t0
     messages = comm.reduce(report.messages if rank else 0, root=0)
     if rank == 0:
@@ -163,7 +173,9 @@ def worker(args: argparse.Namespace) -> None:
                     "unit_seconds": seconds,
                     "journal": bool(args.journal),
                     "wall": wall,
+                    "dispatch": report.dispatch,
                     "requests": stats["n"],
+                    "leader_requests": stats["leader_n"],
                     "requests_per_s": stats["n"] / wall,
                     "per_request_cpu": stats["cpu"] / max(1, stats["n"]),
                     "per_request_wall": stats["wall"] / max(1, stats["n"]),
@@ -179,7 +191,16 @@ def worker(args: argparse.Namespace) -> None:
 
 
 # --------------------------------------------------------------------------- driver
-def scenario(kind: str, ranks: int, unit_seconds: float, units: int, journal: bool, timeout: float) -> dict:
+def scenario(  # noqa: PLR0913
+    kind: str,
+    ranks: int,
+    unit_seconds: float,
+    units: int,
+    journal: bool,
+    timeout: float,
+    dispatch: str = "flat",
+    cliques: int = 0,
+) -> dict:
     cmd = [
         C.mpiexec(),
         "-n",
@@ -193,11 +214,17 @@ def scenario(kind: str, ranks: int, unit_seconds: float, units: int, journal: bo
         str(unit_seconds),
         "--units",
         str(units),
+        "--dispatch",
+        dispatch,
     ] + (["--journal"] if journal else [])
     load = C.loadavg()
-    wall, out, _ = C.run(cmd, env=C.child_env({"MPIR_CVAR_POLLS_BEFORE_YIELD": "1"}), timeout=timeout)
+    extra = {"MPIR_CVAR_POLLS_BEFORE_YIELD": "1"}
+    if cliques:
+        extra["MPIR_CVAR_NUM_CLIQUES"] = str(cliques)
+    wall, out, _ = C.run(cmd, env=C.child_env(extra), timeout=timeout)
     row = C.last_json(out)
-    row.update({"process_wall": wall, "loadavg_before": load, "command": " ".join(cmd[:3] + ["python"] + cmd[4:])})
+    command = " ".join(cmd[:3] + ["python"] + cmd[4:])
+    row.update({"process_wall": wall, "loadavg_before": load, "cliques": cliques, "command": command})
     print(json.dumps(row), file=sys.stderr, flush=True)
     return row
 
@@ -244,6 +271,10 @@ def main() -> None:
     p.add_argument("--timeout", type=float, default=900)
     p.add_argument("--plot", metavar="FILE.png")
     p.add_argument("--json", metavar="FILE.json")
+    p.add_argument("--hierarchy", action="store_true", help="flat vs hierarchical dispatch on emulated nodes")
+    p.add_argument("--cliques", type=int, default=8)
+    p.add_argument("--hier-ranks", type=int, default=64)
+    p.add_argument("--dispatch", default="flat", help=argparse.SUPPRESS)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--scenario", default="flood", help=argparse.SUPPRESS)
     p.add_argument("--unit-seconds", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -252,6 +283,9 @@ def main() -> None:
     args = p.parse_args()
     if args.worker:
         worker(args)
+        return
+    if args.hierarchy:
+        hierarchy(args)
         return
     doc = {"benchmark": "dispatch_scale", "environment": C.environment(), "params": vars(args), "results": []}
     doc["results"].append(scenario("pingpong", 2, 0.0, 2000, False, args.timeout))
@@ -262,6 +296,17 @@ def main() -> None:
         for t in (float(x) for x in args.sleep_units.split(",")):
             doc["results"].append(scenario("sleep", n, t, 10 * n, True, args.timeout))
     C.finish(doc, args, plot)
+
+
+def hierarchy(args: argparse.Namespace) -> None:
+    """Flat vs hierarchical dispatch at ``--hier-ranks`` ranks in ``--cliques`` emulated nodes."""
+    doc = {"benchmark": "dispatch_hierarchy", "environment": C.environment(), "params": vars(args), "results": []}
+    n, k = args.hier_ranks, args.cliques
+    for dispatch in ("flat", "hierarchical"):
+        doc["results"].append(scenario("flood", n, 0.0, args.flood_units, True, args.timeout, dispatch, k))
+        for t in (0.01, 0.1):
+            doc["results"].append(scenario("sleep", n, t, 10 * n, True, args.timeout, dispatch, k))
+    C.finish(doc, args, None)
 
 
 if __name__ == "__main__":

@@ -33,11 +33,18 @@ t from 10 ms to 10 s.  The modelled time is
   / ``--mds-ops`` metadata operations per second -- an **assumed** metadata
   server rate (no parallel file system here), labelled as such.
 
-With ``--ranks-per-node R`` the hierarchical-dispatch variant is modelled too:
-rank 0 serves P / R node leaders, each standing for R ranks that run R units at
-once, and every leader serves its own R ranks as rank 0 does today (makespan =
-root simulation + the local simulation's overhead); it is not implemented in
-hpcml (see docs/scaling.md).  Prints one JSON document and draws efficiency vs unit cost.
+With ``--ranks-per-node R`` hierarchical dispatch (:mod:`hpcml.cv.hierarchy`)
+is modelled too, with the implemented protocol's parameters
+(:func:`simulate_hierarchical`): P / R node leaders each hold a sub-queue; a
+rank that finds its leader's sub-queue empty makes the leader ask rank 0 for R
+batches at once (one request in flight per node; the implementation asks ahead,
+at half, which the model leaves out: pessimistic), carrying the results of every
+unit the node finished since its last request; rank 0 (one FIFO server) spends
+``per_request_cpu`` plus ``journal_per_unit`` (measured here: one journal line
+of a batch of 128) for every unit reported; a leader answers its own ranks from
+its own core (one node-local round trip per batch, hidden by prefetch for
+batches <= 0.5 s as in flat dispatch); each node ends with a final request.
+Prints one JSON document and draws efficiency vs unit cost.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ import os
 import sys
 import tempfile
 import time
+from collections import deque
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -185,6 +193,116 @@ def simulate(n_ranks: int, t: float, c: float, latency: float, target: float | N
     }
 
 
+class _Nodes:
+    """State of :func:`simulate_hierarchical`: each node's sub-queue, idle ranks and unreported units."""
+
+    def __init__(self, n_nodes: int, per_node: int, t: float, latency: float) -> None:
+        self.buffers: list[deque[list[int]]] = [deque() for _ in range(n_nodes)]
+        self.unreported: list[list[int]] = [[] for _ in range(n_nodes)]
+        self.waiting = [per_node] * n_nodes  # idle ranks
+        self.asking = [False] * n_nodes
+        self.more = [True] * n_nodes
+        self.events: list[tuple[float, int, str, int]] = []  # (time, sequence, kind, node)
+        self.seq = iter(range(1 << 62))
+        self.t, self.latency, self.end = t, latency, 0.0
+
+    def push(self, when: float, kind: str, node: int) -> None:
+        heapq.heappush(self.events, (when, next(self.seq), kind, node))
+
+    def hand_out(self, node: int, now: float) -> None:
+        """Idle ranks take batches from the sub-queue; an empty one makes the leader ask rank 0."""
+        from hpcml.cv.schedule import PREFETCH_MAX_SECONDS
+
+        while self.waiting[node] and self.buffers[node]:
+            self.waiting[node] -= 1
+            batch = self.buffers[node].popleft()
+            local = 0.0 if len(batch) * self.t <= PREFETCH_MAX_SECONDS else 2 * self.latency
+            self.unreported[node].extend(batch)  # reported with the node's next request, once run
+            self.push(now + local + len(batch) * self.t, "free", node)
+        if self.waiting[node] and not self.buffers[node] and self.more[node] and not self.asking[node]:
+            self.asking[node] = True
+            self.push(now + self.latency, "arrive", node)
+        if self.waiting[node] and not self.more[node] and not self.asking[node]:
+            self.end = max(self.end, now)
+            self.waiting[node] = 0  # those ranks are released
+
+
+def simulate_hierarchical(n_nodes: int, per_node: int, t: float, c: float, c_unit: float, latency: float) -> dict:
+    """Discrete-event run of hierarchical dispatch: rank 0 a FIFO server for ``n_nodes`` leaders.
+
+    Parameters
+    ----------
+    n_nodes, per_node : int
+        Nodes and ranks per node (every rank runs units, leaders included).
+    t : float
+        Seconds per unit.
+    c, c_unit : float
+        Rank 0's seconds per leader request, and per unit whose result it carries.
+    latency : float
+        One-way message time (node-local and to rank 0 alike).
+
+    Returns
+    -------
+    dict
+        ``makespan``, ``requests`` (answered by rank 0), ``rank0_utilisation``, ``mean_batch``.
+    """
+    from hpcml.cv.schedule import UnitQueue
+
+    n_units = UNITS_PER_RANK * n_nodes * per_node
+    first = [cand * N_SPLITS for cand in range(n_units // N_SPLITS)]
+    rest = [u for u in range(n_units) if u % N_SPLITS]
+    queue = UnitQueue(first, rest, n_nodes * per_node, group_of=lambda u: u // N_SPLITS)
+    nodes = _Nodes(n_nodes, per_node, t, latency)
+    requests, busy, batches, server_free = 0, 0.0, 0, 0.0
+    for node in range(n_nodes):
+        nodes.hand_out(node, 0.0)
+    while nodes.events:
+        now, _, kind, node = heapq.heappop(nodes.events)
+        if kind == "free":
+            nodes.waiting[node] += 1
+            nodes.hand_out(node, now)
+        elif kind == "arrive":
+            cost = c + c_unit * len(nodes.unreported[node])
+            for unit in nodes.unreported[node]:
+                queue.record(unit, t)
+            nodes.unreported[node] = []
+            server_free = max(now, server_free) + cost
+            requests, busy = requests + 1, busy + cost
+            granted = [b for b in (queue.take() for _ in range(per_node)) if b]
+            batches += len(granted)
+            nodes.buffers[node].extend(granted)
+            nodes.more[node] = len(queue) > 0
+            nodes.push(server_free + latency, "reply", node)
+        else:
+            nodes.asking[node] = False
+            nodes.hand_out(node, now)
+    final = n_nodes * (c + c_unit * per_node)  # the final requests, at worst one after the other
+    makespan = nodes.end + 2 * latency + final
+    return {
+        "makespan": makespan,
+        "requests": requests + n_nodes,
+        "rank0_utilisation": busy / makespan,
+        "mean_batch": n_units / max(1, batches),
+    }
+
+
+def measure_journal(n_units: int = 128, repeat: int = 20) -> float:
+    """Seconds per unit of the CLI journal's append of one batch of ``n_units`` results."""
+    from hpcml.cv.journal import Journal
+
+    with tempfile.TemporaryDirectory() as tmp:
+        journal = Journal(tmp, {"bench": "scale_model"})
+        records = [{"unit": u, "cand": u, "split": 0, "model": "m", "params": {"C": 1.0},
+                    "test_scores": {"score": 0.5}, "fit_time": 1.0, "score_time": 0.0, "rank": u,
+                    "host": "h", "seconds": 1.0, "time": time.time()} for u in range(n_units)]  # fmt: skip
+        start = time.perf_counter()
+        for _ in range(repeat):
+            journal.append(records)
+        seconds = (time.perf_counter() - start) / (repeat * n_units)
+        journal.close()
+    return seconds
+
+
 # --------------------------------------------------------------------------- measured inputs
 def measure_reduce(n_units: int = 20000) -> dict:
     """Rank 0's end of run: build_cv_results + write_cv_results for ``n_units`` units (seconds per unit)."""
@@ -239,6 +357,7 @@ def load_inputs(args: argparse.Namespace) -> dict:
     inputs.setdefault("bcast_bandwidth", args.bcast_bandwidth)
     inputs.setdefault("bcast_latency", 2e-5)
     inputs["reduce"] = measure_reduce()
+    inputs["journal_per_unit"] = measure_journal()
     return inputs
 
 
@@ -259,11 +378,8 @@ def model(inputs: dict, args: argparse.Namespace) -> list[dict]:
             hier = None
             if args.ranks_per_node > 1:
                 nodes = max(1, p // args.ranks_per_node)
-                # rank 0 serves the node leaders (a node's R ranks run R units at once: one node-unit of t),
-                # each leader serves its R ranks like rank 0 does today (same per-request cost, in parallel)
-                h = simulate(nodes, t, c, latency)
-                local = simulate(args.ranks_per_node, t, c, latency)
-                hier = h["makespan"] + (local["makespan"] - ideal)
+                h = simulate_hierarchical(nodes, args.ranks_per_node, t, c, inputs["journal_per_unit"], latency)
+                hier = h["makespan"]
             row = {
                 "ranks": p,
                 "unit_seconds": t,
@@ -280,6 +396,8 @@ def model(inputs: dict, args: argparse.Namespace) -> list[dict]:
                 "eff_with_startup_local": ideal / (start_local + sim["makespan"] + final),
                 "eff_with_startup_shared_fs": ideal / (start_fs + sim["makespan"] + final),
                 "eff_dispatch_hierarchical": (ideal / hier) if hier else None,
+                "requests_hierarchical": h["requests"] if hier else None,
+                "rank0_utilisation_hierarchical": h["rank0_utilisation"] if hier else None,
             }
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
@@ -322,7 +440,7 @@ def plot(doc: dict, path: str) -> None:
             ax.plot([r["unit_seconds"] for r in rows], [r[key] for r in rows], "o-", label=f"{p} ranks")
             if key == "eff_with_final" and rows[0]["eff_dispatch_hierarchical"] is not None:
                 ax.plot([r["unit_seconds"] for r in rows], [r["eff_dispatch_hierarchical"] for r in rows], "x:",
-                        label=f"{p} ranks, hierarchical, dispatch only (modelled, not implemented)")  # fmt: skip
+                        label=f"{p} ranks, hierarchical")  # fmt: skip
         ax.axhline(0.9, color="grey", lw=0.8, ls="--")
         ax.set(xscale="log", xlabel="unit cost (s), 10 units per rank", title=title, ylim=(0, 1.02))
         ax.legend(fontsize=7)

@@ -8,6 +8,8 @@ Read by hpcml (Python)
 =============================  ==========================================================================
 ``HPCML_FOLD_COPIES``          ``auto`` / ``rank`` / ``node``: how ``hpcml.cv`` materialises fold rows
                                (:mod:`hpcml.cv.folds`)
+``HPCML_DISPATCH``             ``auto`` / ``flat`` / ``hierarchical``: how rank 0 hands out units; wins over
+                               ``[run] dispatch`` (:mod:`hpcml.cv.hierarchy`)
 ``HPCML_SHARED_MEMORY``        ``0`` turns off node-shared loading of X and y (:mod:`hpcml.data.shared`)
 ``HPCML_INJECT_FAULT``         ``POINT:RANK[:COUNT]``: raise at a named point, for fault tests only
                                (:mod:`hpcml._faults`)
@@ -52,6 +54,7 @@ FOLD_COPIES = "HPCML_FOLD_COPIES"
 SHARED_MEMORY = "HPCML_SHARED_MEMORY"
 INJECT_FAULT = "HPCML_INJECT_FAULT"
 READY_FILE = "HPCML_READY_FILE"
+DISPATCH = "HPCML_DISPATCH"
 
 #: The variables read by Python code (the recipes' are listed in the module docstring).
-PYTHON_VARIABLES = (FOLD_COPIES, SHARED_MEMORY, INJECT_FAULT, READY_FILE)
+PYTHON_VARIABLES = (FOLD_COPIES, SHARED_MEMORY, INJECT_FAULT, READY_FILE, DISPATCH)

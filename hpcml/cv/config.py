@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hpcml.cv.folds import MODES as FOLD_MODES
+from hpcml.cv.hierarchy import DISPATCH_MODES
 from hpcml.cv.strategy import SearchStrategy, parse_search
 from hpcml.errors import ConfigError
 from hpcml.tomlconf import Table, config_hash, import_object, parse_toml
@@ -84,6 +85,8 @@ class SearchConfig:
     fold_copies: str = "auto"
     #: per-rank byte budget of the pipeline-prefix cache (None: HPCML_PREFIX_CACHE_BYTES or 1 GiB; 0: off)
     prefix_cache_bytes: int | None = None
+    #: "auto" / "flat" / "hierarchical": how rank 0 hands out units (hpcml.cv.hierarchy)
+    dispatch: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
     search: SearchStrategy = field(default_factory=SearchStrategy)  # [search]: hpcml.cv.strategy
 
@@ -117,13 +120,25 @@ def load_config(data: bytes, source: str) -> SearchConfig:
     if fold_copies not in FOLD_MODES:
         raise run.error("fold_copies", f"expected one of {', '.join(map(repr, FOLD_MODES))}, got {fold_copies!r}")
     prefix_cache_bytes = run.get("prefix_cache_bytes", int, None)
+    dispatch = run.get("dispatch", str, "auto")
+    if dispatch not in DISPATCH_MODES:
+        raise run.error("dispatch", f"expected one of {', '.join(map(repr, DISPATCH_MODES))}, got {dispatch!r}")
     if prefix_cache_bytes is not None and prefix_cache_bytes < 0:
         raise run.error("prefix_cache_bytes", f"expected a number of bytes >= 0, got {prefix_cache_bytes}")
     for model in models:
         if model.distributions is not None and model.random_state is None:
             model.random_state = random_state
     run.finish(
-        ["error_score", "return_train_score", "refit", "out", "random_state", "fold_copies", "prefix_cache_bytes"]
+        [
+            "error_score",
+            "return_train_score",
+            "refit",
+            "out",
+            "random_state",
+            "fold_copies",
+            "prefix_cache_bytes",
+            "dispatch",
+        ]
     )
     search = parse_search(top.sub("search"), models, random_state)
     if search.halving and multimetric:
@@ -146,6 +161,7 @@ def load_config(data: bytes, source: str) -> SearchConfig:
         fold_copies=fold_copies,
         search=search,
         prefix_cache_bytes=prefix_cache_bytes,
+        dispatch=dispatch,
     )
 
 

@@ -63,6 +63,7 @@ def evaluate(
     threads: int | None = None,
     fold_copies: str = "auto",
     prefix_cache_bytes: int | None = None,
+    dispatch: str | None = None,
 ) -> Evaluation:
     """Fit and score every (candidate, split) of ``problem``.  Collective over ``comm``.
 
@@ -89,6 +90,8 @@ def evaluate(
     prefix_cache_bytes : int, optional
         Memory budget per rank of the pipeline-prefix cache (:mod:`hpcml.cv.prefix`);
         default ``HPCML_PREFIX_CACHE_BYTES`` or 1 GiB; 0 fits every pipeline whole.
+    dispatch : {"auto", "flat", "hierarchical"}, optional
+        See :func:`hpcml.cv.schedule.run_units` (``HPCML_DISPATCH`` wins when set).
 
     Returns
     -------
@@ -182,6 +185,7 @@ def evaluate(
         poll_hook=poll_hook if poll_hook is not None else fault_hook("worker", rank),
         on_results=_printing(on_results) if problem.verbose > 1 else on_results,
         should_stop=should_stop,
+        dispatch=dispatch,
     )
     phases = 0
     try:
@@ -381,6 +385,7 @@ def _merge(total: ScheduleReport, phase: ScheduleReport) -> None:
     total.stopped = total.stopped or phase.stopped
     total.wall += phase.wall
     total.inline_dispatch = phase.inline_dispatch
+    total.dispatch = phase.dispatch
 
 
 __all__ = [

@@ -383,6 +383,7 @@ def _evaluate_stage(
             deadline=_deadline(opts, started),
             fold_copies=plan.config.fold_copies,
             prefix_cache_bytes=plan.config.prefix_cache_bytes,
+            dispatch=plan.config.dispatch,
         )
     except FitRaised as exc:
         if observer is not None:
@@ -564,6 +565,7 @@ def _run_info(
         ),
         "messages": report.messages,
         "inline_dispatch": report.inline_dispatch,
+        "dispatch": report.dispatch,
         "stopped_by": (f"signal {stop.signum}" if stop else ("time limit" if report.stopped else None)),
         "fold_cache": evaluation.fold_cache,
         "folds": evaluation.folds,

@@ -273,6 +273,8 @@ class ScheduleReport:
     stopped: bool = False
     wall: float = 0.0
     inline_dispatch: bool = False
+    #: ``"flat"`` or ``"hierarchical"`` (:mod:`hpcml.cv.hierarchy`), the same on every rank
+    dispatch: str = "flat"
 
 
 class _Dispatcher:
@@ -474,6 +476,7 @@ def run_units(
     should_stop: Callable[[], bool] | None = None,
     poll_hook: Callable[[], None] | None = None,
     threaded: bool | None = None,
+    dispatch: str | None = None,
 ) -> ScheduleReport:
     """Run units over all ranks of ``comm``.  Collective over ``comm``.
 
@@ -497,6 +500,8 @@ def run_units(
         Called on every rank between units (e.g. to notice signals).
     threaded : bool, optional
         Force the dispatcher thread on or off (default: on when MPI allows).
+    dispatch : {"auto", "flat", "hierarchical"}, optional
+        Same on every rank; :mod:`hpcml.cv.hierarchy` (``HPCML_DISPATCH`` wins when set).
 
     Returns
     -------
@@ -508,16 +513,13 @@ def run_units(
     BaseException
         The first exception raised by ``work`` on any rank, on every rank.
     """
-    from mpi4py import MPI
+    from hpcml.cv.hierarchy import choose_layout
 
-    comm = comm.Dup()
+    comm, layout = comm.Dup(), None
     try:
         start = time.perf_counter()
-        if comm.Get_rank() == 0:
-            assert queue is not None, "rank 0 needs the queue"
-            report, error = _run_root(comm, work, queue, on_results, should_stop, poll_hook, threaded, MPI)
-        else:
-            report, error = _run_worker(comm, work, poll_hook)
+        layout = choose_layout(comm, dispatch)
+        report, error = _run_here(comm, layout, work, queue, on_results, should_stop, poll_hook, threaded)
         report.wall = time.perf_counter() - start
         idle_barrier(comm)
         rank = comm.Get_rank()
@@ -541,10 +543,26 @@ def run_units(
             raise raised
         return report
     finally:
+        if layout is not None:
+            layout.free()
         comm.Free()
 
 
+def _run_here(comm, layout, work, queue, on_results, should_stop, poll_hook, threaded):  # noqa: ANN001, ANN202
+    """Run this rank's part of :func:`run_units`: hierarchical (``layout``), or flat dispatcher or worker."""
+    from mpi4py import MPI
+
+    from hpcml.cv.hierarchy import run_hierarchical
+
+    if layout is not None:
+        return run_hierarchical(comm, layout, work, queue, on_results, should_stop, poll_hook)
+    if comm.Get_rank() == 0:
+        return _run_root(comm, work, queue, on_results, should_stop, poll_hook, threaded, MPI)
+    return _run_worker(comm, work, poll_hook)
+
+
 def _run_root(comm, work, queue, on_results, should_stop, poll_hook, threaded, MPI):  # noqa: ANN001, ANN202
+    assert queue is not None, "rank 0 needs the queue"
     dispatcher = _Dispatcher(comm, queue, on_results, should_stop)
     size = comm.Get_size()
     if threaded is None:
@@ -602,7 +620,7 @@ def _run_root(comm, work, queue, on_results, should_stop, poll_hook, threaded, M
     return dispatcher.report, error
 
 
-def _run_worker(comm, work, poll_hook):  # noqa: ANN001, ANN202
+def _run_worker(comm, work, poll_hook, rank=None):  # noqa: ANN001, ANN202
     from mpi4py import MPI
 
     report = ScheduleReport()
@@ -611,7 +629,7 @@ def _run_worker(comm, work, poll_hook):  # noqa: ANN001, ANN202
     error: BaseException | None = None
     own_error: BaseException | None = None  # the error this rank reported, re-raised as itself
     stopped = False
-    rank = comm.Get_rank()
+    rank = comm.Get_rank() if rank is None else rank  # the run's rank (errors name it) if comm is a node's
 
     def stop_requested() -> bool:
         nonlocal stopped
