@@ -215,7 +215,7 @@ def scaler_copy_false_train_scores():
 
 @case
 def failing_metric_of_multimetric_warns_once():
-    # roc_auc fails on 3 classes; with error_score=nan scikit-learn warns once per unit.
+    # roc_auc fails on 3 classes; with error_score=nan scikit-learn warns once per unit, on every rank.
     import warnings
     from sklearn.linear_model import LogisticRegression
     X, y = D.load_iris(return_X_y=True)
@@ -226,8 +226,8 @@ def failing_metric_of_multimetric_warns_once():
             cls(LogisticRegression(max_iter=1000), {"C": [0.1, 1.0]}, cv=3, scoring=["accuracy", "roc_auc"],
                 refit="accuracy").fit(X, y)
         counts.append(sorted(str(m.message).split(".")[1] for m in w if "Scoring failed" in str(m.message)))
-    ours = sum(COMM.allgather(counts[0]), [])  # each unit warns on the rank that ran it
-    assert ours == counts[1], (ours, counts[1])
+    # A unit's warnings are shown on every rank (hpcml.cv.engine), once per unit, as in scikit-learn's caller.
+    assert counts[0] == counts[1], (counts[0], counts[1])
     grid(lambda: LogisticRegression(max_iter=1000), {"C": [0.1, 1.0]}, X, y, cv=3,
          scoring=["accuracy", "roc_auc"], refit="accuracy")
 
