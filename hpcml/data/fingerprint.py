@@ -7,7 +7,8 @@ of :data:`BLOCK_BYTES` (independent of the number of ranks), rank ``r`` hashes
 blocks ``r, r + size, ...`` of its own copy of the loaded arrays, and the block
 digests are combined in block order: the fingerprint is the same at any rank
 count and costs ``bytes / (size * SHA-256 speed)``.  A sparse matrix is hashed as
-its ``data``, ``indices`` and ``indptr`` arrays.
+its ``data``, ``indices`` and ``indptr`` arrays; text X (an object array of strings)
+as its documents' UTF-8 bytes and their lengths.
 """
 
 from __future__ import annotations
@@ -28,7 +29,12 @@ def _streams(array: Any) -> list[tuple[str, np.ndarray]]:
     if sp.issparse(array):
         csr = array.tocsr()
         return [(name, _bytes_of(getattr(csr, name))) for name in ("data", "indices", "indptr")]
-    return [("values", _bytes_of(np.asarray(array)))]
+    array = np.asarray(array)
+    if array.dtype.hasobject:  # text X: each document's UTF-8 bytes, with the lengths that delimit them
+        encoded = [str(v).encode("utf-8", "surrogatepass") for v in array.reshape(-1)]
+        lengths = np.fromiter((len(b) for b in encoded), dtype=np.int64, count=len(encoded))
+        return [("lengths", lengths.view(np.uint8)), ("text", np.frombuffer(b"".join(encoded), dtype=np.uint8))]
+    return [("values", _bytes_of(array))]
 
 
 def _bytes_of(array: np.ndarray) -> np.ndarray:
