@@ -191,7 +191,7 @@ def test_sigterm_mid_rung_then_resume_equals_uninterrupted(halving):
     proc = _start(2, ["-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet", "--grace", "30"])
     _wait_for_units(out, first_rung + 2, proc, timeout=300)
     proc.send_signal(signal.SIGTERM)  # hydra forwards it to every rank
-    code, _, err, _ = _finish(proc, 120)
+    code, _, err = _finish(proc, 120)
     assert code == 3, err
     assert "in rung 2/2" in err and "--resume" in err
     first = _journal_units(out)
