@@ -30,6 +30,24 @@ from hpcml.cv.search import _EXTRA_CONSTRAINTS, _MPISearchMixin, _resolve_data
 __all__ = ["HalvingGridSearchCV", "HalvingRandomSearchCV"]
 
 
+def _check_resource_not_searched(search: Any) -> None:
+    """scikit-learn's check from ``_run_search``, made before the collective data check of ``fit``.
+
+    A candidate holds the resource exactly when its grid (or distributions) names it,
+    so the keys are checked without drawing candidates.
+    """
+    if search.resource == "n_samples":
+        return
+    grid = getattr(search, "param_grid", None)
+    if grid is None:
+        grid = search.param_distributions
+    grids = grid if isinstance(grid, list) else [grid]
+    if any(search.resource in g for g in grids):
+        raise ValueError(
+            f"Cannot use parameter {search.resource} as the resource since it is part of the searched parameters."
+        )
+
+
 class _MPIHalvingMixin(_MPISearchMixin):
     """``fit`` and ``_run_search`` glue between scikit-learn's halving and hpcml's MPI search."""
 
@@ -54,6 +72,7 @@ class _MPIHalvingMixin(_MPISearchMixin):
         """
         X, y, params = _resolve_data(X, y, params, resolve_comm(self.comm))
         self._n_samples_orig = _num_samples(X)
+        _check_resource_not_searched(self)
         _MPISearchMixin.fit(self, X, y, **params)
         # scikit-learn's halving sets best_score_ itself (its refit selects by iteration)
         self.best_score_ = self.cv_results_["mean_test_score"][self.best_index_]

@@ -51,7 +51,7 @@ from hpcml.cv.callbacks import (
 from hpcml.cv.engine import comm_params, evaluate, refit_alone, restore_comm_params, user_estimator
 from hpcml.cv.fitting import FitRaised, Problem, check_error_score, echo
 from hpcml.cv.plan import broadcast, compute_splits
-from hpcml.cv.stages import check_same_data
+from hpcml.cv.stages import check_same_data, data_mismatch
 
 if TYPE_CHECKING:  # pragma: no cover
     from mpi4py import MPI
@@ -189,18 +189,20 @@ class _MPISearchMixin:
         """
         comm = resolve_comm(self.comm)
         X, y, params = _resolve_data(X, y, params, comm)
-        check_same_data(comm, X, y)
+        # Collective, the same answer on every rank; raised after scikit-learn's own local
+        # checks below, so that their errors (and messages) come first, as in scikit-learn.
+        mismatch = data_mismatch(comm, X, y)
         check_error_score(self.error_score)
         scorers, refit_metric = self._get_scorers()
         X, y = indexable(X, y)
         params = _check_method_params(X, params=params)
         routed = self._get_routed_params_for_fit(params)
         sample_weight = params.get("sample_weight")
+        if mismatch is not None:
+            self._check_split_parameters(X, y, routed)
+            raise ValueError(mismatch)
         root = init_callbacks(self, X, y, sample_weight, comm)
-        self._checked_cv_orig = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
-        if hasattr(self, "_check_input_parameters"):
-            self._check_input_parameters(X=X, y=y, split_params=routed.splitter.split)
-        self.n_splits_ = self._checked_cv_orig.get_n_splits(X, y, **routed.splitter.split)
+        self._check_split_parameters(X, y, routed)
         base_estimator = clone(self.estimator)
         self._hpcml_run = RunInfo()
         evaluate_candidates, state = self._candidate_evaluator(X, y, routed, scorers, base_estimator, comm)
@@ -223,6 +225,13 @@ class _MPISearchMixin:
         if root is not None:
             root.call_on_fit_task_end(estimator=self, X=X, y=y, metadata=metadata(sample_weight))
         return self
+
+    def _check_split_parameters(self, X: Any, y: Any, routed: Any) -> None:
+        """scikit-learn's local checks of the splitter (and of halving's resource parameters); sets ``n_splits_``."""
+        self._checked_cv_orig = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
+        if hasattr(self, "_check_input_parameters"):
+            self._check_input_parameters(X=X, y=y, split_params=routed.splitter.split)
+        self.n_splits_ = self._checked_cv_orig.get_n_splits(X, y, **routed.splitter.split)
 
     def _candidate_evaluator(
         self, X: Any, y: Any, routed: Any, scorers: Any, base_estimator: Any, comm: MPI.Intracomm

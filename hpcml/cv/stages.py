@@ -170,13 +170,26 @@ def check_same_data(comm: MPI.Intracomm, X: Any, y: Any) -> None:
     differently on some ranks, which would otherwise give silently wrong scores.
     Nothing is exchanged on a single rank.
     """
+    message = data_mismatch(comm, X, y)
+    if message is not None:
+        raise ValueError(message)
+
+
+def data_mismatch(comm: MPI.Intracomm, X: Any, y: Any) -> str | None:
+    """Collective: ``None`` when every rank holds the same X and y, else the error message.
+
+    Every rank gets the same answer, so a caller may run more local checks first
+    (scikit-learn's own parameter errors) and raise the mismatch after them
+    without entering another collective.
+    """
     if comm.Get_size() == 1:
-        return
+        return None
     digests = comm.allgather((_digest(X), _digest(y)))
     for rank, (dx, dy) in enumerate(digests):
         for name, mine, theirs in (("X", digests[0][0], dx), ("y", digests[0][1], dy)):
             if mine != theirs:
-                raise ValueError(
+                return (
                     f"{name} differs between ranks (rank {rank} holds other data than rank 0); every rank of "
                     "comm must pass the same X and y to fit"
                 )
+    return None

@@ -74,6 +74,10 @@ KNOWN_AT_2_PLUS = {
         ),
     },
     "search": {
+        # the test draws X from the unseeded global RandomState, so every rank passes other data:
+        # hpcml refuses that (the same ValueError on every rank) instead of fitting rank 0's data
+        "test_search.py::test_n_features_in",
+        "test_search.py::test_cv_results_multi_size_array",
         "test_search.py::test_multi_metric_search_forwards_metadata[GridSearchCV-param_grid]",
         "test_search.py::test_multi_metric_search_forwards_metadata[RandomizedSearchCV-param_distributions]",
         *(
