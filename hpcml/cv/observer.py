@@ -35,6 +35,10 @@ from hpcml.signals import StopFlag
 UNITS, WRITING, REFIT, DONE = "units", "writing", "refit", "done"
 
 
+#: Seconds between the last message and ``MPI_Abort`` at the end of the grace period.
+ABORT_FLUSH_SECONDS = 0.5
+
+
 class RunObserver:
     """Everything rank 0 does with finished units while a search runs.
 
@@ -159,4 +163,7 @@ class RunObserver:
                     "was not written; --resume refits it"
                 )
             print(f"hpcml: stopped by signal {stop.signum}: {message}", file=sys.stderr, flush=True)
+            # MPI_Abort tears the job down at once; a moment first lets the launcher forward
+            # the line just written (under load it was sometimes lost).
+            time.sleep(ABORT_FLUSH_SECONDS)
             comm.Abort(EXIT_INCOMPLETE)
