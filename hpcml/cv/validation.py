@@ -96,16 +96,31 @@ def map_units(comm: MPI.Intracomm, n_units: int, work: Callable[[int], Any], thr
 
     from threadpoolctl import threadpool_limits
 
+    from hpcml.comm import HOST, PackedException
     from hpcml.cv.schedule import UnitQueue, run_units
 
-    queue = UnitQueue(range(min(n_units, 1)), range(1, n_units), comm.Get_size()) if comm.Get_rank() == 0 else None
+    rank = comm.Get_rank()
+
+    def guarded(unit: int) -> tuple[Any, Any, Any]:
+        # An error is kept as this unit's value, so that every rank raises the error of the
+        # first failing unit in scikit-learn's order, whichever rank ran it and whenever.
+        try:
+            result, shown = captured_warnings(work, unit)
+        except Exception as exc:  # noqa: BLE001 - raised below on every rank
+            return None, None, PackedException(exc, rank, HOST)
+        return result, shown, None
+
+    queue = UnitQueue(range(min(n_units, 1)), range(1, n_units), comm.Get_size()) if rank == 0 else None
     limit = threads or _default_threads(comm)
     with threadpool_limits(limits=limit) if limit else contextlib.nullcontext():
-        report = run_units(comm, lambda unit: captured_warnings(work, unit), queue=queue)
-    out = [report.results[i] for i in range(n_units)] if comm.Get_rank() == 0 else None
+        report = run_units(comm, guarded, queue=queue)
+    out = [report.results[i] for i in range(n_units)] if rank == 0 else None
     out = broadcast(out, comm)
-    show_unit_warnings([{WARNINGS_KEY: shown} for _, shown in out], comm)
-    return [result for result, _ in out]
+    show_unit_warnings([{WARNINGS_KEY: shown} for _, shown, error in out if error is None], comm)
+    first = next((error for _, _, error in out if error is not None), None)
+    if first is not None:
+        raise first.unpack()
+    return [result for result, _, _ in out]
 
 
 @validate_params(_constraints(_skms.cross_val_score), prefer_skip_nested_validation=False)
