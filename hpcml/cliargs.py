@@ -1,4 +1,4 @@
-"""Command-line conventions shared by ``hpcml.cv``, ``hpcml.sgd`` and ``hpcml.data`` (docs/cli.md).
+"""Command-line conventions shared by ``hpcml.cv``, ``hpcml.sgd``, ``hpcml.cluster`` and ``hpcml.data`` (docs/cli.md).
 
 NumPy-free and MPI-free: parsing happens before the thread layout is applied
 and before MPI starts.  Bad usage (an unknown flag included) is one
@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from hpcml.errors import UsageError
 
@@ -88,3 +88,80 @@ def make_out_dir(folder: str) -> None:
         raise UsageError(f"{folder}: cannot create the output folder ({exc.strerror or exc})") from None
     if not os.access(folder, os.W_OK):
         raise UsageError(f"{folder}: output folder is not writable")
+
+
+def config_path_value(value: str, config: str | None) -> str:
+    """A path given in a config file: relative paths are relative to the config file's folder.
+
+    The one rule of every tool (docs/cli.md): a path on the command line
+    (``--out``) is relative to the working directory, a path in a config file
+    (``[output] dir``, ``[run] out``, ``[data] path``) to the config file.  A
+    config that is not a file (``None``, ``"<demo>"``) resolves against the
+    working directory.
+    """
+    if config is None or config.startswith("<") or os.path.isabs(value):
+        return value
+    return os.path.join(os.path.dirname(os.path.abspath(config)), value)
+
+
+def results_in(folder: str, names: Sequence[str]) -> list[str]:
+    """The result files of ``names`` that exist in ``folder``."""
+    return [name for name in names if os.path.exists(os.path.join(folder, name))]
+
+
+def claim_out(folder: str, names: Sequence[str], overwrite: bool, create: bool = True) -> None:
+    """Check (and create) an output folder; refuse one that holds results unless ``overwrite``.
+
+    With ``overwrite`` the earlier results are removed first, so that a run
+    failing half-way never leaves old and new files side by side.  Run on one
+    rank (rank 0) inside :func:`hpcml.comm.agree`.
+
+    Parameters
+    ----------
+    folder : str
+        The output folder.
+    names : sequence of str
+        The tool's result files.
+    overwrite : bool
+        ``--overwrite`` was given.
+    create : bool
+        Create the folder (``False`` for ``--dry-run``, which writes nothing).
+
+    Raises
+    ------
+    UsageError
+        One line naming the folder, the files found and the flags (exit 2).
+    """
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UsageError(f"{folder}: output folder is a file")
+    present = results_in(folder, names) if os.path.isdir(folder) else []
+    if present and not overwrite:
+        raise UsageError(
+            f"{folder}: output folder already holds results ({', '.join(present)}); "
+            "use --overwrite to replace them or another --out"
+        )
+    if not create:
+        return
+    make_out_dir(folder)
+    for name in present:
+        os.unlink(os.path.join(folder, name))
+
+
+def check_threads(value: int | None) -> None:
+    """Refuse ``--threads-per-rank`` below 1."""
+    if value is not None and value < 1:
+        raise UsageError("--threads-per-rank must be at least 1")
+
+
+def check_once(check: Callable[[], None]) -> None:
+    """Run the argument checks ``check()`` before MPI starts; a :class:`UsageError` is printed by rank 0 only.
+
+    The other ranks exit 2 silently (as :func:`parse_once`), so bad usage under
+    ``mpiexec -n N`` is one line, not N.
+    """
+    try:
+        check()
+    except UsageError:
+        if launch_rank() != 0:
+            raise SystemExit(2) from None
+        raise

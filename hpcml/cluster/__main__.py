@@ -1,10 +1,11 @@
-"""``mpiexec -n N python -m hpcml.cluster CONFIG.toml [--out DIR] [--dry-run] [--overwrite]``.
+"""``mpiexec -n N python -m hpcml.cluster CONFIG.toml [--out DIR] [--threads-per-rank T] [--dry-run] [--overwrite]``.
 
 Fits an :class:`hpcml.cluster.KMeans` on an HDF5 data set (each rank reads only
 its shard) and writes ``model.h5``, ``model.joblib`` (rank 0, atomically),
 ``labels.h5`` (one int32 label per row, every rank writing its rows) and
 ``run.json`` into the output directory.  Nothing heavy is imported before the
-thread layout is applied.
+thread layout is applied.  The conventions shared with the other tools are in
+docs/cli.md.
 """
 
 from __future__ import annotations
@@ -12,84 +13,91 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 import warnings
 from typing import Any
 
-from hpcml.errors import ConfigError, DataError, UsageError
+from hpcml.atomicio import atomic_write
+from hpcml.cliargs import Parser, check_once, check_out, check_threads, claim_out, parse_once
+from hpcml.errors import ConfigError, DataError
 
 PROG = "python -m hpcml.cluster"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
-    p = _Parser(prog=PROG, description="Distributed KMeans on HDF5 shards; run under mpiexec.")
+    p = Parser(
+        prog=PROG,
+        description="Distributed KMeans on HDF5 shards; run under mpiexec.",
+        epilog="Exit status: 0 done, 2 bad usage/config/data, 1 anything else (docs/cli.md).",
+    )
     p.add_argument("config", help="TOML config (docs/kmeans.md)")
-    p.add_argument("--out", help="output directory (overrides [output] dir)")
+    p.add_argument("--out", help="output directory (default: [output] dir, relative to the config file)")
+    p.add_argument(
+        "--threads-per-rank",
+        type=int,
+        metavar="T",
+        help="BLAS/OpenMP threads per rank (overrides [run] threads_per_rank; docs/cli.md)",
+    )
     p.add_argument("--dry-run", action="store_true", help="check the config and the data, print the plan, fit nothing")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in the directory")
     return p
 
 
-def _check_out(out_dir: str, overwrite: bool) -> None:
-    from hpcml.cluster._output import RESULT_FILES
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Parse and check the command line; bad usage is one line printed by rank 0 (exit 2)."""
+    args = parse_once(build_parser(), argv)
 
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ConfigError(f"{out_dir}: exists and is not a directory")
-    held = [f for f in RESULT_FILES if os.path.exists(os.path.join(out_dir, f))]
-    if held and not overwrite:
-        raise ConfigError(
-            f"{out_dir} holds results of an earlier run ({', '.join(held)}); use --overwrite or another --out"
-        )
+    def check() -> None:
+        check_out(args.out)
+        check_threads(args.threads_per_rank)
+
+    check_once(check)
+    return args
+
+
+def _load_init(cfg: Any, n_features: int) -> Any:
+    """The ``[model] init_centers`` array, checked against ``(n_clusters, n_features)``."""
+    import numpy as np
+
+    where = f"{cfg.source} [model] init_centers"
+    try:
+        init = np.load(cfg.init_centers, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{where}: cannot read {cfg.init_centers} ({exc})") from None
+    k = cfg.params["n_clusters"]
+    if init.shape != (k, n_features):
+        raise ConfigError(f"{where}: {cfg.init_centers} has shape {init.shape}, expected ({k}, {n_features})")
+    return init
+
+
+def _check_inputs(cfg: Any, comm: Any) -> tuple[Any, Any]:
+    """The data set and the estimator, checked (every rank; agreed by the caller)."""
+    from hpcml.cluster.kmeans import KMeans
+    from hpcml.data.h5 import H5Dataset
+
+    ds = H5Dataset(cfg.data_path, X=cfg.X, y=None, sample_weight=cfg.sample_weight)
+    info = ds.validate()
+    if info.get("sparse"):
+        raise ConfigError(f"{cfg.data_path}: X '{cfg.X}' is sparse (CSR); hpcml.cluster needs dense X")
+    params = dict(cfg.params)
+    (n, d), _ = info["X"]
+    if cfg.init_centers:
+        params["init"] = _load_init(cfg, d)
+    if n < params["n_clusters"]:
+        raise DataError(f"{cfg.data_path}: n_samples={n} should be >= n_clusters={params['n_clusters']}.")
+    return KMeans(**params, verbose=int(cfg.verbose), comm=comm), ds
 
 
 def _prepare(cfg: Any, args: Any, comm: Any) -> tuple[Any, Any, str]:
     """Estimator, data set and output directory, checked on every rank.  Collective."""
-    import numpy as np
-
-    from hpcml.cluster.kmeans import KMeans
-    from hpcml.comm import raise_if_any
-    from hpcml.data.h5 import H5Dataset
+    from hpcml.cluster._output import RESULT_FILES
+    from hpcml.comm import agree
 
     out_dir = args.out or cfg.out_dir
-    err: BaseException | None = None
-    est = ds = None
-    try:
-        ds = H5Dataset(cfg.data_path, X=cfg.X, y=None, sample_weight=cfg.sample_weight)
-        info = ds.validate()
-        if info.get("sparse"):
-            raise ConfigError(f"{cfg.data_path}: X '{cfg.X}' is sparse (CSR); hpcml.cluster needs dense X")
-        params = dict(cfg.params)
-        if cfg.init_centers:
-            try:
-                params["init"] = np.load(cfg.init_centers, allow_pickle=False)
-            except (OSError, ValueError) as exc:
-                where = f"{cfg.source} [model] init_centers"
-                raise ConfigError(f"{where}: cannot read {cfg.init_centers} ({exc})") from None
-            k, d = params["n_clusters"], info["X"][0][1]
-            if params["init"].shape != (k, d):
-                raise ConfigError(
-                    f"{cfg.source} [model] init_centers: {cfg.init_centers} has shape "
-                    f"{params['init'].shape}, expected ({k}, {d})"
-                )
-        if info["X"][0][0] < params["n_clusters"]:
-            raise DataError(
-                f"{cfg.data_path}: n_samples={info['X'][0][0]} should be >= n_clusters={params['n_clusters']}."
-            )
-        est = KMeans(**params, verbose=int(cfg.verbose), comm=comm)
-        if comm.Get_rank() == 0:
-            _check_out(out_dir, args.overwrite)
-            if not args.dry_run:
-                os.makedirs(out_dir, exist_ok=True)
-    except Exception as exc:  # noqa: BLE001 - agreed below
-        err = exc
-    raise_if_any(comm, err)
+    est, ds = agree(comm, _check_inputs, cfg, comm)
+    claim = claim_out if comm.Get_rank() == 0 else None
+    agree(comm, claim, out_dir, RESULT_FILES, args.overwrite, create=not args.dry_run)
     return est, ds, out_dir
 
 
@@ -108,21 +116,15 @@ def _dry_run(cfg: Any, ds: Any, out_dir: str, layout: Any, size: int) -> None:
     )
 
 
-def _write_outputs(cfg: Any, est: Any, comm: Any, out_dir: str, layout: Any, fit_s: float, t_start: float) -> None:
+def _write_outputs(cfg: Any, est: Any, comm: Any, out_dir: str, layout: Any, fit_s: float, started: float) -> None:
     """model.h5/model.joblib (rank 0), labels.h5 (every rank), then run.json (rank 0).  Collective."""
     import resource
 
     from hpcml.cluster._output import save_model, write_labels
-    from hpcml.comm import raise_if_any
-    from hpcml.sgd.__main__ import atomic_write_bytes
+    from hpcml.comm import agree
+    from hpcml.runreport import common_sections, timing
 
-    err: BaseException | None = None
-    try:  # the model first: it is kept even if writing the labels fails
-        if comm.Get_rank() == 0:
-            save_model(est, out_dir)
-    except Exception as exc:  # noqa: BLE001 - agreed below
-        err = exc
-    raise_if_any(comm, err)
+    agree(comm, save_model if comm.Get_rank() == 0 else None, est, out_dir)  # the model first: kept if labels fail
     start, stop = est.shard_
     if cfg.labels:
         write_labels(comm, os.path.join(out_dir, "labels.h5"), est.labels_, start, est.n_samples_)
@@ -138,12 +140,12 @@ def _write_outputs(cfg: Any, est: Any, comm: Any, out_dir: str, layout: Any, fit
         },
         root=0,
     )
+    layouts = comm.gather(layout.as_dict(), root=0)
     if comm.Get_rank() != 0:
         return
     params = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in est.get_params().items() if k != "comm"}
     summary = {
-        "tool": "hpcml.cluster",
-        "config": cfg.source,
+        **common_sections("hpcml.cluster", cfg.source, layouts),
         "data": cfg.data_path,
         "ranks": comm.Get_size(),
         "params": params,
@@ -154,9 +156,10 @@ def _write_outputs(cfg: Any, est: Any, comm: Any, out_dir: str, layout: Any, fit
         "fit_s": fit_s,
         "per_rank": per_rank,
         "outputs": ["model.h5", "model.joblib"] + (["labels.h5"] if cfg.labels else []),
-        "total_s": time.perf_counter() - t_start,
+        "total_s": time.time() - started,
+        **timing(started),
     }
-    atomic_write_bytes(os.path.join(out_dir, "run.json"), (json.dumps(summary, indent=2) + "\n").encode())
+    atomic_write(os.path.join(out_dir, "run.json"), json.dumps(summary, indent=2) + "\n")
     print(
         f"{PROG}: KMeans(n_clusters={est.n_clusters}) on {est.n_samples_} rows x {est.n_features_in_} features, "
         f"{comm.Get_size()} rank(s): {est.n_iter_} iterations, inertia {est.inertia_:.6g}, fit {fit_s:.2f} s; "
@@ -166,25 +169,18 @@ def _write_outputs(cfg: Any, est: Any, comm: Any, out_dir: str, layout: Any, fit
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (see :mod:`hpcml.errors`)."""
+    args = parse_args(argv)
     from mpi4py import MPI
 
-    from hpcml.comm import raise_if_any
+    from hpcml.cluster.config import load_config
+    from hpcml.comm import agree
     from hpcml.threads import apply_layout, limit_loaded_pools, plan_layout
 
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
-    t_start = time.perf_counter()
-    cfg = err = args = None
-    try:
-        args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-        from hpcml.cluster.config import load_config
-
-        cfg = load_config(args.config)
-    except Exception as exc:  # noqa: BLE001 - agreed below
-        err = exc
-    raise_if_any(comm, err)
-    assert cfg is not None and args is not None
-    layout = apply_layout(plan_layout(comm, cfg.threads_per_rank))
+    started = time.time()
+    cfg = agree(comm, load_config, args.config)
+    layout = apply_layout(plan_layout(comm, args.threads_per_rank or cfg.threads_per_rank))
     import numpy as np  # noqa: F401 - loaded only now, after the thread limits
 
     limit_loaded_pools(layout)
@@ -200,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     t_fit = time.perf_counter()
     est.fit(ds)
     fit_s = time.perf_counter() - t_fit
-    _write_outputs(cfg, est, comm, out_dir, layout, fit_s, t_start)
+    _write_outputs(cfg, est, comm, out_dir, layout, fit_s, started)
     return 0
 
 

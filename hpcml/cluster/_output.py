@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from hpcml.comm import idle_barrier, raise_if_any
+from hpcml.comm import agree
 
 RESULT_FILES = ("model.h5", "model.joblib", "labels.h5", "run.json")
 
@@ -22,7 +22,7 @@ def save_model(est: Any, out_dir: str) -> None:
     import h5py
     import joblib
 
-    from hpcml.sgd.__main__ import _write_with
+    from hpcml.atomicio import atomic_path
 
     def write_h5(tmp: str) -> None:
         with h5py.File(tmp, "w") as fh:
@@ -32,11 +32,13 @@ def save_model(est: Any, out_dir: str) -> None:
             fh.attrs["n_clusters"] = est.n_clusters
             fh.attrs["source"] = "hpcml.cluster"
 
-    _write_with(os.path.join(out_dir, "model.h5"), write_h5)
+    with atomic_path(os.path.join(out_dir, "model.h5")) as tmp:
+        write_h5(tmp)
     model = copy.copy(est)
     for attr in ("labels_", "shard_"):
         model.__dict__.pop(attr, None)
-    _write_with(os.path.join(out_dir, "model.joblib"), lambda tmp: joblib.dump(model, tmp))
+    with atomic_path(os.path.join(out_dir, "model.joblib")) as tmp:
+        joblib.dump(model, tmp)
 
 
 def write_labels(comm: Any, path: str, labels: np.ndarray, start: int, n: int) -> None:
@@ -46,42 +48,39 @@ def write_labels(comm: Any, path: str, labels: np.ndarray, start: int, n: int) -
     front; each rank ``pwrite``s its rows at their byte offset (no concurrent
     HDF5 calls, as ``hpcml.data synth``), then rank 0 renames the file into place.
     """
-    import h5py
-
-    from hpcml.data.synth import _pwrite_all
-
     tmp = f"{path}.tmp{os.getpid()}"
-    offset = None
-    err: BaseException | None = None
-    try:
-        if comm.Get_rank() == 0:
-            with h5py.File(tmp, "w") as fh:
-                dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-                dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
-                dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
-                space = h5py.h5s.create_simple((n,))
-                dsid = h5py.h5d.create(fh.id, b"labels", h5py.h5t.NATIVE_INT32, space, dcpl=dcpl)
-                offset = int(dsid.get_offset())
-                fh.attrs["source"] = "hpcml.cluster"
-    except Exception as exc:  # noqa: BLE001 - agreed below
-        err = exc
-    raise_if_any(comm, err)
+    offset = agree(comm, _create_labels if comm.Get_rank() == 0 else None, tmp, n)
     tmp, offset = comm.bcast((tmp, offset), root=0)
     try:
-        if labels.size:
-            fd = os.open(tmp, os.O_WRONLY)
-            try:
-                _pwrite_all(fd, np.ascontiguousarray(labels, dtype=np.int32), offset + 4 * start)
-            finally:
-                os.close(fd)
-    except Exception as exc:  # noqa: BLE001 - agreed below
-        err = exc
-    idle_barrier(comm)
-    try:
-        raise_if_any(comm, err)
+        agree(comm, _write_rows if labels.size else None, tmp, labels, offset + 4 * start)
     except BaseException:
         if comm.Get_rank() == 0 and os.path.exists(tmp):
             os.unlink(tmp)
         raise
     if comm.Get_rank() == 0:
         os.replace(tmp, path)
+
+
+def _create_labels(tmp: str, n: int) -> int:
+    """Rank 0: the labels file with ``n`` int32 allocated contiguously up front; the data's byte offset."""
+    import h5py
+
+    with h5py.File(tmp, "w") as fh:
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+        dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+        space = h5py.h5s.create_simple((n,))
+        dsid = h5py.h5d.create(fh.id, b"labels", h5py.h5t.NATIVE_INT32, space, dcpl=dcpl)
+        fh.attrs["source"] = "hpcml.cluster"
+        return int(dsid.get_offset())
+
+
+def _write_rows(tmp: str, labels: np.ndarray, offset: int) -> None:
+    """``pwrite`` this rank's labels at their byte offset (no concurrent HDF5 calls)."""
+    from hpcml.data.synth import _pwrite_all
+
+    fd = os.open(tmp, os.O_WRONLY)
+    try:
+        _pwrite_all(fd, np.ascontiguousarray(labels, dtype=np.int32), offset)
+    finally:
+        os.close(fd)

@@ -20,7 +20,7 @@ first.  Reference (docs/kmeans.md)::
     init_max_iter = 5           # k-means|| rounds
 
     [output]
-    dir = "hpcml-out"           # relative to the working directory, like --out
+    dir = "hpcml-out"           # relative to this file (--out: to the working directory); default ./hpcml-out
     labels = true               # write labels.h5 (one label per row)
 
     [run]
@@ -34,6 +34,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from hpcml.cliargs import config_path_value
 from hpcml.errors import ConfigError
 from hpcml.tomlconf import Table, parse_toml, read_config_bytes
 
@@ -108,7 +109,8 @@ def parse_config(data: dict[str, Any], source: str) -> ClusterConfig:
     dtab.finish()
     cfg.params = _model(top.sub("model") or Table({}, f"{source} [model]"), base, cfg)
     otab = top.sub("output") or Table({}, f"{source} [output]")
-    cfg.out_dir = otab.get("dir", str, "hpcml-out")
+    out = otab.get("dir", str, None)  # relative to the config file; --out to the working directory (docs/cli.md)
+    cfg.out_dir = config_path_value(out, source) if out is not None else "hpcml-out"
     cfg.labels = otab.get("labels", bool, True)
     otab.finish()
     rtab = top.sub("run") or Table({}, f"{source} [run]")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import sys
 import time
 import warnings
@@ -46,6 +45,8 @@ from hpcml.cv.reduce import best_candidate, build_cv_results
 from hpcml.cv.stages import check_target, check_units, checkpoint, make_candidates, oversubscription
 from hpcml.data.fingerprint import combined, fingerprints
 from hpcml.errors import EXIT_INCOMPLETE, ConfigError, DataError, RunError, UsageError
+from hpcml.runreport import common_sections
+from hpcml.runreport import versions as _versions  # noqa: F401 - halving_run, asha_run, hpcml.__main__ use it
 from hpcml.signals import StopFlag
 from hpcml.startup import Startup, summarize
 from hpcml.threads import RankLayout, describe_layouts, limit_loaded_pools
@@ -400,9 +401,9 @@ def _evaluate_stage(
 def _static_info(
     config: SearchConfig, config_path: str, loaded: Loaded, layouts: list[dict[str, Any]], host_of: list[str]
 ) -> dict[str, Any]:
-    """The parts of run.json known before the results."""
+    """The parts of run.json known before the results (the shared head: hpcml.runreport)."""
     return {
-        "config": os.path.abspath(config_path),
+        **common_sections("hpcml.cv", config_path, layouts),
         "config_hash": config.hash,
         "data": {
             "path": config.data.path,
@@ -410,11 +411,7 @@ def _static_info(
             "load_seconds": loaded.seconds,
             **loaded.info,
         },
-        "n_ranks": len(layouts),
-        "nodes": len({lay["node"] for lay in layouts}),
         "hosts": sorted(set(host_of)),
-        "layout": layouts,
-        "versions": _versions(),
     }
 
 
@@ -601,23 +598,3 @@ def _write_partial(plan: _Plan, finished: dict[int, dict[str, Any]]) -> None:
         plan.params, plan.index.n_splits, out, cfg.return_train_score, plan.models, plan.scoring_names
     )
     output.write_cv_results(plan.folder, results, partial=True)
-
-
-def _versions() -> dict[str, str]:
-    import h5py
-    import mpi4py
-    import scipy
-    import sklearn
-    import threadpoolctl
-
-    return {
-        "hpcml": __version__,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "scikit-learn": sklearn.__version__,
-        "h5py": h5py.__version__,
-        "mpi4py": mpi4py.__version__,
-        "threadpoolctl": threadpoolctl.__version__,
-        "mpi": MPI.Get_library_version().splitlines()[0].strip(),
-    }

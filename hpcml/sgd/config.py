@@ -40,7 +40,7 @@ reference; in short::
     eta_min = 0.0
 
     [output]
-    dir = "hpcml-out"
+    dir = "hpcml-out"           # relative to this file (--out: to the working directory); default ./hpcml-out
     plot = true
 
     [run]
@@ -54,6 +54,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from hpcml.cliargs import config_path_value
 from hpcml.errors import ConfigError
 from hpcml.tomlconf import Table, parse_toml, read_config_bytes
 
@@ -138,7 +139,8 @@ def parse_config(data: dict[str, Any], source: str, demo: bool = False) -> SGDCo
     _train_table(top, params)
     _schedule_table(top, cfg, params)
     otab = top.sub("output") or Table({}, f"{source} [output]")
-    cfg.out_dir = otab.get("dir", str, "hpcml-out")  # relative to the working directory, like --out
+    out = otab.get("dir", str, None)  # relative to the config file; --out to the working directory (docs/cli.md)
+    cfg.out_dir = config_path_value(out, source) if out is not None else "hpcml-out"
     cfg.plot = otab.get("plot", bool, True)
     otab.finish()
     rtab = top.sub("run") or Table({}, f"{source} [run]")

@@ -101,7 +101,11 @@ def test_cli_refuses_to_overwrite_then_overwrites(tmp_path):
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     res = run_mpi(2, ["-m", "hpcml.cluster", str(cfg), "--out", str(out)], timeout=120)
     assert res.returncode == 2
-    assert "holds results of an earlier run" in _one_error_line(res)
+    line = _one_error_line(res)
+    assert line == (
+        f"hpcml: error: {out}: output folder already holds results (model.h5, model.joblib, labels.h5, run.json); "
+        "use --overwrite to replace them or another --out"
+    ), line
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     res = run_mpi(2, ["-m", "hpcml.cluster", str(cfg), "--out", str(out), "--overwrite"], timeout=120)
     assert res.returncode == 0, res.stderr

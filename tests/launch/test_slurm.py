@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -613,3 +614,95 @@ def test_cv_long_derives_slurm_job_end_time_on_old_slurm(slurm_env: dict[str, st
     # the job's time limit, not when it happened to end: start + 5 minutes (squeue %e while it runs)
     assert int(value) == int(start.stdout) + 5 * 60, (value, records[0]["StartTime"], records[0]["EndTime"])
     assert int(end.stdout) <= int(value)
+
+
+def _wait_for_units(folder: Path, at_least: int, job: int, env: dict[str, str], cwd: Path, timeout: float) -> int:
+    """Poll the journal until it holds ``at_least`` finished units (a state, not a sleep); fail on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (folder / "journal.jsonl").is_file():
+            done = len(journal_units_tolerant(folder))
+            if done >= at_least:
+                return done
+        records = job_records(job, env)
+        if records and all(r.get("JobState") in FINAL_STATES for r in records):
+            pytest.fail(f"job {job} ended before {at_least} units were journaled: {records}\n{logs(cwd)}")
+        time.sleep(0.2)
+    scancel([job], env)
+    pytest.fail(f"job {job}: fewer than {at_least} units journaled after {timeout:.0f} s\n{logs(cwd)}")
+
+
+def journal_units_tolerant(folder: Path) -> list[int]:
+    """Units of a journal that may end in a line still being written (read while the job runs)."""
+    units = []
+    with open(folder / "journal.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the line being appended right now
+            if record.get("type") == "unit":
+                units.append(record["unit"])
+    return units
+
+
+def hard_kill(job: int, env: dict[str, str]) -> None:
+    """SIGKILL to every process of ``job`` at once: no signal to trap, no grace, no partial results.
+
+    ``scancel --signal=KILL`` is not this: Slurm turns it into its termination
+    sequence (SIGCONT, SIGTERM, KillWait, SIGKILL), which the recipe forwards as
+    a graceful stop.  This is what an OOM kill or a node going down does.
+    """
+    proc = subprocess.run(["scontrol", "listpids", str(job)], env=env, capture_output=True, text=True, timeout=30)
+    pids = [int(line.split()[0]) for line in proc.stdout.splitlines()[1:] if line.split() and line.split()[0].isdigit()]
+    assert pids, f"no processes of job {job}: {proc.stdout}{proc.stderr}"
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.mark.timeout(900)
+def test_cv_long_hard_kill_is_resumed_by_the_successor(slurm_env: dict[str, str], tmp_path: Path) -> None:
+    """The first job is SIGKILLed mid-search (no signal, no grace): the queued successor resumes to the same result."""
+    (tmp_path / "hpcml_slurm_test_slow.py").write_text(SLOW_MODULE, encoding="utf-8")
+    data = write_digits(tmp_path)
+    config = write_search(tmp_path, "slow", SLOW_GRID, data)
+    # SBATCH_SIGNAL reaches the successors too (their #SBATCH @300 would signal a 5-minute job at once)
+    env = _chain_env(
+        slurm_env, tmp_path, HPCML_TEST_SLEEP=str(SLOW_SLEEP), HPCML_MAX_RESTARTS="3", SBATCH_SIGNAL="B:USR1@60"
+    )
+    first = sbatch([*SHORT_JOB, "--ntasks=2", str(SLURM / "cv-long.sbatch"), str(config), "out"], env, tmp_path)
+    jobs = [first]
+    try:
+        want = reference(tmp_path, 2, config, "ref", env={"HPCML_TEST_SLEEP": "0", "PYTHONPATH": env["PYTHONPATH"]})
+        killed_at = _wait_for_units(tmp_path / "out", 6, first, env, tmp_path, timeout=300)
+        hard_kill(first, env)
+        first_records = wait_job(first, env, tmp_path, timeout=120)
+        successor = _successor(first, tmp_path)
+        assert successor is not None, logs(tmp_path)
+        jobs.append(successor)
+        last = wait_job(successor, env, tmp_path, timeout=400)
+        third = _successor(successor, tmp_path)
+        if third is not None:
+            jobs.append(third)
+    finally:
+        scancel([j for j in jobs if any(r.get("JobState") not in FINAL_STATES for r in job_records(j, env))], env)
+    assert first_records[0].get("ExitCode", "").endswith(":9"), (first_records, logs(tmp_path))
+    first_log = (tmp_path / f"hpcml-{first}.log").read_text()
+    assert "hpcml.cv exited" not in first_log, first_log  # killed: the script never reached its epilogue
+    assert_exit(last, 0, tmp_path)
+    succ_log = (tmp_path / f"hpcml-{successor}.log").read_text()
+    assert "(restart 1 of" in succ_log and "search complete" in succ_log, succ_log
+    started = re.search(r"journal has (\d+) finished unit", succ_log)
+    assert started is not None and int(started.group(1)) >= killed_at, succ_log
+    if third is not None:  # the completing job cancels its own successor
+        assert [r.get("JobState") for r in wait_job(third, env, tmp_path, timeout=60)] == ["CANCELLED"]
+    out = tmp_path / "out"
+    for name in RESULT_FILES:
+        assert (out / name).is_file(), f"{out / name} missing\n{logs(tmp_path)}"
+    units = journal_units(out)
+    assert len(units) == len(set(units)), "a unit was run twice"
+    assert sorted(units) == list(range(SLOW_UNITS))
+    assert_same_results(load_results(out), want)

@@ -55,7 +55,7 @@ verbose = true
         "oversampling_factor": 0.5,
         "init_max_iter": 4,
     }
-    assert (cfg.out_dir, cfg.labels, cfg.threads_per_rank, cfg.verbose) == ("out", False, 2, True)
+    assert (cfg.out_dir, cfg.labels, cfg.threads_per_rank, cfg.verbose) == (str(tmp_path / "out"), False, 2, True)
 
 
 def test_defaults_are_sklearns(tmp_path):
