@@ -2,6 +2,8 @@
 
 ``convert`` and ``info`` are serial and never load MPI; ``synth`` runs under
 ``mpiexec -n N`` (or alone).  Errors are one ``hpcml: error: ...`` line, exit 2.
+``convert`` and ``synth`` refuse an existing output file unless ``--overwrite``
+and write nothing with ``--dry-run`` (docs/cli.md).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import json
 import sys
 from typing import Any
 
-from hpcml.cliargs import Parser, parse_once
+from hpcml.cliargs import Parser, check_once, check_threads, parse_once
 from hpcml.errors import UsageError
 
 
@@ -36,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--no-progress", action="store_true")
     c.add_argument("--text", default=None, metavar="COLUMN", help="CSV: keep this column as string X (documents)")
+    _output_flags(c)
 
     s = sub.add_parser("synth", help="generate a synthetic data set in parallel (mpiexec -n N)")
     s.add_argument("output")
@@ -49,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--centers", default=None, help="blobs: .npy file of the cluster centres (n_clusters x n_features)")
     s.add_argument("--cluster-std", type=float, default=1.0, help="blobs: standard deviation of the clusters")
     s.add_argument("--json", action="store_true", help="print the timing summary as JSON")
+    s.add_argument(
+        "--threads-per-rank",
+        type=int,
+        metavar="T",
+        help="BLAS/OpenMP threads per rank (default: SLURM_CPUS_PER_TASK, else the node's CPUs / its ranks)",
+    )
+    _output_flags(s)
 
     i = sub.add_parser("info", help="shape, dtype, chunking, class balance, NaN count")
     i.add_argument("file")
@@ -58,9 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _output_flags(p: argparse.ArgumentParser) -> None:
+    """``--overwrite`` and ``--dry-run``, as every tool has them (docs/cli.md)."""
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file (default: refuse)")
+    p.add_argument("--dry-run", action="store_true", help="check the arguments and the input, write nothing")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; returns the exit status."""
     args = parse_once(build_parser(), sys.argv[1:] if argv is None else argv)
+    if args.command == "synth":
+        check_once(lambda: check_threads(args.threads_per_rank))
     if args.command == "convert":
         return _convert(args)
     if args.command == "synth":
@@ -92,14 +110,26 @@ def _convert(args: Any) -> int:
         progress=False if args.no_progress else None,
         header=args.header,
         text=args.text,
+        overwrite=args.overwrite,
+        dry_run=args.dry_run,
     )
+    if args.dry_run:
+        print(f"dry run: would convert {args.input} ({result['format']}) to {args.output}; nothing written")
+        return 0
     kind = "text " if result.get("text") else "sparse " if result["sparse"] else ""
     print(f"wrote {args.output}: {result['rows']} x {result['features']} {kind}({result['format']} input)")
     return 0
 
 
 def _synth(args: Any) -> int:
-    from hpcml.data.synth import synth
+    from mpi4py import MPI
+
+    from hpcml.threads import apply_layout, limit_loaded_pools, plan_layout
+
+    layout = apply_layout(plan_layout(MPI.COMM_WORLD, args.threads_per_rank))
+    from hpcml.data.synth import synth  # NumPy only now, after the thread limits
+
+    limit_loaded_pools(layout)
 
     centers = None
     if args.centers is not None:
@@ -120,11 +150,17 @@ def _synth(args: Any) -> int:
         block_rows=args.block_rows,
         centers=centers,
         cluster_std=args.cluster_std,
+        overwrite=args.overwrite,
+        dry_run=args.dry_run,
     )
-    from mpi4py import MPI
-
     if MPI.COMM_WORLD.Get_rank() == 0:
-        if args.json:
+        if args.dry_run:
+            print(
+                f"dry run: would write {args.output}: {result['rows']} x {result['features']} {args.kind} "
+                f"({result['bytes']} bytes in {result['blocks']} block(s) of {result['block_rows']} rows), "
+                f"{result['ranks']} rank(s), {layout.threads} thread(s) per rank; nothing written"
+            )
+        elif args.json:
             print(json.dumps(result))
         else:
             gbs = result["bytes"] / max(result["seconds"], 1e-9) / 1e9

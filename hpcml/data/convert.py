@@ -96,6 +96,8 @@ def convert(
     progress: bool | None = None,
     header: str = "auto",
     text: str | None = None,
+    overwrite: bool = True,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
     """Convert ``src`` to an HDF5 file ``dst`` in hpcml's layout, streaming.
 
@@ -107,7 +109,7 @@ def convert(
         ``feature_names``; or ``arr_0``/``arr_1``), ``.csv`` (numbers, optional
         header line) or svmlight/libsvm text.
     dst : str
-        Output HDF5 file (overwritten).
+        Output HDF5 file (replaced if it exists, unless ``overwrite=False``).
     target : str, optional
         Column holding y: a header name or a 0-based index (negative counts from
         the end).  CSV default: the last column; ``.npy`` default: no y.
@@ -128,35 +130,22 @@ def convert(
     text : str, optional
         CSV only: keep this column (header name or index) as string X, one
         document per row (:mod:`hpcml.data.text`); other non-target columns are dropped.
+    overwrite : bool, default True
+        ``False`` (the command line without ``--overwrite``): an existing
+        ``dst`` is refused (:class:`UsageError`) instead of replaced.
+    dry_run : bool, default False
+        Check the arguments, the input's format and the output, write nothing;
+        returns ``{"format": ..., "dry_run": True}``.
 
     Returns
     -------
     dict
         ``{"rows": ..., "features": ..., "sparse": ..., "format": ...}``.
     """
-    if not os.path.exists(src):
-        raise DataError(f"{src}: input file not found")
-    kind = detect_format(src, fmt)
-    dtype = np.dtype(dtype) if dtype is not None else None
-    if dtype is not None and dtype.kind != "f":
-        raise UsageError(f"--dtype must be a float type, got {dtype}")
-    if header not in ("auto", "yes", "no"):
-        raise UsageError(f"--header must be auto, yes or no, got '{header}'")
-    if header != "auto" and kind != "csv":
-        raise UsageError(f"--header applies to CSV input only, not {kind}")
-    _check_output(src, dst)
+    kind, dtype, func = _plan(src, dst, fmt, dtype, header, text, overwrite)
+    if dry_run:
+        return {"format": kind, "dry_run": True}
     source = f"hpcml.data convert {os.path.basename(src)} ({kind})"
-    func = {"npy": _convert_npy, "npz": _convert_npz, "csv": _convert_csv, "svmlight": _convert_svmlight}[kind]
-    if kind == "csv":
-        func = functools.partial(_convert_csv, header=header)
-    if text is not None:
-        if kind != "csv":
-            raise UsageError(f"--text applies to CSV input, not {kind}")
-        from hpcml.data.text import convert_text_csv
-
-        def func(src: str, dst: str, *, target: str | None, source: str, **_: Any) -> dict[str, Any]:
-            return convert_text_csv(src, dst, text=text, target=target, source=source)
-
     # Written beside dst under a temporary name and renamed at the end: a failed
     # or killed conversion leaves an existing dst (or anything else) untouched.
     with atomic_path(dst) as tmp:
@@ -172,6 +161,37 @@ def convert(
         )
     result["format"] = kind
     return result
+
+
+def _plan(
+    src: str, dst: str, fmt: str | None, dtype: Any, header: str, text: str | None, overwrite: bool
+) -> tuple[str, Any, Any]:
+    """Check the arguments and the output; the input's format, X's dtype and the converter to call."""
+    if not os.path.exists(src):
+        raise DataError(f"{src}: input file not found")
+    kind = detect_format(src, fmt)
+    dtype = np.dtype(dtype) if dtype is not None else None
+    if dtype is not None and dtype.kind != "f":
+        raise UsageError(f"--dtype must be a float type, got {dtype}")
+    if header not in ("auto", "yes", "no"):
+        raise UsageError(f"--header must be auto, yes or no, got '{header}'")
+    if header != "auto" and kind != "csv":
+        raise UsageError(f"--header applies to CSV input only, not {kind}")
+    if text is not None and kind != "csv":
+        raise UsageError(f"--text applies to CSV input, not {kind}")
+    _check_output(src, dst)
+    if not overwrite and os.path.exists(dst):
+        raise UsageError(f"{dst}: output file already exists; use --overwrite to replace it or another output name")
+    func = {"npy": _convert_npy, "npz": _convert_npz, "csv": _convert_csv, "svmlight": _convert_svmlight}[kind]
+    if kind == "csv":
+        func = functools.partial(_convert_csv, header=header)
+    if text is not None:
+        from hpcml.data.text import convert_text_csv
+
+        def func(src: str, dst: str, *, target: str | None, source: str, **_: Any) -> dict[str, Any]:
+            return convert_text_csv(src, dst, text=text, target=target, source=source)
+
+    return kind, dtype, func
 
 
 def _check_output(src: str, dst: str) -> None:

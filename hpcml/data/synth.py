@@ -192,13 +192,15 @@ def synth(
     comm: MPI.Intracomm | None = None,
     centers: Any = None,
     cluster_std: float = 1.0,
+    overwrite: bool = True,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
     """Generate a synthetic data set into ``path`` in parallel.  Collective over ``comm``.
 
     Parameters
     ----------
     path : str
-        Output HDF5 file (overwritten).
+        Output HDF5 file (replaced if it exists, unless ``overwrite=False``).
     n_samples, n_features : int
         Shape of X.
     kind : {"blobs", "classification", "regression"}
@@ -217,12 +219,17 @@ def synth(
         blobs: the cluster centres (default: uniform in ``[-10, 10]``).
     cluster_std : float, default 1.0
         blobs: standard deviation of the clusters.
+    overwrite : bool, default True
+        ``False`` (the command line without ``--overwrite``): an existing
+        ``path`` is refused (:class:`UsageError`) instead of replaced.
+    dry_run : bool, default False
+        Check everything, write nothing; ``bytes`` is then what would be written.
 
     Returns
     -------
     dict
         ``rows``, ``features``, ``blocks``, ``bytes`` (of X and y), ``seconds``
-        (wall time, agreed maximum) and ``ranks``.
+        (wall time, agreed maximum) and ``ranks`` (and ``dry_run``).
     """
     from mpi4py import MPI
 
@@ -231,6 +238,13 @@ def synth(
     path = os.fspath(path)
     create = comm.Get_rank() == 0
     params = (n_samples, n_features, kind, seed, n_classes, dtype, block_rows)
+    if create:
+        agree(comm, _check_path, path, overwrite)
+    else:
+        agree(comm, None)
+    if dry_run:
+        model, rows, _ = agree(comm, _prepare, path, *params, False, centers, cluster_std)
+        return _plan(model, n_samples, rows, comm.Get_size())
     model, rows, offsets = agree(comm, _prepare, path, *params, create, centers, cluster_std)
     offsets = comm.bcast(offsets, root=0)
     n_blocks = len(offsets)
@@ -247,6 +261,32 @@ def synth(
         "seconds": seconds,
         "ranks": comm.Get_size(),
     }
+
+
+def _plan(model: Model, n_samples: int, rows: int, ranks: int) -> dict[str, Any]:
+    """What :func:`synth` would write (``dry_run``): the shape, the blocks and the bytes of X and y."""
+    per_row = model.n_features * model.dtype.itemsize + model.y_dtype.itemsize
+    return {
+        "rows": n_samples,
+        "features": model.n_features,
+        "blocks": -(-n_samples // rows),
+        "block_rows": rows,
+        "bytes": n_samples * per_row,
+        "seconds": 0.0,
+        "ranks": ranks,
+        "dry_run": True,
+    }
+
+
+def _check_path(path: str, overwrite: bool) -> None:
+    """Rank 0: the output's folder exists; an existing file is refused unless ``overwrite``."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise DataError(f"{path}: directory {parent} does not exist")
+    if os.path.isdir(path):
+        raise DataError(f"{path}: output is a directory; give a file name such as {os.path.join(path, 'data.h5')}")
+    if not overwrite and os.path.exists(path):
+        raise UsageError(f"{path}: output file already exists; use --overwrite to replace it or another output name")
 
 
 def _prepare(

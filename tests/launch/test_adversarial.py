@@ -64,7 +64,9 @@ def test_failed_convert_keeps_an_existing_output(tmp_path):
     before = out.read_bytes()
     bad = tmp_path / "bad.csv"
     bad.write_text("1,2,3\n4,5\n")  # ragged: fails after the output was opened
-    proc = run([PYTHON, "-m", "hpcml.data", "convert", str(bad), str(out), "--block-rows", "1"], timeout=60)
+    proc = run(
+        [PYTHON, "-m", "hpcml.data", "convert", str(bad), str(out), "--block-rows", "1", "--overwrite"], timeout=60
+    )
     _one_error_line(proc, "line 2+: expected 3 columns, got 2")
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv", "good.csv", "out.h5"]  # no temp left
