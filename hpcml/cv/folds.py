@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hpcml import env
-from hpcml.comm import describe, idle_barrier, node_comm
+from hpcml.comm import agree, describe, idle_barrier, node_comm
 
 if TYPE_CHECKING:  # pragma: no cover
     from mpi4py import MPI
@@ -198,19 +198,11 @@ class NodeFolds:
 
         rows = fold_rows(splits)
         node = node_comm(comm)
-        failure: str | None = None
-        win = None
-        mem = None
-        try:
-            win, mem = allocate_shared(node, rows * X.shape[1] * X.dtype.itemsize)
-        except Exception as exc:  # noqa: BLE001 - agreed below
-            failure = f"shared fold buffer unavailable ({describe(exc)})"
-        size = comm.Get_size()
-        first = comm.allreduce(comm.Get_rank() if failure is not None else size, op=MPI.MIN)
-        if first < size:
+        try:  # the first failing rank's reason on every rank: all fall back together
+            win, mem = agree(comm, allocate_shared, node, rows * X.shape[1] * X.dtype.itemsize)
+        except Exception as exc:  # noqa: BLE001 - agreed: the same on every rank
             # A half-made window is left alone: freeing it is collective over a node that may not hold one.
-            return None, comm.bcast(failure, root=first)
-        assert win is not None and mem is not None
+            return None, f"shared fold buffer unavailable ({describe(exc)})"
         win.Lock_all(MPI.MODE_NOCHECK)
         buffer = mem[: rows * X.shape[1] * X.dtype.itemsize].view(X.dtype).reshape(rows, X.shape[1])
         return cls(win, node, buffer), None

@@ -182,7 +182,7 @@ def _dry_run(
     hosts = sorted({lay["host"] for lay in layouts})
     # Nodes are COMM_TYPE_SHARED groups, not host names (emulated nodes share one name).
     n_nodes = len({lay["node"] for lay in layouts})
-    print(f"hpcml.cv plan for {config.source}")
+    print(f"hpcml.cv plan for {config.source} (dry run: nothing is written)")
     print(f"  data     {config.data.path} (X={config.data.X}, y={config.data.y}); loaded {info.get('method', '?')}")
     for model in config.models:
         n = sum(1 for m, _ in candidates if m == model.name)

@@ -43,63 +43,82 @@ def describe_file(path: str, X: str = "X", y: str | None = "y", block_rows: int 
         out["attrs"] = {k: _plain(v) for k, v in fh.attrs.items()}
         node = fh[X]
         if is_sparse_group(node):
-            data = node["data"]
-            nan = 0
-            for start in range(0, data.shape[0], 1 << 22):
-                nan += int(np.count_nonzero(np.isnan(data[start : start + (1 << 22)])))
-            shape = meta["X"][0]
-            out["X"] = {
-                "shape": list(shape),
-                "dtype": str(data.dtype),
-                "sparse": True,
-                "nnz": int(data.shape[0]),
-                "density": float(data.shape[0]) / max(1, shape[0] * shape[1]),
-                "chunks": list(data.chunks or []),
-                "nan": nan,
-            }
+            out["X"] = _sparse_x(node, meta["X"][0])
         elif meta.get("text"):
-            out["X"] = {
-                "shape": list(node.shape),
-                "dtype": "str",
-                "sparse": False,
-                "text": True,
-                "chunks": list(node.chunks) if node.chunks else None,
-                "nan": 0,
-            }
+            out["X"] = _text_x(node)
         else:
-            nan = 0
-            rows = max(1, min(block_rows, (64 << 20) // max(1, node.shape[1] * node.dtype.itemsize)))
-            buf = np.empty((rows, node.shape[1]), dtype=node.dtype)
-            for start in range(0, node.shape[0], rows):
-                stop = min(start + rows, node.shape[0])
-                part = buf[: stop - start]
-                node.read_direct(part, source_sel=np.s_[start:stop])
-                if node.dtype.kind == "f":
-                    nan += int(np.count_nonzero(np.isnan(part)))
-            out["X"] = {
-                "shape": list(node.shape),
-                "dtype": str(node.dtype),
-                "sparse": False,
-                "chunks": list(node.chunks) if node.chunks else None,
-                "nan": nan,
-            }
+            out["X"] = _dense_x(node, block_rows)
         for role in ROLES[1:]:
             name = {"y": y if has_y else None}.get(role, role)
             if name is None or name not in fh or not isinstance(fh[name], h5py.Dataset):
                 continue
-            values = fh[name][...]
-            entry: dict[str, Any] = {
-                "name": name,
-                "shape": list(values.shape),
-                "dtype": str(values.dtype),
-                "nan": int(np.count_nonzero(np.isnan(values))) if values.dtype.kind == "f" else 0,
-            }
-            if role == "y":
-                entry["classes"] = _classes(values)
-            out[role] = entry
+            out[role] = _column(fh[name], name, role)
         if "feature_names" in fh:
             out["feature_names"] = int(fh["feature_names"].shape[0])
     return out
+
+
+def _sparse_x(node: Any, shape: tuple[int, int]) -> dict[str, Any]:
+    """Summary of a CSR X group (NaNs counted in blocks of the stored values)."""
+    data = node["data"]
+    nan = 0
+    for start in range(0, data.shape[0], 1 << 22):
+        nan += int(np.count_nonzero(np.isnan(data[start : start + (1 << 22)])))
+    return {
+        "shape": list(shape),
+        "dtype": str(data.dtype),
+        "sparse": True,
+        "nnz": int(data.shape[0]),
+        "density": float(data.shape[0]) / max(1, shape[0] * shape[1]),
+        "chunks": list(data.chunks or []),
+        "nan": nan,
+    }
+
+
+def _text_x(node: Any) -> dict[str, Any]:
+    """Summary of a text X (one document per row)."""
+    return {
+        "shape": list(node.shape),
+        "dtype": "str",
+        "sparse": False,
+        "text": True,
+        "chunks": list(node.chunks) if node.chunks else None,
+        "nan": 0,
+    }
+
+
+def _dense_x(node: Any, block_rows: int) -> dict[str, Any]:
+    """Summary of a dense X, streaming its rows in blocks of at most 64 MiB to count NaNs."""
+    nan = 0
+    rows = max(1, min(block_rows, (64 << 20) // max(1, node.shape[1] * node.dtype.itemsize)))
+    buf = np.empty((rows, node.shape[1]), dtype=node.dtype)
+    for start in range(0, node.shape[0], rows):
+        stop = min(start + rows, node.shape[0])
+        part = buf[: stop - start]
+        node.read_direct(part, source_sel=np.s_[start:stop])
+        if node.dtype.kind == "f":
+            nan += int(np.count_nonzero(np.isnan(part)))
+    return {
+        "shape": list(node.shape),
+        "dtype": str(node.dtype),
+        "sparse": False,
+        "chunks": list(node.chunks) if node.chunks else None,
+        "nan": nan,
+    }
+
+
+def _column(dataset: Any, name: str, role: str) -> dict[str, Any]:
+    """Summary of a 1-D dataset (y, groups, sample_weight); class counts for y."""
+    values = dataset[...]
+    entry: dict[str, Any] = {
+        "name": name,
+        "shape": list(values.shape),
+        "dtype": str(values.dtype),
+        "nan": int(np.count_nonzero(np.isnan(values))) if values.dtype.kind == "f" else 0,
+    }
+    if role == "y":
+        entry["classes"] = _classes(values)
+    return entry
 
 
 def _plain(value: Any) -> Any:

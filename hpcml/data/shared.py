@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpcml import env
 from hpcml._faults import hook as fault_hook
-from hpcml.comm import describe, idle_barrier, node_comm, raise_if_any, resolve_comm
+from hpcml.comm import agree, describe, idle_barrier, node_comm, raise_if_any, resolve_comm
 
 if TYPE_CHECKING:  # pragma: no cover
     from mpi4py import MPI
@@ -239,32 +239,9 @@ def load_arrays(
     """
     comm = resolve_comm(comm)
     t0 = time.perf_counter()
-    error: BaseException | None = None
-    meta = None
-    if comm.Get_rank() == 0:
-        try:
-            meta = dataset.validate(check_nan_y=check_nan_y)
-        except Exception as exc:  # noqa: BLE001 - agreed below
-            error = exc
-    idle_barrier(comm)
-    raise_if_any(comm, error)
-    meta = comm.bcast(meta, root=0)
-
-    if shared is None:
-        shared = shared_memory_enabled()
-    reason = ""
-    if not shared:
-        reason = f"shared windows disabled ({ENV_SHARED}=0 or shared=False)"
-    elif meta["sparse"]:
-        reason = "X is sparse (CSR): shared windows hold dense arrays only"
-        shared = False
-    elif meta.get("text"):
-        reason = "X is text: shared windows hold dense arrays only"
-        shared = False
-    elif comm.Get_size() == 1:
-        reason = "single rank"
-        shared = False
-
+    validate = dataset.validate if comm.Get_rank() == 0 else None
+    meta = comm.bcast(agree(comm, validate, check_nan_y=check_nan_y), root=0)
+    shared, reason = _shared_or_why(shared, meta, comm.Get_size())
     if shared:
         result, reason = _load_shared(dataset, comm, meta, load)
         if result is not None:
@@ -272,16 +249,7 @@ def load_arrays(
             info["seconds"] = time.perf_counter() - t0
             return arrays, info
         # every rank got the same failure reason: fall back to per-rank reads
-
-    arrays = {role: None for role in ROLES}
-    error = None
-    try:
-        for role in ROLES:
-            arrays[role] = dataset.read(role) if dataset.names.get(role) is not None else None
-    except Exception as exc:  # noqa: BLE001 - agreed below
-        error = exc
-    idle_barrier(comm)
-    raise_if_any(comm, error)
+    arrays = agree(comm, _read_every_role, dataset)
     one_copy = sum(_nbytes(a) for a in arrays.values() if a is not None)
     info = {
         "method": "per-rank",
@@ -293,6 +261,39 @@ def load_arrays(
         "seconds": time.perf_counter() - t0,
     }
     return SharedArrays(arrays), info
+
+
+def _shared_or_why(shared: bool | None, meta: dict[str, Any], n_ranks: int) -> tuple[bool, str]:
+    """Whether to use node-shared windows, and why not (``""`` when they are used)."""
+    if shared is None:
+        shared = shared_memory_enabled()
+    if not shared:
+        return False, f"shared windows disabled ({ENV_SHARED}=0 or shared=False)"
+    if meta["sparse"]:
+        return False, "X is sparse (CSR): shared windows hold dense arrays only"
+    if meta.get("text"):
+        return False, "X is text: shared windows hold dense arrays only"
+    if n_ranks == 1:
+        return False, "single rank"
+    return True, ""
+
+
+def _read_every_role(dataset: H5Dataset) -> dict[str, Any]:
+    """Read every named role into this process (the per-rank path)."""
+    return {role: dataset.read(role) if dataset.names.get(role) is not None else None for role in ROLES}
+
+
+def _open_window(comm: MPI.Intracomm, total: int) -> tuple[MPI.Intracomm, Any, Any]:
+    """The node communicator and a node-shared window of ``total`` bytes; a failure says which step failed."""
+    try:
+        node = node_comm(comm)
+    except Exception as exc:  # noqa: BLE001 - reworded, agreed by the caller
+        raise RuntimeError(f"cannot split the communicator by node ({describe(exc)})") from None
+    try:
+        win, mem = allocate_shared(node, total)
+    except Exception as exc:  # noqa: BLE001 - reworded, agreed by the caller
+        raise RuntimeError(f"shared window unavailable ({describe(exc)})") from None
+    return node, win, mem
 
 
 def _nbytes(a: Any) -> int:
@@ -323,25 +324,11 @@ def _load_shared(
     from mpi4py import MPI
 
     offsets, total = _layout(meta)
-    node = None
-    win = None
-    failure: str | None = None
-    try:
-        node = node_comm(comm)
-    except Exception as exc:  # noqa: BLE001 - agreed below
-        failure = f"cannot split the communicator by node ({describe(exc)})"
-    if node is not None:
-        try:
-            win, mem = allocate_shared(node, total)
-        except Exception as exc:  # noqa: BLE001 - agreed below
-            failure = f"shared window unavailable ({describe(exc)})"
-    # Agree on the failure (any rank) without raising: fall back instead.
-    size = comm.Get_size()
-    first = comm.allreduce(comm.Get_rank() if failure is not None else size, op=MPI.MIN)
-    if first < size:
-        reason = comm.bcast(failure, root=first)
+    try:  # the first failing rank's reason on every rank: all fall back together
+        node, win, mem = agree(comm, _open_window, comm, total)
+    except Exception as exc:  # noqa: BLE001 - agreed: the same on every rank
         # Leave a half-made window alone: freeing it is collective and some ranks may not hold one.
-        return None, reason or "shared window failed"
+        return None, str(exc) or "shared window failed"
 
     views: dict[str, Any] = {role: None for role in ROLES}
     for role, (offset, shape, dtype) in offsets.items():

@@ -238,10 +238,7 @@ def synth(
     path = os.fspath(path)
     create = comm.Get_rank() == 0
     params = (n_samples, n_features, kind, seed, n_classes, dtype, block_rows)
-    if create:
-        agree(comm, _check_path, path, overwrite)
-    else:
-        agree(comm, None)
+    agree(comm, _check_path if create else None, path, overwrite)
     if dry_run:
         model, rows, _ = agree(comm, _prepare, path, *params, False, centers, cluster_std)
         return _plan(model, n_samples, rows, comm.Get_size())

@@ -55,7 +55,7 @@ threads_per_rank = 2
     p = cfg.estimator_params
     assert p["loss"] == "huber" and p["epsilon"] == 0.5 and p["tol"] is None and p["sampling"] == "local"
     assert p["learning_rate"] == "cosine" and p["eta0"] == 0.4 and p["nesterov"] is True
-    assert cfg.out_dir == "out" and cfg.plot is False
+    assert cfg.out_dir == str(tmp_path / "out") and cfg.plot is False  # relative to the config file
     from hpcml.sgd import SGDRegressor
 
     SGDRegressor(**p)  # every key is an estimator parameter
