@@ -15,8 +15,17 @@ def test_demo_two_ranks_then_same_model_from_config_on_one_rank(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "2 rank(s)" in res.stdout and "test accuracy" in res.stdout
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["demo-test.h5", "demo-train.h5", "history.json", "loss.png", "model.joblib", "model.npz"]
-    hist = json.loads((out / "history.json").read_text())
+    assert files == [
+        "demo-test.h5",
+        "demo-train.h5",
+        "history.json",
+        "loss.png",
+        "model.joblib",
+        "model.npz",
+        "run.json",
+    ]
+    hist = json.loads((out / "run.json").read_text())
+    assert (out / "history.json").read_bytes() == (out / "run.json").read_bytes()  # the old name, one release
     assert hist["ranks"] == 2 and len(hist["per_rank"]) == 2
     assert hist["n_iter"] == len(hist["epochs"]) >= 1
     for ep in hist["epochs"]:

@@ -442,10 +442,12 @@ random_state = 0
     print(f"\nsgd.sbatch (2 tasks): job {job} done in {time.monotonic() - t0:.1f} s")
     assert_exit(records, 0, tmp_path)
     out = tmp_path / "sgd-out"
-    for name in ("model.npz", "model.joblib", "history.json"):
+    for name in ("model.npz", "model.joblib", "run.json", "history.json"):
         assert (out / name).is_file(), f"{out / name} missing\n{logs(tmp_path)}"
-    history = json.loads((out / "history.json").read_text())
-    assert history, "empty history.json"
+    report = json.loads((out / "run.json").read_text())
+    assert report["tool"] == "hpcml.sgd" and report["n_ranks"] == 2 and report["status"] == "complete"
+    assert report["n_iter"] == len(report["epochs"]) <= 5
+    assert (out / "history.json").read_bytes() == (out / "run.json").read_bytes()  # deprecated copy
 
 
 def test_cv_sbatch_stages_the_environment_once_per_node(slurm_env: dict[str, str], tmp_path: Path) -> None:
