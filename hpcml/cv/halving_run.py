@@ -31,9 +31,10 @@ from sklearn.base import is_classifier
 from sklearn.model_selection import check_cv
 
 from hpcml import __version__
-from hpcml._compat import _warn_or_raise_about_fit_failures, routed_score_params, run_search
+from hpcml._compat import SubsampleMetaSplitter, _warn_or_raise_about_fit_failures, routed_score_params, run_search
 from hpcml.comm import HOST, idle_barrier, raise_if_any
 from hpcml.cv import output
+from hpcml.cv.async_search import check_subsamples
 from hpcml.cv.config import SearchConfig
 from hpcml.cv.engine import comm_params, evaluate, refit_alone, restore_comm_params, user_estimator
 from hpcml.cv.fitting import FitRaised, Problem
@@ -128,6 +129,47 @@ def rung_schedule(search: Any, candidates: list[dict[str, Any]]) -> list[tuple[i
         warnings.simplefilter("ignore")
         run_search(dry, fake, _callback_root(dry, None, None))
     return seen
+
+
+def check_first_rung(
+    search: Any, config: SearchConfig, schedule: list[tuple[int, int]], X: Any, y: Any, groups: Any, comm: MPI.Intracomm
+) -> None:
+    """Refuse first-rung subsamples no fit can use (scikit-learn #20775) before any fit; collective.
+
+    The rung's splits are scikit-learn's (its subsampling splitter over the
+    configured one); the check is ASHA's :func:`~hpcml.cv.async_search.check_subsamples`.
+
+    Raises
+    ------
+    ConfigError
+        On every rank, naming ``min_resources_``, the split and the problem.
+    """
+    if search.resource != "n_samples" or not schedule:
+        return
+    n_resources = schedule[0][1]
+    cv = SubsampleMetaSplitter(
+        base_cv=search._checked_cv_orig,
+        fraction=n_resources / search._n_samples_orig,
+        subsample_test=True,
+        random_state=search.random_state,
+    )
+
+    def convert(exc: Exception) -> Exception:
+        if not isinstance(exc, ValueError):
+            return exc
+        return ConfigError(
+            f"{config.source}: [search] min_resources_={n_resources} is too small: subsampling the splits "
+            f"failed ({exc}); raise min_resources"
+        )
+
+    split_params = {} if groups is None else {"groups": groups}
+    splits = compute_splits(cv, X, y, None, comm, convert=convert, split_everywhere=False, split_params=split_params)
+    error = None
+    try:
+        check_subsamples(splits, y, n_resources, is_classifier(search.estimator))
+    except ValueError as exc:  # identical splits on every rank: raised everywhere, agreed
+        error = ConfigError(f"{config.source}: [search] {exc}")
+    raise_if_any(comm, error)
 
 
 def _callback_root(search: Any, X: Any, y: Any) -> Any:
@@ -324,6 +366,7 @@ def run_halving(opts: Any, comm: MPI.Intracomm, config: SearchConfig, config_pat
         convert=lambda exc: ConfigError(f"{config.source}: [cv] {exc}") if isinstance(exc, ValueError) else exc,
     )
     schedule = r._agree(comm, rung_schedule, search, candidates)
+    check_first_rung(search, config, schedule, X, y, groups, comm)
     scorer, _ = r._agree(comm, r._scorer, config)
     with warnings.catch_warnings():
         if rank != 0:

@@ -18,6 +18,7 @@ from sklearn.datasets import load_diabetes, load_digits
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.experimental import enable_halving_search_cv  # noqa: F401
 from sklearn.linear_model import Ridge
+from sklearn.model_selection._search_successive_halving import _SubsampleMetaSplitter
 from sklearn.svm import SVC
 from sklearn.utils._param_validation import InvalidParameterError
 
@@ -334,3 +335,30 @@ def test_h5dataset_input(mpi_tmp_path):
     ours.fit(hpcml.H5Dataset(path, X="X", y="y"))
     theirs = skms.HalvingGridSearchCV(SVC(), grid, cv=3, random_state=0).fit(X, y)
     assert_same_search(ours, theirs)
+
+
+class NeverFit(SVC):
+    """A classifier whose every fit raises: a test that uses it proves no fit ran."""
+
+    def fit(self, X, y, sample_weight=None):
+        raise AssertionError("a fit ran")
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("kind", ["HalvingGridSearchCV", "HalvingRandomSearchCV"])
+def test_first_rung_subsample_too_small_is_refused_before_any_fit(kind):
+    """scikit-learn #20775: a single-class training subsample is a ValueError before any fit, on every rank."""
+    X, _ = digits(300)
+    y = np.where(np.arange(300) < 290, 0, 1)  # ten rows of class 1
+    # scikit-learn's own first-rung subsamples (6 of 300 rows) hold a one-class training set
+    splitter = _SubsampleMetaSplitter(base_cv=skms.KFold(3), fraction=6 / 300, subsample_test=True, random_state=0)
+    single = [i for i, (train, _) in enumerate(splitter.split(X, y)) if len(np.unique(y[train])) == 1]
+    assert single
+    extra = {"n_candidates": 3} if kind == "HalvingRandomSearchCV" else {}
+    search = getattr(hpcml, kind)(
+        NeverFit(), {"C": [1.0, 2.0, 3.0]}, cv=skms.KFold(3), min_resources=6, random_state=0, **extra
+    )
+    match = rf"min_resources_=6 is too small: split {single[0]} of the first rung has a training subsample of \d+ rows"
+    with pytest.raises(ValueError, match=match):
+        search.fit(X, y)
+    COMM.Barrier()  # every rank raised: nobody hangs
