@@ -19,7 +19,6 @@ import sys
 from typing import Any
 
 import numpy as np
-from sklearn.base import is_classifier
 from sklearn.experimental import enable_halving_search_cv  # noqa: F401 - makes the classes importable
 from sklearn.model_selection import HalvingGridSearchCV as _SkHalvingGrid
 from sklearn.model_selection import HalvingRandomSearchCV as _SkHalvingRandom
@@ -80,16 +79,18 @@ class _MPIHalvingMixin(_MPISearchMixin):
         self.best_score_ = self.cv_results_["mean_test_score"][self.best_index_]
         return self
 
-    def _check_rung_splits(self, splits: list[tuple[Any, Any]], y: Any, more_results: Any) -> None:
+    def _check_rung_splits(
+        self, splits: list[tuple[Any, Any]], X: Any, y: Any, more_results: Any, comm: Any
+    ) -> None:
         """Refuse the first rung's subsamples if no fit can use them (scikit-learn #20775), before any fit.
 
         Called by ``evaluate_candidates`` with the rung's splits (rank 0's,
-        broadcast, so every rank raises the same ``ValueError``).  The check is
-        :func:`hpcml.cv.async_search.check_subsamples`, shared with ASHA.
+        broadcast); the check is :func:`hpcml.cv.async_search.check_subsamples`,
+        shared with ASHA, and raises the same ``ValueError`` on every rank.
         """
         if self.resource != "n_samples" or more_results is None or int(more_results["iter"][0]) != 0:
             return
-        check_subsamples(splits, y, int(more_results["n_resources"][0]), is_classifier(self.estimator))
+        check_subsamples(splits, X, y, int(more_results["n_resources"][0]), self.estimator, comm)
 
     def _run_search(self, evaluate_candidates: Any, *, callback_ctx: Any = None) -> None:
         """scikit-learn's halving loop; its ``verbose`` lines are printed by rank 0 only.

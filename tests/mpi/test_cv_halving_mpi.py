@@ -15,6 +15,7 @@ from mpi4py import MPI
 from scipy.stats import loguniform, randint
 from sklearn import model_selection as skms
 from sklearn.datasets import load_diabetes, load_digits
+from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.experimental import enable_halving_search_cv  # noqa: F401
 from sklearn.linear_model import Ridge
@@ -337,28 +338,55 @@ def test_h5dataset_input(mpi_tmp_path):
     assert_same_search(ours, theirs)
 
 
-class NeverFit(SVC):
-    """A classifier whose every fit raises: a test that uses it proves no fit ran."""
+class SearchFitsForbidden(SVC):
+    """SVC that raises on any fit with two classes: a test using it proves that no search fit ran."""
 
     def fit(self, X, y, sample_weight=None):
-        raise AssertionError("a fit ran")
+        if len(np.unique(y)) > 1:
+            raise AssertionError("a search fit ran")
+        return super().fit(X, y, sample_weight=sample_weight)  # one class: SVC's own ValueError
+
+
+def rare_class_data():
+    """300 rows, ten of class 1, and the index of the first one-class training subsample of the first rung."""
+    X, _ = digits(300)
+    y = np.where(np.arange(300) < 290, 0, 1)
+    # scikit-learn's own first-rung subsamples (6 of 300 rows) hold a one-class training set
+    splitter = _SubsampleMetaSplitter(base_cv=skms.KFold(3), fraction=6 / 300, subsample_test=True, random_state=0)
+    single = [i for i, (train, _) in enumerate(splitter.split(X, y)) if len(np.unique(y[train])) == 1]
+    assert single
+    return X, y, single[0]
 
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("kind", ["HalvingGridSearchCV", "HalvingRandomSearchCV"])
 def test_first_rung_subsample_too_small_is_refused_before_any_fit(kind):
-    """scikit-learn #20775: a single-class training subsample is a ValueError before any fit, on every rank."""
-    X, _ = digits(300)
-    y = np.where(np.arange(300) < 290, 0, 1)  # ten rows of class 1
-    # scikit-learn's own first-rung subsamples (6 of 300 rows) hold a one-class training set
-    splitter = _SubsampleMetaSplitter(base_cv=skms.KFold(3), fraction=6 / 300, subsample_test=True, random_state=0)
-    single = [i for i, (train, _) in enumerate(splitter.split(X, y)) if len(np.unique(y[train])) == 1]
-    assert single
+    """scikit-learn #20775: a one-class training subsample SVC cannot fit is a ValueError before any search fit."""
+    X, y, first = rare_class_data()
     extra = {"n_candidates": 3} if kind == "HalvingRandomSearchCV" else {}
     search = getattr(hpcml, kind)(
-        NeverFit(), {"C": [1.0, 2.0, 3.0]}, cv=skms.KFold(3), min_resources=6, random_state=0, **extra
+        SearchFitsForbidden(), {"C": [1.0, 2.0, 3.0]}, cv=skms.KFold(3), min_resources=6, random_state=0, **extra
     )
-    match = rf"min_resources_=6 is too small: split {single[0]} of the first rung has a training subsample of \d+ rows"
+    match = (
+        rf"min_resources_=6 is too small: split {first} of the first rung has a training subsample of \d+ rows "
+        r"with a single class \(ValueError: The number of classes has to be greater than one"
+    )
     with pytest.raises(ValueError, match=match):
         search.fit(X, y)
     COMM.Barrier()  # every rank raised: nobody hangs
+
+
+@pytest.mark.mpi
+def test_one_class_subsample_of_a_classifier_that_fits_it_runs_as_sklearn():
+    """A classifier that fits one class (DummyClassifier) is not refused: the search equals scikit-learn's."""
+    X, y, _ = rare_class_data()
+    ours, theirs = both(
+        "HalvingGridSearchCV",
+        DummyClassifier(),
+        {"strategy": ["prior", "most_frequent", "uniform"]},
+        fit_kw={"X": X, "y": y},
+        cv=skms.KFold(3),
+        min_resources=6,
+        random_state=0,
+    )
+    assert_same_search(ours, theirs)
