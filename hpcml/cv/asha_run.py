@@ -24,18 +24,16 @@ from mpi4py import MPI
 from sklearn.model_selection import ParameterGrid, ParameterSampler
 
 from hpcml import __version__
-from hpcml._compat import routed_score_params
 from hpcml.comm import HOST, idle_barrier, raise_if_any
-from hpcml.cv import output
+from hpcml.cv import adaptive_io, output
 from hpcml.cv.asha import AshaLayout, AshaRule
 from hpcml.cv.async_search import AshaRun, AsyncHalvingSearchCV, format_occupancy, run_asha
 from hpcml.cv.config import SearchConfig
-from hpcml.cv.engine import comm_params, refit_alone, restore_comm_params, user_estimator
 from hpcml.cv.fitting import FitRaised
 from hpcml.cv.journal import JOURNAL, Journal
 from hpcml.cv.plan import broadcast
 from hpcml.cv.progress import Progress, best_so_far_score
-from hpcml.errors import EXIT_INCOMPLETE, ConfigError, RunError, UsageError
+from hpcml.errors import EXIT_INCOMPLETE, ConfigError, UsageError
 from hpcml.signals import StopFlag
 
 
@@ -189,25 +187,16 @@ def run_async_halving(opts: Any, comm: MPI.Intracomm, config: SearchConfig, conf
 
     rank = comm.Get_rank()
     folder = opts.out or config.out or r.DEFAULT_OUT
-    t0 = time.perf_counter()
-    arrays, data_info, fingerprint = r._load_data(config, comm)
-    load_seconds = time.perf_counter() - t0
-    X, y, groups = arrays["X"], arrays["y"], arrays.get("groups")
-    fit_params = {"sample_weight": arrays["sample_weight"]} if arrays.get("sample_weight") is not None else {}
+    inputs = adaptive_io.load_inputs(config, comm)
+    X, y, groups = inputs.X, inputs.y, inputs.groups
     search = r._agree(comm, make_search, config)
     r._agree(comm, check_search, search, config, X, y, groups)
     candidates = broadcast(r._agree(comm, make_candidates, config, search, root_only=True), comm)
     if not candidates:
         raise ConfigError(f"{config.source}: the search has no candidates")
-    scorer, _ = r._agree(comm, r._scorer, config)
-    with warnings.catch_warnings():
-        if rank != 0:
-            warnings.simplefilter("ignore")
-        score_params = routed_score_params(
-            config.models[0].estimator, config.scoring, config.error_score, fit_params.get("sample_weight")
-        )
+    scorer, score_params = adaptive_io.scoring(config, comm, inputs)
     search._scorers = scorer
-    scoring = {"scorer": scorer, "fit_params": fit_params, "score_params": score_params}
+    scoring = {"scorer": scorer, "fit_params": inputs.fit_params, "score_params": score_params}
     estimators = [m.estimator for m in config.models]
 
     def plan() -> tuple[Any, AshaLayout, Any]:
@@ -225,7 +214,7 @@ def run_async_halving(opts: Any, comm: MPI.Intracomm, config: SearchConfig, conf
     header = {
         "hpcml_version": __version__,
         "config_hash": config.hash,
-        "data_fingerprint": fingerprint,
+        "data_fingerprint": inputs.fingerprint,
         "plan_hash": r._plan_hash(names, [p for _, p in candidates], problem.splits),
         "strategy": "async_halving",
         "n_candidates": len(candidates),
@@ -236,18 +225,11 @@ def run_async_halving(opts: Any, comm: MPI.Intracomm, config: SearchConfig, conf
     done_records = broadcast(r._agree(comm, r._prepare_out, folder, opts, header, root_only=True), comm)
     done = {u: r._result_of(rec) for u, rec in (done_records or {}).items()}
     run = _run(opts, comm, config, search, problem, layout, split_of, names, done, folder, header, started)
-    static = {
-        "config": os.path.abspath(config_path),
-        "config_hash": config.hash,
-        "n_ranks": comm.Get_size(),
-        "data": {"path": config.data.path, "fingerprint": fingerprint, "load_seconds": load_seconds, **data_info},
-        "versions": r._versions(),
-        "n_resumed": len(done),
-    }
+    static = adaptive_io.static_info(config, config_path, comm, inputs, len(done))
     status, error = (0 if run.complete else EXIT_INCOMPLETE), None
     if rank == 0:
         try:
-            _write_outputs(opts, config, search, problem, layout, run, names, folder, static, started)
+            _write_outputs(opts, config, search, problem, layout, run, names, folder, static, started, inputs)
         except Exception as exc:  # noqa: BLE001 - agreed below
             error = exc
     idle_barrier(comm)
@@ -350,6 +332,7 @@ def _write_outputs(
     folder: str,
     static: dict[str, Any],
     started: float,
+    inputs: adaptive_io.Inputs,
 ) -> None:
     """Rank 0: cv_results (partial when stopped), best.json, the refit model, run.json."""
     report = run.report
@@ -376,15 +359,12 @@ def _write_outputs(
             failure = exc
     results = getattr(search, "cv_results_", None)
     if not run.complete:
-        if results is not None:
-            output.write_cv_results(folder, _with_model(results, layout, names), partial=True)
-        info["wall_seconds"] = time.time() - started
-        output.write_json(folder, output.RUN_JSON, info)
-        print(
+        line = (
             f"hpcml: stopped: {len(run.results)} units finished; partial results in "
-            f"{os.path.join(folder, output.PARTIAL_JSON)}; continue with --resume",
-            file=sys.stderr,
+            f"{os.path.join(folder, output.PARTIAL_JSON)}; continue with --resume"
         )
+        partial = _with_model(results, layout, names) if results is not None else None
+        adaptive_io.write_stopped(folder, partial, info, started, line)
         return
     if failure is not None or results is None:
         raise UsageError(
@@ -392,40 +372,12 @@ def _write_outputs(
             f'{os.path.join(folder, "journal.jsonl")}; set [run] error_score = "raise" to stop at the first)'
         )
     results = _with_model(results, layout, names)
-    output.write_cv_results(folder, results)
-    for key in (
-        "n_resources_",
-        "n_candidates_",
-        "n_remaining_candidates_",
-        "n_iterations_",
-        "n_possible_iterations_",
-        "n_required_iterations_",
-    ):
-        info[key] = getattr(search, key)
     best_index = int(search.best_index_)
-    template = problem.candidates[results["candidate"][best_index] * layout.n_rungs][0]
-    best = {
-        "model": names[results["candidate"][best_index]],
-        "best_params": results["params"][best_index],
-        "best_score": float(results["mean_test_score"][best_index]),
-        "best_index": best_index,
-        "refit_metric": config.refit_metric,
-        "iter": int(results["iter"][best_index]),
-        "n_resources": int(results["n_resources"][best_index]),
-    }
-    output.write_json(folder, output.BEST_JSON, best)
-    refit_error = _refit(config, template, best, problem, folder, info)
-    info["wall_seconds"] = time.time() - started
-    output.write_json(folder, output.RUN_JSON, info)
-    for warning in caught:
-        print(
-            f"hpcml: warning: {str(warning.message).strip().splitlines()[0]} (tracebacks in journal.jsonl)",
-            file=sys.stderr,
-        )
-    if refit_error is not None:
-        raise RunError(
-            f"refit of the best candidate ({best['best_params']}) failed: {refit_error}; cv_results are in {folder}/"
-        )
+    cand = results["candidate"][best_index]
+    template = problem.candidates[cand * layout.n_rungs][0]
+    chosen = adaptive_io.Best(names[cand], best_index, config.models[template].estimator, bool(config.refit))
+    best, refit_error = adaptive_io.write_complete(folder, config, search, results, chosen, inputs, info, started)
+    adaptive_io.report_problems(list(caught), refit_error, best, folder)
     if not opts.quiet:
         print(output.summary_table(results, "score"))
         print(
@@ -434,25 +386,6 @@ def _write_outputs(
             f"{size} ranks in {info['wall_seconds']:.1f} s (idle {info['idle_fraction'] or 0:.1%}); "
             f"results in {folder}/"
         )
-
-
-def _refit(
-    config: SearchConfig, template: int, best: dict[str, Any], problem: Any, folder: str, info: dict[str, Any]
-) -> str | None:
-    """Refit the best candidate on all rows (rank 0 alone) and write it; returns the error line, if any."""
-    if not config.refit:
-        return None
-    user = config.models[template].estimator
-    try:
-        estimator, seconds = refit_alone(user, best["best_params"], problem.X, problem.y, problem.fit_params)
-        restore_comm_params(estimator, comm_params(user_estimator(user, best["best_params"])))
-    except Exception as exc:  # noqa: BLE001 - one line, results kept
-        error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-        info["refit_error"] = error
-        return error
-    info["refit_seconds"] = seconds
-    output.write_model(folder, estimator)
-    return None
 
 
 def _print_plan(config: SearchConfig, search: AsyncHalvingSearchCV, candidates: list[Any], layout: AshaLayout) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from dataclasses import dataclass
 from numbers import Integral
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from hpcml._compat import (
     _check_method_params,
     _fit_context,
     _num_samples,
+    _safe_indexing,
     _warn_or_raise_about_fit_failures,
 )
 from hpcml._faults import hook as fault_hook
@@ -140,12 +142,7 @@ def run_asha(
         if finished and on_finish is not None:
             on_finish(queue.rule, finished)
 
-    limits: Any = contextlib.nullcontext()
-    if threads is not None:
-        from threadpoolctl import threadpool_limits
-
-        limits = threadpool_limits(limits=threads)
-    with limits:
+    with _thread_limits(threads):
         report = run_units(
             comm,
             work,
@@ -155,8 +152,25 @@ def run_asha(
             poll_hook=fault_hook("worker", rank),
         )
     cache.clear()
+    return _shared_run(report, queue, done, comm)
+
+
+def _thread_limits(threads: int | None) -> Any:
+    """A threadpoolctl limit of ``threads`` BLAS/OpenMP threads, or no limit."""
+    if threads is None:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=threads)
+
+
+def _shared_run(
+    report: ScheduleReport, queue: AshaQueue | None, done: dict[int, dict[str, Any]] | None, comm: MPI.Intracomm
+) -> AshaRun:
+    """Rank 0's results (with ``done``), decision log and completeness, on every rank; collective."""
     payload = None
-    if rank == 0:
+    if comm.Get_rank() == 0:
+        assert queue is not None
         merged = dict(done or {})
         merged.update(report.results)
         payload = (merged, queue.rule.log, queue.rule.done and not report.stopped)
@@ -424,7 +438,7 @@ class AsyncHalvingSearchCV(BaseSuccessiveHalving):
                     f"min_resources_={self._rung_resources[0]} is too small: subsampling the splits for "
                     f"{resources} rows failed ({exc}); raise min_resources"
                 ) from None
-        check_subsamples(out[0], y, self._rung_resources[0], is_classifier(self.estimator))
+        check_subsamples(out[0], X, y, self._rung_resources[0], self.estimator, comm)
         return out
 
     def _store_results(self, results: dict[int, dict[str, Any]], layout: AshaLayout, problem: Problem) -> None:
@@ -498,24 +512,66 @@ def format_occupancy(rule: AshaRule) -> str:
     return "rungs " + " ".join(parts)
 
 
-def check_subsamples(splits: list[tuple[Any, Any]], y: Any, resources: int, classifier: bool) -> None:
-    """Refuse subsampled folds no fit can use (scikit-learn #20775), before any fit.
+def check_subsamples(
+    splits: list[tuple[Any, Any]],
+    X: Any,
+    y: Any,
+    resources: int,
+    estimator: Any,
+    comm: MPI.Intracomm,
+    convert: Callable[[ValueError], Exception] | None = None,
+) -> None:
+    """Refuse subsampled folds no fit can use (scikit-learn #20775), before any search fit; collective.
+
+    Shared by synchronous halving (API and CLI) and ASHA.  A split is refused
+    when its train or test subsample is empty, or when (for a classifier) its
+    training subsample holds a single class and the estimator cannot fit one
+    class: rank 0 tries ``clone(estimator).fit`` on that subsample once (a
+    classifier that accepts one class, such as ``DummyClassifier``, is left to
+    run as in scikit-learn).  ``splits`` must be identical on every rank (rank
+    0's, broadcast); the answer is rank 0's, raised on every rank (``convert``
+    may turn it into another exception first, e.g. a config error).
 
     Raises
     ------
     ValueError
-        A train or test subsample is empty, or (for a classifier) a train
-        subsample holds fewer than two classes.
+        Naming ``min_resources_``, the split and the problem ("raise min_resources").
     """
+    error: Exception | None = None
+    if comm.Get_rank() == 0:
+        try:
+            _check_subsamples(splits, X, y, resources, estimator)
+        except ValueError as exc:
+            error = convert(exc) if convert is not None else exc
+    raise_if_any(comm, error)
+
+
+def _check_subsamples(splits: list[tuple[Any, Any]], X: Any, y: Any, resources: int, estimator: Any) -> None:
     y_arr = None if y is None else np.asarray(y)
+    probed = False
     for i, (train, test) in enumerate(splits):
         problem = None
         if len(train) == 0 or len(test) == 0:
             problem = f"{len(train)} training and {len(test)} test rows"
-        elif classifier and y_arr is not None and np.unique(y_arr[train]).shape[0] < 2:
-            problem = f"a training subsample of {len(train)} rows with a single class"
+        elif is_classifier(estimator) and y_arr is not None and np.unique(y_arr[train]).shape[0] < 2 and not probed:
+            probed = True  # one try: the other single-class subsamples behave the same
+            failure = _single_class_fit_error(estimator, X, y_arr, train)
+            if failure is not None:
+                problem = f"a training subsample of {len(train)} rows with a single class ({failure})"
         if problem is not None:
             raise ValueError(
                 f"min_resources_={resources} is too small: split {i} of the first rung has {problem}; "
                 "raise min_resources"
             )
+
+
+def _single_class_fit_error(estimator: Any, X: Any, y: Any, train: Any) -> str | None:
+    """The one-line error of ``clone(estimator).fit`` on the rows ``train`` (one class), or None if it fits."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            clone(estimator).fit(_safe_indexing(X, train), y[train])
+    except Exception as exc:  # noqa: BLE001 - the estimator's own refusal, reported in one line
+        text = str(exc).strip()
+        return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+    return None

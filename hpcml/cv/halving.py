@@ -25,6 +25,7 @@ from sklearn.model_selection import HalvingRandomSearchCV as _SkHalvingRandom
 
 from hpcml._compat import _num_samples
 from hpcml.comm import resolve_comm
+from hpcml.cv.async_search import check_subsamples
 from hpcml.cv.search import _EXTRA_CONSTRAINTS, _MPISearchMixin, _resolve_data
 
 __all__ = ["HalvingGridSearchCV", "HalvingRandomSearchCV"]
@@ -77,6 +78,19 @@ class _MPIHalvingMixin(_MPISearchMixin):
         # scikit-learn's halving sets best_score_ itself (its refit selects by iteration)
         self.best_score_ = self.cv_results_["mean_test_score"][self.best_index_]
         return self
+
+    def _check_rung_splits(
+        self, splits: list[tuple[Any, Any]], X: Any, y: Any, more_results: Any, comm: Any
+    ) -> None:
+        """Refuse the first rung's subsamples if no fit can use them (scikit-learn #20775), before any fit.
+
+        Called by ``evaluate_candidates`` with the rung's splits (rank 0's,
+        broadcast); the check is :func:`hpcml.cv.async_search.check_subsamples`,
+        shared with ASHA, and raises the same ``ValueError`` on every rank.
+        """
+        if self.resource != "n_samples" or more_results is None or int(more_results["iter"][0]) != 0:
+            return
+        check_subsamples(splits, X, y, int(more_results["n_resources"][0]), self.estimator, comm)
 
     def _run_search(self, evaluate_candidates: Any, *, callback_ctx: Any = None) -> None:
         """scikit-learn's halving loop; its ``verbose`` lines are printed by rank 0 only.

@@ -31,17 +31,18 @@ from sklearn.base import is_classifier
 from sklearn.model_selection import check_cv
 
 from hpcml import __version__
-from hpcml._compat import _warn_or_raise_about_fit_failures, routed_score_params, run_search
+from hpcml._compat import SubsampleMetaSplitter, _warn_or_raise_about_fit_failures, run_search
 from hpcml.comm import HOST, idle_barrier, raise_if_any
-from hpcml.cv import output
+from hpcml.cv import adaptive_io, output
+from hpcml.cv.async_search import check_subsamples
 from hpcml.cv.config import SearchConfig
-from hpcml.cv.engine import comm_params, evaluate, refit_alone, restore_comm_params, user_estimator
+from hpcml.cv.engine import evaluate
 from hpcml.cv.fitting import FitRaised, Problem
 from hpcml.cv.journal import Journal, _clean
 from hpcml.cv.plan import broadcast, compute_splits
 from hpcml.cv.progress import Progress, best_so_far_score
 from hpcml.cv.reduce import placeholder
-from hpcml.errors import EXIT_INCOMPLETE, ConfigError, RunError, UsageError
+from hpcml.errors import EXIT_INCOMPLETE, ConfigError, UsageError
 from hpcml.signals import StopFlag
 
 
@@ -130,6 +131,43 @@ def rung_schedule(search: Any, candidates: list[dict[str, Any]]) -> list[tuple[i
     return seen
 
 
+def check_first_rung(
+    search: Any, config: SearchConfig, schedule: list[tuple[int, int]], X: Any, y: Any, groups: Any, comm: MPI.Intracomm
+) -> None:
+    """Refuse first-rung subsamples no fit can use (scikit-learn #20775) before any fit; collective.
+
+    The rung's splits are scikit-learn's (its subsampling splitter over the
+    configured one); the check is ASHA's :func:`~hpcml.cv.async_search.check_subsamples`.
+
+    Raises
+    ------
+    ConfigError
+        On every rank, naming ``min_resources_``, the split and the problem.
+    """
+    if search.resource != "n_samples" or not schedule:
+        return
+    n_resources = schedule[0][1]
+    cv = SubsampleMetaSplitter(
+        base_cv=search._checked_cv_orig,
+        fraction=n_resources / search._n_samples_orig,
+        subsample_test=True,
+        random_state=search.random_state,
+    )
+
+    def convert(exc: Exception) -> Exception:
+        if not isinstance(exc, ValueError):
+            return exc
+        return ConfigError(
+            f"{config.source}: [search] min_resources_={n_resources} is too small: subsampling the splits "
+            f"failed ({exc}); raise min_resources"
+        )
+
+    split_params = {} if groups is None else {"groups": groups}
+    splits = compute_splits(cv, X, y, None, comm, convert=convert, split_everywhere=False, split_params=split_params)
+    refused = lambda exc: ConfigError(f"{config.source}: [search] {exc}")  # noqa: E731
+    check_subsamples(splits, X, y, n_resources, search.estimator, comm, convert=refused)
+
+
 def _callback_root(search: Any, X: Any, y: Any) -> Any:
     """scikit-learn's root callback context of ``search`` (its halving loop needs one), or None before 1.9."""
     if not hasattr(search, "_init_callback_context"):
@@ -169,6 +207,7 @@ class _Rungs:
     current: tuple[list[dict[str, Any]], dict[str, Any], int] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     journaled_params: dict[int, Any] = field(default_factory=dict)
+    inputs: Any = None  # adaptive_io.Inputs (rank 0's refit)
 
     def evaluate(self, candidate_params: Any, cv: Any = None, more_results: Any = None, **_: Any) -> dict[str, Any]:
         """One rung: ``evaluate_candidates`` of scikit-learn's search, over every rank."""
@@ -304,15 +343,13 @@ def run_halving(opts: Any, comm: MPI.Intracomm, config: SearchConfig, config_pat
 
     rank = comm.Get_rank()
     folder = opts.out or config.out or r.DEFAULT_OUT
-    t0 = time.perf_counter()
-    arrays, data_info, fingerprint = r._load_data(config, comm)
-    load_seconds = time.perf_counter() - t0
-    X, y, groups = arrays["X"], arrays["y"], arrays.get("groups")
-    fit_params = {"sample_weight": arrays["sample_weight"]} if arrays.get("sample_weight") is not None else {}
+    inputs = adaptive_io.load_inputs(config, comm)
+    X, y, groups = inputs.X, inputs.y, inputs.groups
     search = r._agree(comm, make_search, config)
     r._agree(comm, prepare_search, search, config, X, y, groups)
     candidates = broadcast(r._agree(comm, lambda: list(search._generate_candidate_params()), root_only=True), comm)
     search._generate_candidate_params = lambda: candidates  # rank 0's (an unseeded sampler differs)
+    split_params = {} if groups is None else {"groups": groups}
     base_splits = compute_splits(
         search._checked_cv_orig,
         X,
@@ -320,17 +357,12 @@ def run_halving(opts: Any, comm: MPI.Intracomm, config: SearchConfig, config_pat
         None,
         comm,
         split_everywhere=False,
-        split_params={} if groups is None else {"groups": groups},
+        split_params=split_params,
         convert=lambda exc: ConfigError(f"{config.source}: [cv] {exc}") if isinstance(exc, ValueError) else exc,
     )
     schedule = r._agree(comm, rung_schedule, search, candidates)
-    scorer, _ = r._agree(comm, r._scorer, config)
-    with warnings.catch_warnings():
-        if rank != 0:
-            warnings.simplefilter("ignore")
-        score_params = routed_score_params(
-            config.models[0].estimator, config.scoring, config.error_score, fit_params.get("sample_weight")
-        )
+    check_first_rung(search, config, schedule, X, y, groups, comm)
+    scorer, score_params = adaptive_io.scoring(config, comm, inputs)
     if opts.dry_run:
         if rank == 0:
             _print_plan(config, search, candidates, base_splits, schedule)
@@ -339,7 +371,7 @@ def run_halving(opts: Any, comm: MPI.Intracomm, config: SearchConfig, config_pat
     header = {
         "hpcml_version": __version__,
         "config_hash": config.hash,
-        "data_fingerprint": fingerprint,
+        "data_fingerprint": inputs.fingerprint,
         "plan_hash": r._plan_hash([model] * len(candidates), candidates, base_splits),
         "strategy": "halving",
         "n_candidates": len(candidates),
@@ -349,7 +381,6 @@ def run_halving(opts: Any, comm: MPI.Intracomm, config: SearchConfig, config_pat
     }
     done_records = broadcast(r._agree(comm, r._prepare_out, folder, opts, header, root_only=True), comm)
     done = {u: r._result_of(rec) for u, rec in (done_records or {}).items()}
-    journaled_params = {u: rec.get("params") for u, rec in (done_records or {}).items()}
     journal = r._agree(comm, Journal, folder, header, root_only=True) if rank == 0 else None
     if rank != 0:
         r._agree(comm, lambda: None, root_only=True)
@@ -359,7 +390,7 @@ def run_halving(opts: Any, comm: MPI.Intracomm, config: SearchConfig, config_pat
     problem_kw = {
         "estimators": [config.models[0].estimator],
         "scorer": scorer,
-        "fit_params": fit_params,
+        "fit_params": inputs.fit_params,
         "score_params": score_params,
         "error_score": config.error_score,
         "return_train_score": config.return_train_score,
@@ -371,7 +402,7 @@ def run_halving(opts: Any, comm: MPI.Intracomm, config: SearchConfig, config_pat
         X,
         y,
         groups,
-        {} if groups is None else {"groups": groups},
+        split_params,
         problem_kw,
         done,
         schedule,
@@ -381,15 +412,9 @@ def run_halving(opts: Any, comm: MPI.Intracomm, config: SearchConfig, config_pat
         opts.quiet,
         comm.allgather(HOST),
     )
-    rungs.journaled_params = journaled_params
-    static = {
-        "config": os.path.abspath(config_path),
-        "config_hash": config.hash,
-        "n_ranks": comm.Get_size(),
-        "data": {"path": config.data.path, "fingerprint": fingerprint, "load_seconds": load_seconds, **data_info},
-        "versions": r._versions(),
-        "n_resumed": len(done),
-    }
+    rungs.journaled_params = {u: rec.get("params") for u, rec in (done_records or {}).items()}
+    rungs.inputs = inputs
+    static = adaptive_io.static_info(config, config_path, comm, inputs, len(done))
     return _search_and_finish(opts, rungs, folder, static, started)
 
 
@@ -476,92 +501,40 @@ def _write_outputs(
     config, search = rungs.config, rungs.search
     info = _run_info(rungs, static, started, stopped)
     if stopped:
-        output.write_cv_results(folder, _with_model(rungs, rungs.results(partial=True)), partial=True)
-        output.write_json(folder, output.RUN_JSON, info)
-        print(
+        line = (
             f"hpcml: stopped ({info['stopped_by']}) in rung {len(rungs.reports)}/{len(rungs.schedule)}: "
             f"{info['units']['done']}/{info['units']['total']} units finished; "
-            f"partial results in {os.path.join(folder, output.PARTIAL_JSON)}; continue with --resume",
-            file=sys.stderr,
+            f"partial results in {os.path.join(folder, output.PARTIAL_JSON)}; continue with --resume"
         )
+        adaptive_io.write_stopped(folder, _with_model(rungs, rungs.results(partial=True)), info, started, line)
         return
     results = _with_model(rungs, rungs.results())
-    for key in (
-        "n_resources_",
-        "n_candidates_",
-        "n_remaining_candidates_",
-        "n_iterations_",
-        "n_possible_iterations_",
-        "n_required_iterations_",
-    ):
-        info[key] = getattr(search, key)
-    output.write_cv_results(folder, results)
     best_index = int(search._select_best_index(False, "score", results))
-    best = {
-        "model": config.models[0].name,
-        "best_params": results["params"][best_index],
-        "best_score": float(results["mean_test_score"][best_index]),
-        "best_index": best_index,
-        "refit_metric": config.refit_metric,
-        "iter": int(results["iter"][best_index]),
-        "n_resources": int(results["n_resources"][best_index]),
-    }
-    output.write_json(folder, output.BEST_JSON, best)
-    refit_error = None
-    if config.refit and rungs.failure is None:
-        user = config.models[0].estimator
-        try:
-            estimator, seconds = refit_alone(
-                user, best["best_params"], rungs.X, rungs.y, rungs.problem_kw["fit_params"]
-            )
-            restore_comm_params(estimator, comm_params(user_estimator(user, best["best_params"])))
-        except Exception as exc:  # noqa: BLE001 - one line below, results kept
-            refit_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-            info["refit_error"] = refit_error
-        else:
-            info["refit_seconds"] = seconds
-            output.write_model(folder, estimator)
-    info["wall_seconds"] = time.time() - started
-    output.write_json(folder, output.RUN_JSON, info)
-    _report(opts, rungs, folder, results, best, info, refit_error)
-
-
-def _report(
-    opts: Any,
-    rungs: _Rungs,
-    folder: str,
-    results: dict[str, Any],
-    best: dict[str, Any],
-    info: dict[str, Any],
-    refit_error: str | None,
-) -> None:
-    for warning in rungs.caught:
-        print(
-            f"hpcml: warning: {str(warning.message).strip().splitlines()[0]} (tracebacks in journal.jsonl)",
-            file=sys.stderr,
-        )
-    if refit_error is not None:
-        raise RunError(
-            f"refit of the best candidate ({best['best_params']}) failed: {refit_error}; cv_results are in {folder}/"
-        )
+    model = config.models[0]
+    chosen = adaptive_io.Best(model.name, best_index, model.estimator, config.refit and rungs.failure is None)
+    best, refit_error = adaptive_io.write_complete(folder, config, search, results, chosen, rungs.inputs, info, started)
+    adaptive_io.report_problems(rungs.caught, refit_error, best, folder)
     if rungs.failure is not None:
         raise UsageError(
             f"all fits of a rung failed; the model is probably misconfigured (tracebacks in "
             f'{os.path.join(folder, "journal.jsonl")}; set [run] error_score = "raise" to stop at the first)'
         )
     if not opts.quiet:
-        last = [i for i, it in enumerate(results["iter"]) if it == best["iter"]]
-        rows = {k: [results[k][i] for i in last] for k in ("model", "params", "mean_test_score", "std_test_score")}
-        rows["rank_test_score"] = [
-            1 + sorted(rows["mean_test_score"], reverse=True).index(m) for m in rows["mean_test_score"]
-        ]
-        print(f"last rung ({best['n_resources']} {rungs.config.search.resource}):")
-        print(output.summary_table(rows, "score"))
-        print(
-            f"\nbest (last rung, {best['n_resources']} resources): {best['model']} {best['best_params']} "
-            f"mean score = {best['best_score']:.5f}\n{info['units']['total']} units in {len(rungs.schedule)} rungs "
-            f"on {info['n_ranks']} ranks in {info['wall_seconds']:.1f} s; results in {folder}/"
-        )
+        _summary(rungs, folder, results, best, info)
+
+
+def _summary(rungs: _Rungs, folder: str, results: dict[str, Any], best: dict[str, Any], info: dict[str, Any]) -> None:
+    last = [i for i, it in enumerate(results["iter"]) if it == best["iter"]]
+    rows = {k: [results[k][i] for i in last] for k in ("model", "params", "mean_test_score", "std_test_score")}
+    ordered = sorted(rows["mean_test_score"], reverse=True)
+    rows["rank_test_score"] = [1 + ordered.index(m) for m in rows["mean_test_score"]]
+    print(f"last rung ({best['n_resources']} {rungs.config.search.resource}):")
+    print(output.summary_table(rows, "score"))
+    print(
+        f"\nbest (last rung, {best['n_resources']} resources): {best['model']} {best['best_params']} "
+        f"mean score = {best['best_score']:.5f}\n{info['units']['total']} units in {len(rungs.schedule)} rungs "
+        f"on {info['n_ranks']} ranks in {info['wall_seconds']:.1f} s; results in {folder}/"
+    )
 
 
 def _print_plan(config: SearchConfig, search: Any, candidates: list[Any], splits: list[Any], schedule: Any) -> None:

@@ -253,6 +253,8 @@ class _MPISearchMixin:
                     "cv.split and cv.get_n_splits return inconsistent results. "
                     f"Expected {self.n_splits_} splits, got {len(splits)}"
                 )
+            if hasattr(self, "_check_rung_splits"):  # halving: subsamples too small (identical on every rank)
+                self._check_rung_splits(splits, X, y, more_results, comm)
             if self.verbose > 0:
                 n_candidates = len(candidate_params)
                 echo(

@@ -247,3 +247,52 @@ def test_resume_refuses_a_journal_whose_rung_disagrees(halving, tmp_path):
     errors = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2 and len(errors) == 1, proc.stderr
     assert f"cannot resume: journal unit {first_rung} holds" in errors[0] and "12345" in errors[0], errors
+
+
+TOO_SMALL = """\
+[data]
+path = "rare.h5"
+
+[[model]]
+name = "logreg"
+estimator = "sklearn.linear_model.LogisticRegression"
+grid = { C = [0.1, 1.0, 10.0] }
+
+[cv]
+splitter = "KFold"
+n_splits = 3
+
+[search]
+strategy = "halving"
+factor = 3
+min_resources = 6
+
+[run]
+random_state = 0
+"""
+
+
+@pytest.mark.parametrize("n_ranks", [1, 2])
+def test_first_rung_subsample_too_small_is_one_error_line(tmp_path, n_ranks):
+    """scikit-learn #20775: a single-class training subsample in the first rung is refused before any fit."""
+    from sklearn.model_selection import KFold
+
+    from hpcml._compat import SubsampleMetaSplitter
+    from hpcml.data import write_dataset
+
+    X = np.random.default_rng(0).normal(size=(300, 4))
+    y = np.where(np.arange(300) < 290, 0, 1)  # ten rows of class 1
+    write_dataset(tmp_path / "rare.h5", X, y)
+    # scikit-learn's own first-rung subsamples (6 of 300 rows) hold a one-class training set
+    splitter = SubsampleMetaSplitter(base_cv=KFold(3), fraction=6 / 300, subsample_test=True, random_state=0)
+    single = [i for i, (train, _) in enumerate(splitter.split(X, y)) if len(np.unique(y[train])) == 1]
+    assert single
+    cfg = write_config(tmp_path / "small.toml", TOO_SMALL)
+    proc = run_mpi(n_ranks, ["-m", "hpcml.cv", str(cfg), "--out", str(tmp_path / "o")], timeout=180)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("hpcml: error: "), proc.stderr
+    assert f"min_resources_=6 is too small: split {single[0]} of the first rung has a training subsample" in lines[0]
+    assert "single class (ValueError: This solver needs samples of at least 2 classes" in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "o" / "journal.jsonl").exists()  # refused before the run started

@@ -15,9 +15,11 @@ from mpi4py import MPI
 from scipy.stats import loguniform, randint
 from sklearn import model_selection as skms
 from sklearn.datasets import load_diabetes, load_digits
+from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.experimental import enable_halving_search_cv  # noqa: F401
 from sklearn.linear_model import Ridge
+from sklearn.model_selection._search_successive_halving import _SubsampleMetaSplitter
 from sklearn.svm import SVC
 from sklearn.utils._param_validation import InvalidParameterError
 
@@ -333,4 +335,58 @@ def test_h5dataset_input(mpi_tmp_path):
     ours = hpcml.HalvingGridSearchCV(SVC(), grid, cv=3, random_state=0, comm=COMM)
     ours.fit(hpcml.H5Dataset(path, X="X", y="y"))
     theirs = skms.HalvingGridSearchCV(SVC(), grid, cv=3, random_state=0).fit(X, y)
+    assert_same_search(ours, theirs)
+
+
+class SearchFitsForbidden(SVC):
+    """SVC that raises on any fit with two classes: a test using it proves that no search fit ran."""
+
+    def fit(self, X, y, sample_weight=None):
+        if len(np.unique(y)) > 1:
+            raise AssertionError("a search fit ran")
+        return super().fit(X, y, sample_weight=sample_weight)  # one class: SVC's own ValueError
+
+
+def rare_class_data():
+    """300 rows, ten of class 1, and the index of the first one-class training subsample of the first rung."""
+    X, _ = digits(300)
+    y = np.where(np.arange(300) < 290, 0, 1)
+    # scikit-learn's own first-rung subsamples (6 of 300 rows) hold a one-class training set
+    splitter = _SubsampleMetaSplitter(base_cv=skms.KFold(3), fraction=6 / 300, subsample_test=True, random_state=0)
+    single = [i for i, (train, _) in enumerate(splitter.split(X, y)) if len(np.unique(y[train])) == 1]
+    assert single
+    return X, y, single[0]
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("kind", ["HalvingGridSearchCV", "HalvingRandomSearchCV"])
+def test_first_rung_subsample_too_small_is_refused_before_any_fit(kind):
+    """scikit-learn #20775: a one-class training subsample SVC cannot fit is a ValueError before any search fit."""
+    X, y, first = rare_class_data()
+    extra = {"n_candidates": 3} if kind == "HalvingRandomSearchCV" else {}
+    search = getattr(hpcml, kind)(
+        SearchFitsForbidden(), {"C": [1.0, 2.0, 3.0]}, cv=skms.KFold(3), min_resources=6, random_state=0, **extra
+    )
+    match = (
+        rf"min_resources_=6 is too small: split {first} of the first rung has a training subsample of \d+ rows "
+        r"with a single class \(ValueError: The number of classes has to be greater than one"
+    )
+    with pytest.raises(ValueError, match=match):
+        search.fit(X, y)
+    COMM.Barrier()  # every rank raised: nobody hangs
+
+
+@pytest.mark.mpi
+def test_one_class_subsample_of_a_classifier_that_fits_it_runs_as_sklearn():
+    """A classifier that fits one class (DummyClassifier) is not refused: the search equals scikit-learn's."""
+    X, y, _ = rare_class_data()
+    ours, theirs = both(
+        "HalvingGridSearchCV",
+        DummyClassifier(),
+        {"strategy": ["prior", "most_frequent", "uniform"]},
+        fit_kw={"X": X, "y": y},
+        cv=skms.KFold(3),
+        min_resources=6,
+        random_state=0,
+    )
     assert_same_search(ours, theirs)
