@@ -4,6 +4,8 @@
                                               [--sleep-units 0.01,0.1,1.0] [--plot FILE.png] [--json FILE.json]
     python benchmarks/bench_dispatch_scale.py --hierarchy [--cliques 8] [--hier-ranks 64]
                                               [--flood-units 5000] [--json FILE.json]
+    python benchmarks/bench_dispatch_scale.py --journal-cost [--node-ranks 128] [--repeats 15]
+                                              [--plot FILE.png] [--json FILE.json]
 
 Every scenario is ``mpiexec -n N python benchmarks/bench_dispatch_scale.py --worker ...``
 running hpcml's real scheduler (:func:`hpcml.cv.schedule.run_units` with a
@@ -28,6 +30,18 @@ else shares the cores) and the CLI's own ``on_results`` work (a real
 with flat and with hierarchical dispatch (:mod:`hpcml.cv.hierarchy`): requests
 rank 0 answered (``requests``; of them from node leaders: ``leader_requests``)
 and the fraction of the wall time rank 0 spent answering them.
+
+``--journal-cost`` (no MPI) measures what rank 0 spends per finished unit in
+hierarchical mode, the model's ``journal_per_unit``: one node leader's message
+of ``--node-ranks`` ranks' results (one 1 s unit each, the 16,384-rank case)
+through the CLI's real :class:`~hpcml.cv.observer.RunObserver` and
+:class:`~hpcml.cv.journal.Journal` (journal line, progress bookkeeping), three
+peers interleaved ``--repeats`` times: ``before`` (one ``on_results`` call per
+rank's batch, each encoding every line with ``json.dumps(_clean(...))``,
+writing it and flushing: the code before this change, kept here as the peer),
+``per_batch`` (the new encoder, still one call and flush per rank's batch) and
+``after`` (:class:`~hpcml.cv.hierarchy.NodeResults`: the whole message in one
+call, one ``write`` and one flush).
 
 Peers of rank 0's dispatcher at scale are not run here (mpi4py.futures and loky
 are measured side by side in benchmarks/bench_dispatch.py).  The machine is
@@ -190,6 +204,138 @@ def worker(args: argparse.Namespace) -> None:
         )
 
 
+# --------------------------------------------------------------------------- rank 0's cost per journaled unit
+class _LegacyJournal:
+    """The journal's append before this change: ``json.dumps(_clean(...))``, one write per line, one flush per call."""
+
+    def __init__(self, journal) -> None:  # noqa: ANN001
+        self.journal = journal
+
+    def append(self, records: list) -> None:
+        from hpcml.cv.journal import _clean
+
+        fh = self.journal._fh
+        for record in records:
+            fh.write(json.dumps(_clean({"type": "unit", **record}), separators=(",", ":"), allow_nan=False) + "\n")
+        fh.flush()
+
+    def sync(self) -> None:
+        self.journal.sync()
+
+
+def _node_message(node_ranks: int, first_unit: int) -> list:
+    """One leader's message: every rank of the node finished one unit (a real result's keys and types)."""
+    parts = []
+    for i in range(node_ranks):
+        unit = first_unit + i
+        result = {
+            "test_scores": {"accuracy": 0.9123456789 + i * 1e-9, "f1_macro": 0.9012345678},
+            "train_scores": None,
+            "fit_time": 1.0012345 + i * 1e-6,
+            "score_time": 0.0123456,
+            "n_test_samples": 360,
+            "fit_error": None,
+        }
+        parts.append((i, [(unit, result, 1.0145 + i * 1e-6)]))
+    return parts
+
+
+def _journal_peers(tmp: str, per: int, n_units: int) -> dict:
+    """Rank 0 of each peer: a ``_RootDispatcher`` whose ``on_results`` is the CLI's observer over a journal."""
+    from mpi4py import MPI
+
+    from hpcml.cv.hierarchy import NodeResults, _RootDispatcher
+    from hpcml.cv.journal import Journal
+    from hpcml.cv.observer import RunObserver
+    from hpcml.cv.progress import Progress
+    from hpcml.cv.schedule import UnitQueue
+
+    n_splits = 5
+    params = [{"C": float(c), "gamma": 10.0**-g, "kernel": "rbf"} for c in range(n_units // n_splits + 1) for g in (3,)]
+    roots = {}
+    for peer in ("before", "per_batch", "after"):
+        os.makedirs(os.path.join(tmp, peer))
+        journal = Journal(os.path.join(tmp, peer), {"bench": "journal_cost"})
+        observer = RunObserver(
+            _LegacyJournal(journal) if peer == "before" else journal,  # type: ignore[arg-type]
+            Progress(n_units, 0, n_splits, "accuracy", enabled=False),
+            lambda u: (u // n_splits, u % n_splits, "svc", params[u // n_splits]),
+            {},
+            lambda finished: None,
+            [f"nid{r:06d}" for r in range(per)],
+            "accuracy",
+        )
+        # before / per_batch: a plain on_results, called once per rank's batch (the code before this change)
+        on_results = NodeResults(observer.on_parts) if peer == "after" else observer.on_results
+        queue = UnitQueue([], range(n_units), per)
+        roots[peer] = _RootDispatcher(MPI.COMM_SELF, queue, on_results, None, per)
+    return roots
+
+
+def journal_cost(args: argparse.Namespace) -> dict:
+    """Seconds per unit rank 0 spends on a node's message (unpickle + record + journal): peers interleaved."""
+    import pickle
+    import statistics
+
+    per = args.node_ranks
+    roots = _journal_peers(tempfile.mkdtemp(prefix="hpcml-journal-cost-"), per, 3 * per * args.repeats)
+    wall: dict[str, list[float]] = {peer: [] for peer in roots}
+    cpu: dict[str, list[float]] = {peer: [] for peer in roots}
+    unit = 0
+    for _ in range(args.repeats):
+        for peer, root in roots.items():
+            blob = pickle.dumps(_node_message(per, unit))  # what the leader sent
+            unit += per
+            start, start_cpu = time.perf_counter(), time.thread_time()
+            root.record(1, pickle.loads(blob))
+            cpu[peer].append((time.thread_time() - start_cpu) / per)
+            wall[peer].append((time.perf_counter() - start) / per)
+    rows = {}
+    for peer, root in roots.items():
+        journal = root.on_results.__self__.journal if peer != "after" else root.on_results.many.__self__.journal
+        journal.sync()
+        rows[peer] = {
+            "per_unit_cpu_median": statistics.median(cpu[peer]),
+            "per_unit_cpu_min": min(cpu[peer]),
+            "per_unit_median": statistics.median(wall[peer]),
+            "per_unit_min": min(wall[peer]),
+            "per_unit_cpu_all": cpu[peer],
+            "per_unit_all": wall[peer],
+            "units_recorded": sum(root.report.units_done),
+        }
+    return {
+        "scenario": "journal_cost",
+        "node_ranks": per,
+        "repeats": args.repeats,
+        "peers": rows,
+        "ratio_after_to_before_cpu_median": rows["after"]["per_unit_cpu_median"]
+        / rows["before"]["per_unit_cpu_median"],
+        "ratio_after_to_before_median": rows["after"]["per_unit_median"] / rows["before"]["per_unit_median"],
+    }
+
+
+def plot_journal(doc: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    row = doc["results"][0]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    peers = list(row["peers"])
+    for i, peer in enumerate(peers):
+        values = [v * 1e6 for v in row["peers"][peer]["per_unit_all"]]
+        cpu = [v * 1e6 for v in row["peers"][peer]["per_unit_cpu_all"]]
+        ax.plot([i - 0.1] * len(values), values, "o", color="grey", alpha=0.4, label="wall" if i == 0 else None)
+        ax.plot([i + 0.1] * len(cpu), cpu, "x", color="C0", alpha=0.6, label="thread CPU" if i == 0 else None)
+        ax.bar(i, row["peers"][peer]["per_unit_cpu_median"] * 1e6, alpha=0.3, color="C0")
+    ax.set_xticks(range(len(peers)), peers)
+    ax.legend(fontsize=7)
+    ax.set(ylabel="rank 0 us per journaled unit (bar: CPU median)", yscale="log",
+           title=f"one node message of {row['node_ranks']} ranks' results")  # fmt: skip
+    C.save_figure(fig, doc, "hpcml journal cost per unit (rank 0, hierarchical)", path)
+
+
 # --------------------------------------------------------------------------- driver
 def scenario(  # noqa: PLR0913
     kind: str,
@@ -272,6 +418,9 @@ def main() -> None:
     p.add_argument("--plot", metavar="FILE.png")
     p.add_argument("--json", metavar="FILE.json")
     p.add_argument("--hierarchy", action="store_true", help="flat vs hierarchical dispatch on emulated nodes")
+    p.add_argument("--journal-cost", action="store_true", help="rank 0's journal cost per unit (no MPI)")
+    p.add_argument("--node-ranks", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--cliques", type=int, default=8)
     p.add_argument("--hier-ranks", type=int, default=64)
     p.add_argument("--dispatch", default="flat", help=argparse.SUPPRESS)
@@ -286,6 +435,11 @@ def main() -> None:
         return
     if args.hierarchy:
         hierarchy(args)
+        return
+    if args.journal_cost:
+        doc = {"benchmark": "journal_cost", "environment": C.environment(), "params": vars(args)}
+        doc["results"] = [journal_cost(args)]
+        C.finish(doc, args, plot_journal)
         return
     doc = {"benchmark": "dispatch_scale", "environment": C.environment(), "params": vars(args), "results": []}
     doc["results"].append(scenario("pingpong", 2, 0.0, 2000, False, args.timeout))

@@ -40,8 +40,11 @@ rank that finds its leader's sub-queue empty makes the leader ask rank 0 for R
 batches at once (one request in flight per node; the implementation asks ahead,
 at half, which the model leaves out: pessimistic), carrying the results of every
 unit the node finished since its last request; rank 0 (one FIFO server) spends
-``per_request_cpu`` plus ``journal_per_unit`` (measured here: one journal line
-of a batch of 128) for every unit reported; a leader answers its own ranks from
+``per_request_cpu`` plus ``journal_per_unit`` for every unit reported (rank 0's
+thread CPU time per unit of a node's message of 128 results: unpickling,
+bookkeeping, journal line, progress; ``bench_dispatch_scale.py --journal-cost``,
+``--journal-cost`` here; the code before the one-write-per-message journal is
+modelled too, from the same run's ``before`` peer); a leader answers its own ranks from
 its own core (one node-local round trip per batch, hidden by prefetch for
 batches <= 0.5 s as in flat dispatch); each node ends with a final request.
 Prints one JSON document and draws efficiency vs unit cost.
@@ -357,8 +360,27 @@ def load_inputs(args: argparse.Namespace) -> dict:
     inputs.setdefault("bcast_bandwidth", args.bcast_bandwidth)
     inputs.setdefault("bcast_latency", 2e-5)
     inputs["reduce"] = measure_reduce()
-    inputs["journal_per_unit"] = measure_journal()
+    inputs.update(_journal_inputs(args.journal_cost))
     return inputs
+
+
+def _journal_inputs(path: str | None) -> dict:
+    """Rank 0's CPU per journaled unit after/before (bench_dispatch_scale.py --journal-cost), else measured here."""
+    if path and os.path.exists(path):
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+        peers = doc["results"][0]["peers"]
+        return {
+            "journal_per_unit": peers["after"]["per_unit_cpu_median"],
+            "journal_per_unit_before": peers["before"]["per_unit_cpu_median"],
+            "journal_source": path,
+            "journal_loadavg": doc["environment"].get("loadavg_start"),
+        }
+    return {
+        "journal_per_unit": measure_journal(),
+        "journal_per_unit_before": None,
+        "journal_source": "measure_journal()",
+    }
 
 
 def model(inputs: dict, args: argparse.Namespace) -> list[dict]:
@@ -375,11 +397,16 @@ def model(inputs: dict, args: argparse.Namespace) -> list[dict]:
             start_local = inputs.get("startup_local", 0.0)
             calls = inputs.get("fs_calls_per_rank") or 0.0
             start_fs = start_local + p * calls / args.mds_ops
-            hier = None
+            hier = before = None
             if args.ranks_per_node > 1:
                 nodes = max(1, p // args.ranks_per_node)
                 h = simulate_hierarchical(nodes, args.ranks_per_node, t, c, inputs["journal_per_unit"], latency)
                 hier = h["makespan"]
+                if inputs.get("journal_per_unit_before"):
+                    b = simulate_hierarchical(
+                        nodes, args.ranks_per_node, t, c, inputs["journal_per_unit_before"], latency
+                    )
+                    before = {"eff": ideal / b["makespan"], "rank0_utilisation": b["rank0_utilisation"]}
             row = {
                 "ranks": p,
                 "unit_seconds": t,
@@ -398,6 +425,9 @@ def model(inputs: dict, args: argparse.Namespace) -> list[dict]:
                 "eff_dispatch_hierarchical": (ideal / hier) if hier else None,
                 "requests_hierarchical": h["requests"] if hier else None,
                 "rank0_utilisation_hierarchical": h["rank0_utilisation"] if hier else None,
+                "eff_dispatch_hierarchical_journal_before": before["eff"] if before else None,
+                "rank0_utilisation_hierarchical_journal_before": before["rank0_utilisation"] if before else None,
+                "eff_hierarchical_with_final": (ideal / (hier + final)) if hier else None,
             }
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
@@ -456,6 +486,11 @@ def main() -> None:
     p.add_argument("--mds-ops", type=float, default=50000.0, help="ASSUMED metadata ops/s of a shared file system")
     p.add_argument("--bcast-bandwidth", type=float, default=5e9, help="used only without --load results")
     p.add_argument("--ranks-per-node", type=int, default=128)
+    p.add_argument(
+        "--journal-cost",
+        default=os.path.join(HERE, "results", "journal_cost.json"),
+        help="bench_dispatch_scale.py --journal-cost results (rank 0's CPU per journaled unit, before/after)",
+    )
     p.add_argument("--plot", metavar="FILE.png")
     p.add_argument("--json", metavar="FILE.json")
     args = p.parse_args()

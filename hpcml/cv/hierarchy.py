@@ -44,6 +44,7 @@ import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -93,6 +94,24 @@ def requested_mode(configured: str | None = None) -> str:
     if mode not in DISPATCH_MODES:
         raise ValueError(f"dispatch must be one of {', '.join(DISPATCH_MODES)}, got {mode!r}")
     return mode
+
+
+class NodeResults:
+    """An ``on_results`` callback that also takes a node leader's whole message at once.
+
+    Parameters
+    ----------
+    many : callable
+        ``many([(rank, [(unit, result, seconds), ...]), ...])``; calling the
+        object as ``on_results(rank, items)`` is ``many([(rank, items)])``.
+    """
+
+    def __init__(self, many: Callable[[list[tuple[int, list[tuple[int, Any, float]]]]], None]) -> None:
+        self.many = many
+
+    def __call__(self, rank: int, items: list[tuple[int, Any, float]]) -> None:
+        """``on_results(rank, items)``: one rank's batch."""
+        self.many([(rank, items)])
 
 
 @dataclass
@@ -332,9 +351,25 @@ class _RootDispatcher(_Dispatcher):
         self.report = ScheduleReport(busy=[0.0] * world_size, units_done=[0] * world_size)
 
     def record(self, source: int, items: Any) -> None:
-        """Record a leader's results: ``[(global rank, [(unit, result, seconds), ...]), ...]``."""
-        for rank, part in items:
-            _Dispatcher.record(self, rank, part)
+        """Record a leader's results: ``[(global rank, [(unit, result, seconds), ...]), ...]``.
+
+        An ``on_results`` with a ``many`` method (:class:`NodeResults`) gets the
+        whole message in one call (one journal write per node message, not per
+        rank's batch); any other callable gets one call per rank's batch.
+        """
+        many = getattr(self.on_results, "many", None)
+        if many is None:
+            for rank, part in items:
+                _Dispatcher.record(self, rank, part)
+            return
+        with self.lock:
+            for rank, part in items:
+                for unit, result, seconds in part:
+                    self.queue.record(unit, seconds)
+                    self.report.results[unit] = result
+                    self.report.busy[rank] += seconds
+                    self.report.units_done[rank] += 1
+            many(items)
 
     def grant(self, want: int) -> tuple[list[list[int]], bool]:
         """Up to ``want`` batches, and whether the queue may still give units afterwards.
@@ -509,4 +544,12 @@ def _abort(comm, exc: BaseException) -> None:  # noqa: ANN001
     comm.Abort(EXIT_FAILURE)
 
 
-__all__ = ["AUTO_MIN_NODES", "DISPATCH_MODES", "FLUSH_SECONDS", "Layout", "choose_layout", "requested_mode"]
+__all__ = [
+    "AUTO_MIN_NODES",
+    "DISPATCH_MODES",
+    "FLUSH_SECONDS",
+    "Layout",
+    "NodeResults",
+    "choose_layout",
+    "requested_mode",
+]

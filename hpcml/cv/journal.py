@@ -2,7 +2,8 @@
 
 The first line is a header with the config hash, the data fingerprint and a
 hash of the plan (candidates and splits); ``--resume`` refuses a journal whose
-header does not match.  Lines are flushed to the OS after every batch (a killed
+header does not match.  A batch of lines is encoded by the C JSON encoder, written with one
+``write`` and flushed to the OS before :meth:`Journal.append` returns (a killed
 process loses nothing) and fsynced at most every ``fsync_interval`` seconds (a
 crashed node loses at most those seconds).  A torn last line is ignored.
 Only JSON is ever read back: nothing is unpickled.
@@ -14,6 +15,7 @@ import json
 import math
 import os
 import time
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 from hpcml.errors import ConfigError
@@ -33,6 +35,42 @@ def _clean(value: Any) -> Any:
     if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
         return _clean(value.item())
     return value
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+#: ``json.dumps(..., separators=(",", ":"), allow_nan=False)`` without its per-call set-up
+#: (``json.dumps`` with options builds a new encoder for every line): the C encoder, made once.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+_C_ENCODE = (
+    c_make_encoder(None, _refuse, encode_basestring_ascii, None, ":", ",", False, False, False)
+    if c_make_encoder is not None
+    else None
+)
+
+
+def _encode(record: dict[str, Any]) -> str:
+    return "".join(_C_ENCODE(record, 0)) if _C_ENCODE is not None else _ENCODER.encode(record)
+
+
+def encode_line(record: dict[str, Any], kind: str | None = None) -> str:
+    """One journal line: ``record`` as compact JSON (``{"type": kind, **record}`` when ``kind``), newline-terminated.
+
+    The C encoder takes the record as it is when it holds only JSON values;
+    only a record it refuses (NaN or inf, NumPy integers, ...) goes through
+    :func:`_clean` first, so the line is the same either way.
+    """
+    if kind is not None and "type" in record:
+        record, kind = {"type": kind, **record}, None
+    try:
+        text = _encode(record)
+    except (TypeError, ValueError, RecursionError):
+        text = _ENCODER.encode(_clean(record))
+    if kind is not None:
+        text = f'{{"type":"{kind}"' + ("," + text[1:] if text != "{}" else "}")
+    return text + "\n"
 
 
 def _nan(value: Any) -> Any:
@@ -78,20 +116,21 @@ class Journal:
             self._fh.write("\n")
 
     def _write(self, record: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(_clean(record), separators=(",", ":"), allow_nan=False) + "\n")
+        self._fh.write(encode_line(record))
 
     def append(self, records: list[dict[str, Any]]) -> None:
-        """Write finished units and hand them to the OS; fsync when the interval has passed."""
-        for record in records:
-            self._write({"type": "unit", **record})
+        """Write finished units and hand them to the OS; fsync when the interval has passed.
+
+        The batch is one ``write`` and one flush, whatever its length.
+        """
+        self._fh.write("".join([encode_line(record, "unit") for record in records]))
         self._fh.flush()
         if time.monotonic() - self._last_sync >= self.fsync_interval:
             self.sync()
 
     def note(self, records: list[dict[str, Any]]) -> None:
         """Write records of another ``type`` than units (e.g. ASHA decisions) and hand them to the OS."""
-        for record in records:
-            self._write(record)
+        self._fh.write("".join([encode_line(record) for record in records]))
         self._fh.flush()
 
     def sync(self) -> None:

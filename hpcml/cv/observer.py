@@ -83,9 +83,13 @@ class RunObserver:
 
     def on_results(self, source: int, items: list[tuple[int, Any, float]]) -> None:
         """Journal finished units and update the progress line (the engine's ``on_results``)."""
+        self.on_parts([(source, items)])
+
+    def on_parts(self, parts: list[tuple[int, list[tuple[int, Any, float]]]]) -> None:
+        """:meth:`on_results` of several ranks' batches at once (a node's message): one journal write for all."""
         records, seen = [], []
         with self._lock:
-            for unit, result, seconds in items:
+            for source, (unit, result, seconds) in ((rank, item) for rank, items in parts for item in items):
                 cand, split, model, params = self.describe(unit)
                 self.finished[unit] = result
                 records.append(

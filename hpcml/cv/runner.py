@@ -37,6 +37,7 @@ from hpcml.cv.config import SearchConfig, load_config
 from hpcml.cv.engine import comm_params, evaluate, refit_alone, restore_comm_params, user_estimator
 from hpcml.cv.fitting import FitRaised, Problem
 from hpcml.cv.folds import choose
+from hpcml.cv.hierarchy import NodeResults
 from hpcml.cv.journal import Journal, check_header, read_journal
 from hpcml.cv.observer import RunObserver
 from hpcml.cv.plan import UnitIndex, broadcast, compute_splits
@@ -379,7 +380,7 @@ def _evaluate_stage(
             plan.problem,
             comm,
             done=done if comm.Get_rank() == 0 else None,
-            on_results=observer.on_results if observer is not None else None,
+            on_results=NodeResults(observer.on_parts) if observer is not None else None,
             should_stop=(lambda: bool(stop)) if comm.Get_rank() == 0 else None,
             deadline=_deadline(opts, started),
             fold_copies=plan.config.fold_copies,
