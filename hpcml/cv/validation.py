@@ -41,7 +41,8 @@ from hpcml.comm import resolve_comm
 from hpcml.cv.engine import evaluate, show_unit_warnings
 from hpcml.cv.fitting import WARNINGS_KEY, FitRaised, Problem, captured_warnings, check_error_score, echo
 from hpcml.cv.plan import broadcast, compute_splits
-from hpcml.cv.search import _EXTRA_CONSTRAINTS, _default_threads, cross_validate
+from hpcml.cv.search import _EXTRA_CONSTRAINTS, _default_threads, _resolve_data, cross_validate
+from hpcml.cv.stages import check_same_data
 
 if TYPE_CHECKING:  # pragma: no cover
     from mpi4py import MPI
@@ -49,6 +50,27 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def _constraints(function: Any) -> dict[str, Any]:
     return {**sklearn_constraints(function), **_EXTRA_CONSTRAINTS}
+
+
+def _dataset_inputs(X: Any, y: Any, groups: Any, params: dict[str, Any], comm: MPI.Intracomm) -> tuple[Any, ...]:
+    """``X, y, groups, params`` with an :class:`hpcml.H5Dataset` ``X`` loaded (node-shared where possible).
+
+    As :func:`hpcml.cross_validate`: the file's ``groups`` go to the splitter, its
+    ``sample_weight`` to ``fit`` (as routed metadata when routing is enabled);
+    arguments the caller passed win.  Other ``X`` are returned unchanged.
+    """
+    from hpcml.data.h5 import H5Dataset
+
+    if not isinstance(X, H5Dataset):
+        return X, y, groups, params
+    X, y, stored = _resolve_data(X, y, {}, comm)
+    params = dict(params)
+    if groups is None and stored.get("groups") is not None and not _routing_enabled():
+        groups = stored["groups"]
+    for role in ("groups", "sample_weight") if _routing_enabled() else ("sample_weight",):
+        if stored.get(role) is not None:
+            params.setdefault(role, stored[role])
+    return X, y, groups, params
 
 
 def _route(owner: str, parts: list[tuple[str, Any, tuple[str, ...]]], params: dict[str, Any], groups: Any) -> Bunch:
@@ -199,6 +221,7 @@ def validation_curve(
     check_error_score(error_score)
     params = {} if params is None else params
     X, y, groups = indexable(X, y, groups)
+    check_same_data(comm, X, y)
     cv = check_cv(cv, y, classifier=is_classifier(estimator))
     scorer = check_scoring(estimator, scoring=scoring)
     parts = [("estimator", estimator, ("fit",)), ("splitter", cv, ("split",)), ("scorer", scorer, ("score",))]
@@ -279,6 +302,7 @@ def learning_curve(
     check_error_score(error_score)
     params = {} if params is None else params
     X, y, groups = indexable(X, y, groups)
+    check_same_data(comm, X, y)
     cv = check_cv(cv, y, classifier=is_classifier(estimator))
     scorer = check_scoring(estimator, scoring=scoring)
     parts = [
@@ -377,16 +401,20 @@ def cross_val_predict(
     ``threads_per_rank``.  Collective: each split is fitted and predicted on
     the rank its unit lands on, the predictions are gathered on rank 0,
     assembled in sample order as scikit-learn assembles them, and every rank
-    returns the same array (or list of arrays, or sparse matrix).
+    returns the same array (or list of arrays, or sparse matrix).  ``X`` may
+    also be an :class:`hpcml.H5Dataset`, read once per node (its ``groups`` go to
+    the splitter, its ``sample_weight`` to ``fit``).
     """
     from sklearn.preprocessing import LabelEncoder
 
     from hpcml._compat import _num_samples
 
     comm = resolve_comm(comm)
+    params = {} if params is None else params
+    X, y, groups, params = _dataset_inputs(X, y, groups, params, comm)
     _check_groups_routing_disabled(groups)
     X, y = indexable(X, y)
-    params = {} if params is None else params
+    check_same_data(comm, X, y)
     cv = check_cv(cv, y, classifier=is_classifier(estimator))
     parts = [("splitter", cv, ("split",)), ("estimator", estimator, ("fit",))]
     routed = _route("cross_val_predict", parts, params, groups)

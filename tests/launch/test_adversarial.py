@@ -589,7 +589,11 @@ if which == "y" and rank == 1:
     y = y.copy(); y[[3, 140]] = y[[140, 3]]
 out = {}
 for name, call in (("search", lambda: hpcml.GridSearchCV(SVC(), {"C": [1, 2]}, cv=3).fit(X, y)),
-                   ("cross_validate", lambda: hpcml.cross_validate(SVC(), X, y, cv=3))):
+                   ("cross_validate", lambda: hpcml.cross_validate(SVC(), X, y, cv=3)),
+                   ("cross_val_predict", lambda: hpcml.cross_val_predict(SVC(), X, y, cv=3)),
+                   ("validation_curve",
+                    lambda: hpcml.validation_curve(SVC(), X, y, param_name="C", param_range=[1, 2], cv=3)),
+                   ("learning_curve", lambda: hpcml.learning_curve(SVC(), X, y, train_sizes=[0.5, 1.0], cv=3))):
     try:
         call()
         out[name] = "ok"
@@ -597,6 +601,9 @@ for name, call in (("search", lambda: hpcml.GridSearchCV(SVC(), {"C": [1, 2]}, c
         out[name] = str(exc)
 json.dump(out, open(f"{sys.argv[2]}/r{rank}.json", "w"))
 """
+
+
+API_FUNCTIONS = ("search", "cross_validate", "cross_val_predict", "validation_curve", "learning_curve")
 
 
 @pytest.mark.parametrize("which", ["X", "y", "same"])
@@ -607,13 +614,14 @@ def test_api_refuses_different_data_on_different_ranks(tmp_path, which):
     assert proc.returncode == 0, proc.stderr
     results = [json.loads((tmp_path / f"r{r}.json").read_text()) for r in range(2)]
     if which == "same":
-        assert results == [{"search": "ok", "cross_validate": "ok"}] * 2
+        assert results == [dict.fromkeys(API_FUNCTIONS, "ok")] * 2
         return
     message = (
         f"{which} differs between ranks (rank 1 holds other data than rank 0); every rank of comm must "
         "pass the same X and y to fit"
     )
-    assert results == [{"search": message, "cross_validate": message}] * 2
+    # cross_val_predict, validation_curve and learning_curve too (they fitted each rank's own data before)
+    assert results == [dict.fromkeys(API_FUNCTIONS, message)] * 2
 
 
 # ------------------------------------------------------------------ issue 12.5: fault hooks opt-in

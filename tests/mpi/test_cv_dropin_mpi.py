@@ -217,3 +217,28 @@ def test_of_several_failing_units_the_earliest_units_error_is_raised():
     for _ in range(3):
         with pytest.raises(ValueError, match=r"sample_weight.shape == \(1,\), expected \(2,\)!"):
             hpcml.learning_curve(clf, X, y, error_score="raise", params={"sample_weight": np.ones(1)})
+
+
+@pytest.mark.mpi
+def test_cross_val_predict_reads_an_h5_dataset_with_its_groups_and_weights(tmp_path_factory):
+    from sklearn.model_selection import GroupKFold
+
+    from hpcml.data import write_dataset
+
+    X, y = make_regression(n_samples=240, n_features=6, noise=1.0, random_state=0)
+    groups, weights = np.arange(240) % 8, 1.0 + (np.arange(240) % 3)
+    path = None
+    if COMM.Get_rank() == 0:
+        path = str(tmp_path_factory.mktemp("h5") / "d.h5")
+        write_dataset(path, X, y, groups=groups, sample_weight=weights)
+    path = COMM.bcast(path, root=0)
+    ours = hpcml.cross_val_predict(
+        Ridge(alpha=0.5), hpcml.H5Dataset(path, groups="groups", sample_weight="sample_weight"), cv=GroupKFold(4)
+    )
+    theirs = skms.cross_val_predict(
+        Ridge(alpha=0.5), X, y, groups=groups, cv=GroupKFold(4), params={"sample_weight": weights}
+    )
+    unweighted = skms.cross_val_predict(Ridge(alpha=0.5), X, y, groups=groups, cv=GroupKFold(4))
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-12)
+    assert not np.allclose(ours, unweighted)  # the file's sample_weight reached fit
+    same_everywhere(ours)
