@@ -58,11 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace`` (mode: 0666 less the umask)."""
-    atomic_write(path, data)
-
-
 def _write_with(path: str, writer: Any) -> None:
     """Call ``writer(tmp_path)`` and move the result to ``path`` atomically."""
     with atomic_path(path) as tmp:
