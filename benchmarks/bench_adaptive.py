@@ -613,6 +613,10 @@ def plot(doc: dict[str, Any], path: str) -> None:
     real = [row["asha_vs_sync_time_to_target"] for row in doc.get("barrier", {}).values()]
     tl = [f"{r} real" for r in doc.get("barrier", {})] + [f"{r['ranks']} sim" for r in doc.get("simulation", [])]
     axes[2].bar(tl, [v if v is not None else 0 for v in real + ratios], color="tab:green")
+    bounds = [r.get("asha_vs_sync_time_to_target_bound") for r in doc.get("simulation", [])]
+    sim_x = [i + len(real) for i, b in enumerate(bounds) if b is not None]
+    axes[2].scatter(sim_x, [b for b in bounds if b is not None], color="k", marker="_", s=400, label="bound, any rule")
+    axes[2].legend(fontsize=8)
     axes[2].axhline(0.5, color="k", lw=0.8, ls="--")
     axes[2].set_ylabel("ASHA / sync time to target")
     save_figure(fig, doc, "bench_adaptive: SVC 81 candidates", path)
