@@ -1,8 +1,9 @@
 """Rank 0's observer of a CLI search: journal, progress, stop snapshot and the grace period.
 
-One object instead of closures in the runner.  :meth:`RunObserver.on_results`
-is handed to :func:`hpcml.cv.engine.evaluate` (called from rank 0's dispatcher
-thread or main thread, serialised by a lock).  On the first stop signal the
+One object instead of closures in the runner.  :meth:`RunObserver.on_parts`
+is handed to :func:`hpcml.cv.engine.evaluate` as ``on_results`` (wrapped in
+:class:`hpcml.cv.hierarchy.NodeResults`, so that a node leader's message is one
+call; called from rank 0's dispatcher thread or main thread, serialised by a lock).  On the first stop signal the
 observer writes ``cv_results.partial.json`` at once from a helper thread (a
 launcher's forced abort, such as a second Ctrl-C under MPICH's ``mpiexec``,
 then still finds the finished work) and starts the grace timer.

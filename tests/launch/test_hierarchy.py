@@ -118,6 +118,31 @@ def test_auto_is_flat_below_the_node_threshold(basic):
     _assert_same_as_one_rank_and_sklearn(out, one, sk)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize(("k", "expected"), [(64, "hierarchical"), (63, "flat")], ids=["64nodes", "63nodes"])
+def test_auto_switches_at_64_nodes(basic, k, expected):
+    """``auto`` (the default) at 64 ranks: hierarchical on 64 emulated nodes, flat on 63 (one node of 2 ranks).
+
+    Both launches have 64 ranks, so only the node count decides.  Each costs
+    about 1-3 minutes here (64 interpreters starting on 2 cores).
+    """
+    from hpcml.cv.hierarchy import AUTO_MIN_NODES
+
+    assert AUTO_MIN_NODES == 64  # the threshold this test launches around
+    tmp, cfg, one, sk = basic
+    out = tmp / f"auto-64ranks-{k}nodes"
+    env = cliques(k, HPCML_DISPATCH="auto")
+    proc = run_mpi(64, ["-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet"], timeout=1000, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "run.json").read_text())
+    assert report["dispatch"] == expected and report["nodes"] == k and len(report["busy_seconds"]) == 64
+    _assert_same_as_one_rank_and_sklearn(out, one, sk)
+    units = _journal_units(out)
+    assert sorted(r["unit"] for r in units) == list(range(N_UNITS)), "every unit exactly once"
+    assert report["units"] == {"total": N_UNITS, "resumed": 0, "ran": N_UNITS, "done": N_UNITS}
+
+
 def test_unknown_dispatch_mode_is_a_config_error(basic, tmp_path):
     tmp, cfg, _, _ = basic
     bad = write_config(tmp_path / "bad.toml", cfg.read_text().replace(
