@@ -65,6 +65,8 @@ def _prepare(cfg: Any, args: Any, comm: Any) -> tuple[Any, Any, str]:
         info = ds.validate()
         if info.get("sparse"):
             raise ConfigError(f"{cfg.data_path}: X '{cfg.X}' is sparse (CSR); hpcml.cluster needs dense X")
+        if info.get("text") or not np.issubdtype(info["X"][1], np.number):
+            raise DataError(f"{cfg.data_path}: X '{cfg.X}' holds {info['X'][1]} values; hpcml.cluster needs numbers")
         params = dict(cfg.params)
         if cfg.init_centers:
             try:
@@ -77,6 +79,11 @@ def _prepare(cfg: Any, args: Any, comm: Any) -> tuple[Any, Any, str]:
                 raise ConfigError(
                     f"{cfg.source} [model] init_centers: {cfg.init_centers} has shape "
                     f"{params['init'].shape}, expected ({k}, {d})"
+                )
+            if not np.issubdtype(params["init"].dtype, np.number) or not np.isfinite(params["init"]).all():
+                raise ConfigError(
+                    f"{cfg.source} [model] init_centers: {cfg.init_centers} must hold finite numbers "
+                    "(it has NaN, infinity or non-numbers)"
                 )
         if info["X"][0][0] < params["n_clusters"]:
             raise DataError(
