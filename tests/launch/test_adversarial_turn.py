@@ -79,3 +79,20 @@ def test_kmeans_text_x_is_one_line(tmp_path):
     proc = run_mpi(2, ["-m", "hpcml.cluster", str(cfg), "--out", str(tmp_path / "o")], timeout=240, cwd=tmp_path)
     _one_error_line(proc, r"blobs\.h5: X 'X' holds .* values; hpcml\.cluster needs numbers")
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("tol = nan", r"\[model\] tol: must be a finite number >= 0, got nan"),
+        ('init = "k-means||"\noversampling_factor = inf', r"oversampling_factor: must be a finite number > 0"),
+    ],
+)
+def test_kmeans_non_finite_parameters_are_one_line(tmp_path, line, expected):
+    # was: accepted by the config check, then scikit-learn's InvalidParameterError inside the fit (exit 1,
+    # a traceback per rank)
+    _blobs(tmp_path)
+    cfg = write_config(tmp_path / "k.toml", KMEANS.replace("n_clusters = 3", "n_clusters = 3\n" + line))
+    proc = run_mpi(2, ["-m", "hpcml.cluster", str(cfg), "--out", str(tmp_path / "o")], timeout=240, cwd=tmp_path)
+    _one_error_line(proc, expected)
+    assert not (tmp_path / "o").exists()
