@@ -96,3 +96,26 @@ def test_kmeans_non_finite_parameters_are_one_line(tmp_path, line, expected):
     proc = run_mpi(2, ["-m", "hpcml.cluster", str(cfg), "--out", str(tmp_path / "o")], timeout=240, cwd=tmp_path)
     _one_error_line(proc, expected)
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("HPCML_DISPATCH", "bogus", "expected one of auto, flat, hierarchical"),
+        ("HPCML_DATA_LOAD", "bcast", "expected one of auto, read, broadcast"),
+        ("HPCML_FOLD_COPIES", "all", "expected one of auto, rank, node"),
+        ("HPCML_COW_FOLDS", "maybe", "expected one of 0, 1, false, true, no, yes, off, on"),
+        ("HPCML_PREFIX_CACHE_BYTES", "1G", "expected a number of bytes >= 0"),
+        ("HPCML_PREFIX_CACHE_BYTES", "-5", "expected a number of bytes >= 0"),
+    ],
+)
+def test_malformed_environment_variable_is_one_line(tmp_path, name, value, expected):
+    # was: a ValueError deep in the run (exit 1, a traceback per rank), or the value silently ignored
+    write_digits(tmp_path / "digits.h5", n=60)
+    cfg = write_config(tmp_path / "s.toml", BASIC)
+    out = tmp_path / "o"
+    proc = run_mpi(
+        2, ["-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet"], timeout=240, cwd=tmp_path, env={name: value}
+    )
+    _one_error_line(proc, re.escape(f"{name}={value!r}: {expected}"))
+    assert not out.exists()
