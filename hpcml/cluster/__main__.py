@@ -171,6 +171,25 @@ def _write_outputs(cfg: Any, est: Any, comm: Any, out_dir: str, layout: Any, fit
     )
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (``scancel``, a walltime warning) ends the run as Ctrl-C does: one line, exit 130, no partial file.
+
+    Python's default for SIGTERM is to die silently; raised as ``KeyboardInterrupt``
+    it goes through :func:`hpcml.comm.guard.run_guarded` (a rank still inside a
+    collective is ended by ``MPI_Abort``).  A fit has no partial result to keep:
+    the outputs are written to temporary files and renamed at the end.
+    """
+    import signal
+
+    from hpcml.signals import _announce_ready
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
+    _announce_ready()  # tests only ($HPCML_READY_FILE): the handler is in place
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (see :mod:`hpcml.errors`)."""
     from mpi4py import MPI
@@ -180,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
+    _stop_on_sigterm()
     t_start = time.perf_counter()
     cfg = err = args = None
     try:

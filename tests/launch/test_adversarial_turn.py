@@ -8,14 +8,16 @@ timeout (tests/helpers.run kills the process group).
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 from cvfixtures import BASIC, write_config, write_digits
-from helpers import run_mpi
+from helpers import PYTHON, finish, mpiexec_path, ready_count, run_mpi, start, wait_until
 
 HALVING = (
     BASIC.replace("C = [0.5, 5], gamma = [1e-3, 1e-2]", "C = [0.5, 1, 2, 4], gamma = [1e-3, 1e-2]").replace(
@@ -119,3 +121,27 @@ def test_malformed_environment_variable_is_one_line(tmp_path, name, value, expec
     )
     _one_error_line(proc, re.escape(f"{name}={value!r}: {expected}"))
     assert not out.exists()
+
+
+def test_kmeans_sigterm_after_the_handlers_are_in_place_is_one_line_exit_130(tmp_path):
+    # was: Python's default SIGTERM: every rank died silently (mpiexec exit 15, no message).  The signal is sent
+    # as soon as both ranks announce their handlers (start-up or data load, under load); mid-fit by hand: the table
+    rng = np.random.RandomState(1)
+    with h5py.File(tmp_path / "big.h5", "w") as fh:
+        fh["X"] = rng.randn(200_000, 10)  # unstructured: Lloyd needs many iterations per init
+    text = KMEANS.replace("blobs.h5", "big.h5").replace("n_clusters = 3", "n_clusters = 50\nn_init = 10\ntol = 0.0")
+    cfg = write_config(tmp_path / "k.toml", text)
+    out, ready = tmp_path / "o", tmp_path / "ready"
+    cmd = [mpiexec_path(), "-n", "2", PYTHON, "-m", "hpcml.cluster", str(cfg), "--out", str(out)]
+    proc = start(cmd, env={"HPCML_READY_FILE": str(ready)}, cwd=tmp_path)
+    wait_until(lambda: ready_count(ready) == 2, proc, "both ranks' SIGTERM handlers", timeout=240)
+    os.killpg(proc.pid, signal.SIGTERM)
+    done = finish(proc, 240)
+    assert done.returncode == 130, (done.returncode, done.stderr[-3000:])
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    # over the whole output (the launcher may join two ranks' lines): our line, at most MPI_Abort's, nothing else
+    ours = r"hpcml: error: (rank [01]/2 on \S+: )?interrupted"
+    mpich = r"Abort\(130\) on node [01] \(rank [01] in comm 0\): application called MPI_Abort\([^)]*\) - process [01]"
+    assert 1 <= len(re.findall(ours, done.stderr)) <= 2, done.stderr[-3000:]
+    assert re.sub(mpich, "", re.sub(ours, "", done.stderr)).strip() == "", done.stderr[-3000:]
+    assert not out.exists() or sorted(p.name for p in out.iterdir()) == []  # no partial model, labels or temp file
