@@ -58,3 +58,47 @@ DISPATCH = "HPCML_DISPATCH"
 
 #: The variables read by Python code (the recipes' are listed in the module docstring).
 PYTHON_VARIABLES = (FOLD_COPIES, SHARED_MEMORY, INJECT_FAULT, READY_FILE, DISPATCH)
+
+#: Variables whose value is one of a few words (compared stripped and lower-cased, as their readers do).
+CHOICES = {
+    FOLD_COPIES: ("auto", "rank", "node"),
+    DISPATCH: ("auto", "flat", "hierarchical"),
+    "HPCML_DATA_LOAD": ("auto", "read", "broadcast"),
+    "HPCML_COW_FOLDS": ("0", "1", "false", "true", "no", "yes", "off", "on"),
+}
+
+
+def check_values(environ: dict[str, str] | None = None) -> None:
+    """Refuse a malformed value of the variables above before anything runs (a usage error, exit 2).
+
+    The readers raise deep inside a run (a traceback per rank) or ignore the
+    value; the command-line entry points call this first.  Unset or empty
+    variables are fine.
+
+    Parameters
+    ----------
+    environ : dict, optional
+        The environment to check (default ``os.environ``).
+
+    Raises
+    ------
+    hpcml.errors.UsageError
+        Naming the variable, its value and what it accepts.
+    """
+    import os
+
+    from hpcml.errors import UsageError
+
+    environ = os.environ if environ is None else environ
+    for name, allowed in CHOICES.items():
+        value = environ.get(name, "").strip().lower()
+        if value and value not in allowed:
+            raise UsageError(f"{name}={environ[name]!r}: expected one of {', '.join(allowed)}")
+    budget = environ.get("HPCML_PREFIX_CACHE_BYTES", "").strip()
+    if budget:
+        try:
+            ok = float(budget) >= 0
+        except ValueError:
+            ok = False
+        if not ok:
+            raise UsageError(f"HPCML_PREFIX_CACHE_BYTES={budget!r}: expected a number of bytes >= 0")

@@ -68,11 +68,15 @@ def _load_init(cfg: Any, n_features: int) -> Any:
     k = cfg.params["n_clusters"]
     if init.shape != (k, n_features):
         raise ConfigError(f"{where}: {cfg.init_centers} has shape {init.shape}, expected ({k}, {n_features})")
+    if not np.issubdtype(init.dtype, np.number) or not np.isfinite(init).all():
+        raise ConfigError(f"{where}: {cfg.init_centers} must hold finite numbers (it has NaN, infinity or non-numbers)")
     return init
 
 
 def _check_inputs(cfg: Any, comm: Any) -> tuple[Any, Any]:
     """The data set and the estimator, checked (every rank; agreed by the caller)."""
+    import numpy as np
+
     from hpcml.cluster.kmeans import KMeans
     from hpcml.data.h5 import H5Dataset
 
@@ -80,6 +84,8 @@ def _check_inputs(cfg: Any, comm: Any) -> tuple[Any, Any]:
     info = ds.validate()
     if info.get("sparse"):
         raise ConfigError(f"{cfg.data_path}: X '{cfg.X}' is sparse (CSR); hpcml.cluster needs dense X")
+    if info.get("text") or not np.issubdtype(info["X"][1], np.number):
+        raise DataError(f"{cfg.data_path}: X '{cfg.X}' holds {info['X'][1]} values; hpcml.cluster needs numbers")
     params = dict(cfg.params)
     (n, d), _ = info["X"]
     if cfg.init_centers:
@@ -167,6 +173,25 @@ def _write_outputs(cfg: Any, est: Any, comm: Any, out_dir: str, layout: Any, fit
     )
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (``scancel``, a walltime warning) ends the run as Ctrl-C does: one line, exit 130, no partial file.
+
+    Python's default for SIGTERM is to die silently; raised as ``KeyboardInterrupt``
+    it goes through :func:`hpcml.comm.guard.run_guarded` (a rank still inside a
+    collective is ended by ``MPI_Abort``).  A fit has no partial result to keep:
+    the outputs are written to temporary files and renamed at the end.
+    """
+    import signal
+
+    from hpcml.signals import _announce_ready
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
+    _announce_ready()  # tests only ($HPCML_READY_FILE): the handler is in place
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (see :mod:`hpcml.errors`)."""
     args = parse_args(argv)
@@ -178,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
 
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
+    _stop_on_sigterm()
     started = time.time()
     cfg = agree(comm, load_config, args.config)
     layout = apply_layout(plan_layout(comm, args.threads_per_rank or cfg.threads_per_rank))

@@ -30,6 +30,7 @@ first.  Reference (docs/kmeans.md)::
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,8 +82,8 @@ def _model(mtab: Table, base: str, cfg: ClusterConfig) -> dict[str, Any]:
     p["n_init"] = n_init
     p["max_iter"] = _positive_int(mtab, "max_iter", 300)
     p["tol"] = mtab.get("tol", float, 1e-4)
-    if p["tol"] < 0:
-        raise mtab.error("tol", f"must be >= 0, got {p['tol']!r}")
+    if not 0 <= p["tol"] < math.inf:  # NaN and infinity too (scikit-learn refuses them inside the fit)
+        raise mtab.error("tol", f"must be a finite number >= 0, got {p['tol']!r}")
     seed = mtab.get("random_state", (int, str), 0)
     if isinstance(seed, str) and seed != "none":
         raise mtab.error("random_state", f'expected an integer or "none", got {seed!r}')
@@ -90,8 +91,8 @@ def _model(mtab: Table, base: str, cfg: ClusterConfig) -> dict[str, Any]:
         raise mtab.error("random_state", f"must be >= 0, got {seed!r}")
     p["random_state"] = None if seed == "none" else seed
     p["oversampling_factor"] = mtab.get("oversampling_factor", float, 2.0)
-    if not p["oversampling_factor"] > 0:
-        raise mtab.error("oversampling_factor", f"must be > 0, got {p['oversampling_factor']!r}")
+    if not 0 < p["oversampling_factor"] < math.inf:
+        raise mtab.error("oversampling_factor", f"must be a finite number > 0, got {p['oversampling_factor']!r}")
     p["init_max_iter"] = _positive_int(mtab, "init_max_iter", None)
     mtab.finish()
     return p

@@ -152,7 +152,10 @@ class KMeans(_SKKMeans):
             Xl, wl = Xa[start:stop], wa[start:stop]
         if self.copy_x or not Xl.flags.writeable or not Xl.flags.c_contiguous:
             Xl = np.array(Xl, order="C", copy=True)
-        return {"X": Xl, "w": np.ascontiguousarray(wl), "n": n, "start": start, "full": None if sharded else Xa}
+        # the whole arrays must be the same on every rank: their CRC-32 is compared in _agree
+        crc = None if sharded else zlib.crc32(np.ascontiguousarray(wa).view(np.uint8), zlib.crc32(Xa.view(np.uint8)))
+        out = {"X": Xl, "w": np.ascontiguousarray(wl), "n": n, "start": start, "full": None if sharded else Xa}
+        return dict(out, crc=crc)
 
     def _dataset_rows(self, ds: Any, sample_weight: Any, rank: int, size: int) -> dict[str, Any]:
         if sample_weight is not None:
@@ -213,6 +216,7 @@ class KMeans(_SKKMeans):
                 params,
                 (zlib.crc32(state[1].tobytes()), int(state[2])),
                 bool(np.any(local["w"])),
+                local.get("crc"),
             )
         )
         if len({i[4] for i in info}) != 1:
@@ -227,6 +231,11 @@ class KMeans(_SKKMeans):
             raise InvalidData(f"ranks disagree on the dtype of X: {sorted({i[2] for i in info})}")
         if not sharded and len({i[3] for i in info}) != 1:
             raise InvalidData("ranks were given data sets of different lengths (give every rank the same arrays)")
+        if not sharded and len({i[7] for i in info}) != 1:
+            raise InvalidData(
+                "X or sample_weight differs between ranks; every rank of comm must pass the same arrays "
+                "(or its own rows with sharded=True)"
+            )
         counts = [i[0] for i in info]
         n = int(sum(counts))
         if n and not any(i[6] for i in info):

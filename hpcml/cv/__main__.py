@@ -64,8 +64,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         check_seconds(args.time_limit, "--time-limit", allow_zero=False)
         check_out(args.out)
         from hpcml._faults import check_env
+        from hpcml.env import check_values
 
         check_env()  # HPCML_INJECT_FAULT, read once; malformed = usage error
+        check_values()  # the other HPCML_* variables with a few allowed values
     except UsageError:
         if launch_rank() != 0:  # printed once, by rank 0
             raise SystemExit(2) from None

@@ -93,6 +93,11 @@ def check_search(search: AsyncHalvingSearchCV, config: SearchConfig, X: Any, y: 
         search.check_inputs(X, y, {} if groups is None else {"groups": groups})
     except ValueError as exc:
         raise ConfigError(f"{config.source}: [search] {exc}") from None
+    if search.resource == "n_samples" and search.max_resources_ > X.shape[0]:  # scikit-learn fails in a rung
+        raise ConfigError(
+            f"{config.source}: [search] max_resources = {search.max_resources_} is greater than the number "
+            f"of samples ({X.shape[0]}): a rung cannot subsample more rows than the data has"
+        )
 
 
 def make_candidates(config: SearchConfig, search: AsyncHalvingSearchCV) -> list[tuple[int, dict[str, Any]]]:

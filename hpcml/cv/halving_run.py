@@ -101,6 +101,11 @@ def prepare_search(search: Any, config: SearchConfig, X: Any, y: Any, groups: An
         search._check_input_parameters(X=X, y=y, split_params=split_params)
     except ValueError as exc:
         raise ConfigError(f"{config.source}: [search] {exc}") from None
+    if search.resource == "n_samples" and search.max_resources_ > X.shape[0]:  # scikit-learn fails in a rung
+        raise ConfigError(
+            f"{config.source}: [search] max_resources = {search.max_resources_} is greater than the number "
+            f"of samples ({X.shape[0]}): a rung cannot subsample more rows than the data has"
+        )
 
 
 def rung_schedule(search: Any, candidates: list[dict[str, Any]]) -> list[tuple[int, int]]:

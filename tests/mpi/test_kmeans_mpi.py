@@ -171,6 +171,25 @@ def test_nan_on_one_rank_raises_on_every_rank():
         KMeans(3, comm=COMM).fit(np.where(np.arange(400)[:, None] == 399, np.inf, blobs(n=400)))
 
 
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("which", ["X", "sample_weight"])
+def test_whole_arrays_that_differ_between_ranks_are_refused_on_every_rank(which):
+    # was: every rank kept its shard of its own array, and the model mixed the ranks' data (exit 0)
+    X, w = blobs(n=300), np.ones(300)
+    if COMM.rank == COMM.size - 1:
+        if which == "X":
+            X[299, 3] += 1e-9  # in the last rank's own shard: only the whole-array check can see it
+        else:
+            w[0] = 2.0  # outside the last rank's shard
+    with pytest.raises(InvalidData, match=r"^X or sample_weight differs between ranks; every rank of comm must"):
+        KMeans(3, random_state=0, n_init=1, comm=COMM).fit(X, sample_weight=w)
+    np.testing.assert_allclose(  # the same arrays everywhere still fit, as scikit-learn
+        KMeans(3, random_state=0, n_init=1, comm=COMM).fit(blobs(n=300)).cluster_centers_,
+        SKKMeans(3, random_state=0, n_init=1, algorithm="lloyd").fit(blobs(n=300)).cluster_centers_,
+        rtol=RTOL,
+    )
+
+
 @pytest.mark.mpi(min_size=1)
 def test_fewer_rows_than_clusters_is_sklearns_error():
     X = blobs(n=5)
