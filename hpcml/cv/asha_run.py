@@ -312,7 +312,7 @@ def _run(
             deadline=r._deadline(opts, started),
         )
     except FitRaised as exc:
-        raise r._fit_raised_error(exc, comm) from None
+        raise r.fit_failure(exc) from None
     finally:
         for timer in timers:
             timer.cancel()

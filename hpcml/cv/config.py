@@ -87,7 +87,6 @@ class SearchConfig:
     prefix_cache_bytes: int | None = None
     #: "auto" / "flat" / "hierarchical": how rank 0 hands out units (hpcml.cv.hierarchy)
     dispatch: str = "auto"
-    extra: dict[str, Any] = field(default_factory=dict)
     search: SearchStrategy = field(default_factory=SearchStrategy)  # [search]: hpcml.cv.strategy
 
 
@@ -107,7 +106,7 @@ def load_config(data: bytes, source: str) -> SearchConfig:
     data_cfg = _data(top.sub("data", required=True), base)
     models = _models(top, source)
     cv, cv_label = _cv(top.sub("cv"))
-    scoring, multimetric, refit_metric = _scoring(top.sub("scoring"), models)
+    scoring, multimetric, refit_metric = _scoring(top.sub("scoring"))
     run = top.sub("run") or Table({}, f"{source}: [run]")
     error_score = _error_score(run)
     return_train_score = run.get("return_train_score", bool, False)
@@ -384,7 +383,7 @@ def _cv(t: Table | None) -> tuple[Any, str]:
     return splitter, repr(splitter)
 
 
-def _scoring(t: Table | None, models: list[ModelConfig]) -> tuple[Any, bool, str]:
+def _scoring(t: Table | None) -> tuple[Any, bool, str]:
     from sklearn.metrics import get_scorer
 
     if t is None:

@@ -109,9 +109,32 @@ def evaluate(
     problem.estimators = [serial_estimator(clone(est)) for est in problem.estimators]
     cache = FoldCache(problem)
     cache.prefix = prefix_cache(problem, comm.Get_size(), prefix_cache_bytes)
-    affinity = None if cache.prefix is None else cache.prefix.plan.affinity
-    rank = comm.Get_rank()
     done = done or {}
+    fold_plan, node_folds = _open_folds(problem, cache, fold_copies, comm)
+    queues = _Queues(index, done, comm, deadline, None if cache.prefix is None else cache.prefix.plan.affinity)
+    run = functools.partial(
+        run_units,
+        comm,
+        _unit_work(problem, cache, index, comm.Get_rank()),
+        poll_hook=poll_hook if poll_hook is not None else fault_hook("worker", comm.Get_rank()),
+        on_results=_printing(on_results) if problem.verbose > 1 else on_results,
+        should_stop=should_stop,
+        dispatch=dispatch,
+    )
+    report, phases = _schedule(run, problem, cache, node_folds, queues, threads, comm)
+    prefix, cow = _release_folds(cache, node_folds, comm)
+    out = _collect(problem, index, done, report, user_estimators, comm)
+    return Evaluation(
+        out=out,
+        complete=all(item is not None for item in out),
+        report=report,
+        fold_cache={"hits": cache.hits, "misses": cache.misses},
+        folds={**fold_plan.as_dict(), "phases": phases, "prefix": prefix, "copy_on_write": cow},
+    )
+
+
+def _open_folds(problem: Problem, cache: FoldCache, fold_copies: str, comm: MPI.Intracomm) -> tuple[FoldPlan, Any]:
+    """Where the folds' rows live: the plan, and the node-shared folds when they could be opened.  Collective."""
     fold_plan = choose(
         fold_copies,
         problem.X,
@@ -120,17 +143,30 @@ def evaluate(
         n_candidates=problem.n_candidates,
         keeps_estimators=problem.return_estimator,
     )
-    node_folds = None
-    if fold_plan.mode == "node":
-        node_folds, failure = (None, "copy-on-write folds are off")
-        if cache.cow:  # a /dev/shm file: units get private copy-on-write views
-            node_folds, failure = ShmFolds.open(problem.X, problem.splits, comm)
-        if node_folds is None:
-            node_folds, failure = NodeFolds.open(problem.X, problem.splits, comm)
-        if node_folds is None:
-            fold_plan = FoldPlan("rank", f"fold copies per rank: {failure}", fold_plan.fold_bytes)
+    if fold_plan.mode != "node":
+        return fold_plan, None
+    node_folds, failure = (None, "copy-on-write folds are off")
+    if cache.cow:  # a /dev/shm file: units get private copy-on-write views
+        node_folds, failure = ShmFolds.open(problem.X, problem.splits, comm)
+    if node_folds is None:
+        node_folds, failure = NodeFolds.open(problem.X, problem.splits, comm)
+    if node_folds is None:
+        fold_plan = FoldPlan("rank", f"fold copies per rank: {failure}", fold_plan.fold_bytes)
+    return fold_plan, node_folds
 
-    unit_fault = fault_hook("unit", rank)  # None unless HPCML_INJECT_FAULT names it (tests)
+
+def _release_folds(cache: FoldCache, node_folds: Any, comm: MPI.Intracomm) -> tuple[dict[str, Any], bool]:
+    """After a run: the prefix cache's counters and whether folds were copy-on-write; frees the folds."""
+    prefix = prefix_counters(cache.prefix, comm)
+    cow = cache.cow and (node_folds is None or isinstance(node_folds, ShmFolds))
+    cache.clear()
+    if node_folds is not None:
+        node_folds.close()
+    return prefix, cow
+
+
+def _unit_work(problem: Problem, cache: FoldCache, index: UnitIndex, rank: int) -> Callable[[int], dict[str, Any]]:
+    """``work(unit)``: fit and score one (candidate, split); a failing fit's error names its unit."""
 
     def work(unit: int) -> dict[str, Any]:
         cand, split = index.pair(unit)
@@ -145,69 +181,80 @@ def evaluate(
             result[WARNINGS_KEY] = shown
         return result
 
-    if unit_fault is not None:
-        plain = work
+    unit_fault = fault_hook("unit", rank)  # None unless HPCML_INJECT_FAULT names it (tests)
+    if unit_fault is None:
+        return work
 
-        def work(unit: int) -> dict[str, Any]:
-            unit_fault()
-            return plain(unit)
+    def faulty(unit: int) -> dict[str, Any]:
+        unit_fault()
+        return work(unit)
 
-    costs: dict[int, list[float]] = {}
-    for unit, result in done.items():
-        costs.setdefault(index.candidate(unit), []).append(result["fit_time"] + result["score_time"])
+    return faulty
 
-    def queue_for(units: set[int] | None) -> UnitQueue | None:
-        """Rank 0: the queue of the units left (of ``units`` only, if given)."""
-        if rank != 0:
+
+class _Queues:
+    """Rank 0's unit queues, whose cost estimates start from the units done before (journal, earlier splits)."""
+
+    def __init__(
+        self,
+        index: UnitIndex,
+        done: dict[int, dict[str, Any]],
+        comm: MPI.Intracomm,
+        deadline: float | None,
+        affinity: Callable[[int, int], Any] | None,
+    ) -> None:
+        self.index, self.done, self.comm, self.deadline, self.affinity = index, done, comm, deadline, affinity
+        self.costs: dict[int, list[float]] = {}
+        self.learn(done)
+
+    def learn(self, results: dict[int, dict[str, Any]]) -> None:
+        """Record the time each of ``results`` took (rank 0)."""
+        for unit, result in results.items():
+            self.costs.setdefault(self.index.candidate(unit), []).append(result["fit_time"] + result["score_time"])
+
+    def queue(self, units: set[int] | None) -> UnitQueue | None:
+        """Rank 0: the queue of the units left (of ``units`` only, if given); ``None`` elsewhere."""
+        if self.comm.Get_rank() != 0:
             return None
-        prior = {cand: sum(v) / len(v) for cand, v in costs.items()}
-        skip = set(done) if units is None else set(range(len(index))) - units
+        index, affinity = self.index, self.affinity
+        prior = {cand: sum(v) / len(v) for cand, v in self.costs.items()}
+        skip = set(self.done) if units is None else set(range(len(index))) - units
         first, rest = unit_order(index, done=skip, known_cost=prior.keys())
         return UnitQueue(
             first,
             rest,
-            comm.Get_size(),
+            self.comm.Get_size(),
             group_of=index.candidate,
             prior_costs=prior,
-            deadline=deadline,
+            deadline=self.deadline,
             affinity_of=None if affinity is None else (lambda unit: affinity(*index.pair(unit))),
         )
 
-    limits = contextlib.nullcontext()
-    if threads is not None:
-        from threadpoolctl import threadpool_limits
 
-        limits = threadpool_limits(limits=threads)
-    run = functools.partial(
-        run_units,
-        comm,
-        work,
-        poll_hook=poll_hook if poll_hook is not None else fault_hook("worker", rank),
-        on_results=_printing(on_results) if problem.verbose > 1 else on_results,
-        should_stop=should_stop,
-        dispatch=dispatch,
-    )
-    phases = 0
+def _thread_limits(threads: int | None) -> Any:
+    """The BLAS/OpenMP limit (threadpoolctl) while fitting (nothing when ``threads`` is None)."""
+    if threads is None:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=threads)
+
+
+def _schedule(
+    run: Callable[..., ScheduleReport],
+    problem: Problem,
+    cache: FoldCache,
+    node_folds: Any,
+    queues: _Queues,
+    threads: int | None,
+    comm: MPI.Intracomm,
+) -> tuple[ScheduleReport, int]:
+    """Run the units under the thread limit: one schedule, or one per split (node-shared folds)."""
     try:
-        with limits:
+        with _thread_limits(threads):
             if node_folds is None:
-                report = run(queue=queue_for(None))
-            else:
-                report = ScheduleReport(busy=[0.0] * comm.Get_size())
-                for split, units in _phases(index, done, comm):
-                    cache.clear()
-                    train, test = (split_rows(part) for part in problem.splits[split])
-                    cache.adopt(split, *node_folds.load(problem.X, train, test, split))
-                    phase = run(queue=queue_for(units))
-                    phases += 1
-                    _merge(report, phase)
-                    if rank == 0:
-                        for unit, result in phase.results.items():
-                            costs.setdefault(index.candidate(unit), []).append(
-                                result["fit_time"] + result["score_time"]
-                            )
-                    if phase.stopped:  # agreed: run_units broadcasts it
-                        break
+                return run(queue=queues.queue(None)), 0
+            return _run_by_split(run, problem, cache, node_folds, queues, comm)
     except BaseException as exc:
         cache.clear()
         # Freeing the buffer is collective: only when every rank raises this error
@@ -216,13 +263,45 @@ def evaluate(
         if node_folds is not None and is_agreed(exc):
             node_folds.close()
         raise
-    prefix = prefix_counters(cache.prefix, comm)
-    cow = cache.cow and (node_folds is None or isinstance(node_folds, ShmFolds))
-    cache.clear()
-    if node_folds is not None:
-        node_folds.close()
+
+
+def _run_by_split(
+    run: Callable[..., ScheduleReport],
+    problem: Problem,
+    cache: FoldCache,
+    node_folds: Any,
+    queues: _Queues,
+    comm: MPI.Intracomm,
+) -> tuple[ScheduleReport, int]:
+    """Node-shared folds: one schedule per split with units left, after the node built that split's rows."""
+    report = ScheduleReport(busy=[0.0] * comm.Get_size())
+    phases = 0
+    for split, units in _phases(queues.index, queues.done, comm):
+        cache.clear()
+        train, test = (split_rows(part) for part in problem.splits[split])
+        cache.adopt(split, *node_folds.load(problem.X, train, test, split))
+        phase = run(queue=queues.queue(units))
+        phases += 1
+        _merge(report, phase)
+        if comm.Get_rank() == 0:
+            queues.learn(phase.results)
+        if phase.stopped:  # agreed: run_units broadcasts it
+            break
+    return report, phases
+
+
+def _collect(
+    problem: Problem,
+    index: UnitIndex,
+    done: dict[int, dict[str, Any]],
+    report: ScheduleReport,
+    user_estimators: list[Any],
+    comm: MPI.Intracomm,
+) -> list[dict[str, Any] | None]:
+    """Every unit's result in candidate-major order, on every rank (verbose lines, comms, warnings settled)."""
+    rank = comm.Get_rank()
     out: list[dict[str, Any] | None] | None = None
-    if comm.Get_rank() == 0:
+    if rank == 0:
         merged = dict(done)
         merged.update(report.results)
         out = [merged.get(unit) for unit in range(len(index))]
@@ -237,13 +316,7 @@ def evaluate(
         _restore_unit_comms(out, index, problem.candidates, user_estimators)
     if problem.collect_warnings:
         show_unit_warnings(out, comm)
-    return Evaluation(
-        out=out,
-        complete=all(item is not None for item in out),
-        report=report,
-        fold_cache={"hits": cache.hits, "misses": cache.misses},
-        folds={**fold_plan.as_dict(), "phases": phases, "prefix": prefix, "copy_on_write": cow},
-    )
+    return out
 
 
 def show_unit_warnings(out: list[Any], comm: MPI.Intracomm) -> None:

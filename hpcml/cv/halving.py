@@ -79,9 +79,7 @@ class _MPIHalvingMixin(_MPISearchMixin):
         self.best_score_ = self.cv_results_["mean_test_score"][self.best_index_]
         return self
 
-    def _check_rung_splits(
-        self, splits: list[tuple[Any, Any]], X: Any, y: Any, more_results: Any, comm: Any
-    ) -> None:
+    def _check_rung_splits(self, splits: list[tuple[Any, Any]], X: Any, y: Any, more_results: Any, comm: Any) -> None:
         """Refuse the first rung's subsamples if no fit can use them (scikit-learn #20775), before any fit.
 
         Called by ``evaluate_candidates`` with the rung's splits (rank 0's,

@@ -458,7 +458,7 @@ def _search_and_finish(opts: Any, rungs: _Rungs, folder: str, static: dict[str, 
     except _Stopped:
         stopped = True
     except FitRaised as exc:
-        raise r._fit_raised_error(exc, comm) from None
+        raise r.fit_failure(exc) from None
     finally:
         for timer in timers:
             timer.cancel()

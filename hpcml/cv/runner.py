@@ -34,8 +34,7 @@ from hpcml.cliargs import make_out_dir
 from hpcml.comm import HOST, idle_barrier, raise_if_any
 from hpcml.cv import output
 from hpcml.cv.config import SearchConfig, load_config
-from hpcml.cv.engine import comm_params, evaluate, refit_alone, restore_comm_params, user_estimator
-from hpcml.cv.fitting import FitRaised, Problem
+from hpcml.cv.fitting import Problem
 from hpcml.cv.folds import choose
 from hpcml.cv.hierarchy import NodeResults
 from hpcml.cv.journal import Journal, check_header, read_journal
@@ -43,7 +42,17 @@ from hpcml.cv.observer import RunObserver
 from hpcml.cv.plan import UnitIndex, broadcast, compute_splits
 from hpcml.cv.progress import Progress, best_so_far_score
 from hpcml.cv.reduce import best_candidate, build_cv_results
-from hpcml.cv.stages import check_target, check_units, checkpoint, make_candidates, oversubscription
+from hpcml.cv.stages import (
+    check_target,
+    check_units,
+    checkpoint,
+    evaluate_units,
+    fit_failure,  # noqa: F401 - the halving and ASHA runs raise a failing fit with r.fit_failure
+    fit_failure_note,
+    make_candidates,
+    oversubscription,
+    refit_best,
+)
 from hpcml.data.fingerprint import combined, fingerprints
 from hpcml.errors import EXIT_INCOMPLETE, ConfigError, DataError, RunError, UsageError
 from hpcml.runreport import common_sections
@@ -375,10 +384,19 @@ def _evaluate_stage(
     if observer is not None:
         observer.watch(stop, opts.grace, len(plan.index), comm)
         plan.observer = observer
+
+    def fit_failed() -> None:
+        if observer is not None:
+            observer.close()
+            observer.journal.close()
+        if comm.Get_rank() == 0:
+            print(f"hpcml: {fit_failure_note(plan.config.error_score)}", file=sys.stderr, flush=True)
+
     try:
-        return evaluate(
+        return evaluate_units(
             plan.problem,
             comm,
+            on_fit_failure=fit_failed,
             done=done if comm.Get_rank() == 0 else None,
             on_results=NodeResults(observer.on_parts) if observer is not None else None,
             should_stop=(lambda: bool(stop)) if comm.Get_rank() == 0 else None,
@@ -387,11 +405,6 @@ def _evaluate_stage(
             prefix_cache_bytes=plan.config.prefix_cache_bytes,
             dispatch=plan.config.dispatch,
         )
-    except FitRaised as exc:
-        if observer is not None:
-            observer.close()
-            observer.journal.close()
-        raise _fit_raised_error(exc, plan.config.error_score) from None
     finally:
         if observer is not None:
             observer.units_over()
@@ -429,18 +442,6 @@ def _deadline(opts: Options, started: float) -> float | None:
         remaining = max(0.0, float(end) - started)
         return float(end) - min(max(opts.grace, 0.0), 0.1 * remaining)
     return None
-
-
-def _fit_raised_error(exc: FitRaised, error_score: Any) -> Exception:
-    original = exc.original
-    if error_score == "raise":
-        what = "a fit raised with error_score='raise'"
-    else:  # e.g. a multi-metric scorer on an estimator without predict: scikit-learn raises whatever error_score
-        what = f"a unit raised (error_score={error_score!r} does not cover this error; scikit-learn raises it too)"
-    error = RuntimeError(f"{what}: {type(original).__name__}: {original}")
-    error.agreed = True  # type: ignore[attr-defined]
-    error.remote_traceback = exc.tb  # type: ignore[attr-defined]  # printed once, by rank 0
-    return error
 
 
 @dataclass
@@ -578,10 +579,8 @@ def _refit_best(plan: _Plan, best: dict[str, Any], run_info: dict[str, Any]) -> 
     # The model as configured (the engine gave problem.estimators comm="self").
     user = plan.config.models[template].estimator
     problem = plan.problem
-    try:
-        estimator, seconds = refit_alone(user, cand_params, problem.X, problem.y, problem.fit_params)
-        # best_model.joblib holds the configured comm values, not the "self" of the refit.
-        restore_comm_params(estimator, comm_params(user_estimator(user, cand_params)))
+    try:  # the API's refit, on rank 0 alone; best_model.joblib holds the configured comm values
+        estimator, seconds = refit_best(user, cand_params, problem.X, problem.y, problem.fit_params, MPI.COMM_SELF)
     except Exception as exc:  # noqa: BLE001 - reported as one line by the caller, results kept
         text = str(exc).strip()
         refit_error = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"

@@ -579,9 +579,16 @@ def _run_root(comm, work, queue, on_results, should_stop, poll_hook, threaded, M
         thread = threading.Thread(target=dispatcher.serve_until_done, name="hpcml-dispatch", daemon=True)
         thread.start()
 
+    poll = _Poll(poll_hook) if poll_hook is not None else None
+
+    def poll_root() -> None:
+        if poll is not None and poll.failure is None:
+            poll()
+            if poll.failure is not None:  # the hook raised outside a unit: the run's error
+                dispatcher.fail(0, poll.failure)
+
     def stop_requested() -> bool:
-        if poll_hook is not None:
-            poll_hook()
+        poll_root()
         if not threaded and size > 1:
             while dispatcher.poll():
                 pass
@@ -611,8 +618,7 @@ def _run_root(comm, work, queue, on_results, should_stop, poll_hook, threaded, M
     if thread is not None:
         while thread.is_alive():
             thread.join(timeout=0.05)
-            if poll_hook is not None:
-                poll_hook()
+            poll_root()
         sys.setswitchinterval(switch_interval)
     elif size > 1:
         dispatcher.serve_until_done()
@@ -620,33 +626,73 @@ def _run_root(comm, work, queue, on_results, should_stop, poll_hook, threaded, M
     return dispatcher.report, error
 
 
-def _run_worker(comm, work, poll_hook, rank=None):  # noqa: ANN001, ANN202
-    from mpi4py import MPI
+class _Poll:
+    """A rank's poll hook, made safe for the dispatch protocol.
 
-    report = ScheduleReport()
-    backoff = Backoff()
-    items: list[tuple[int, Any, float]] = []
-    error: BaseException | None = None
-    own_error: BaseException | None = None  # the error this rank reported, re-raised as itself
-    stopped = False
-    rank = comm.Get_rank() if rank is None else rank  # the run's rank (errors name it) if comm is a node's
+    An exception the hook raises outside a unit (while waiting for a reply,
+    between units) must not leave the protocol: the other ranks would wait for
+    this rank forever.  It is kept as :attr:`failure`, the hook is not called
+    again, and the rank reports the failure to rank 0 like a unit's error, so
+    that every rank raises it.
+    """
 
-    def stop_requested() -> bool:
-        nonlocal stopped
-        if poll_hook is not None:
-            poll_hook()
-        if not stopped and comm.Iprobe(source=0, tag=Tag.STOP):
-            comm.recv(source=0, tag=Tag.STOP)
-            stopped = True
-        return stopped
+    def __init__(self, hook: Callable[[], None]) -> None:
+        self.hook = hook
+        self.failure: BaseException | None = None
 
-    def request(items: list[tuple[int, Any, float]], error: BaseException | None, holding: bool) -> None:
-        nonlocal own_error
-        if error is not None and own_error is None:
-            own_error = error
-        payload = PackedException(error, rank, HOST) if error is not None else None
+    def __call__(self) -> None:
+        if self.failure is not None:
+            return
         try:
-            comm.send((items, payload, holding), dest=0, tag=Tag.REQUEST)  # the fast path: plain pickle
+            self.hook()
+        except BaseException as exc:  # noqa: BLE001 - reported to rank 0, raised on every rank
+            _keep_traceback(exc)
+            self.failure = exc
+
+
+class _Worker:
+    """A worker rank's side of the flat dispatch protocol: request, reply, run the batch, report.
+
+    Every request gets exactly one reply.  A request sent while a batch is
+    still to be run ("holding") asks for the next one early (prefetch); it is
+    answered WORK or WAIT, never DONE, so a worker is released only once it
+    has reported everything, its own error included.
+    """
+
+    def __init__(self, comm: MPI.Intracomm, work: Callable[[int], Any], poll_hook: Any, rank: int | None) -> None:
+        self.comm = comm
+        self.work = work
+        self.poll = _Poll(poll_hook) if poll_hook is not None else None
+        self.rank = comm.Get_rank() if rank is None else rank  # the run's rank (errors name it) if comm is a node's
+        self.report = ScheduleReport()
+        self.backoff = Backoff()
+        self.stopped = False
+        self.own_error: BaseException | None = None  # the error this rank reported, re-raised as itself
+
+    def failure(self) -> BaseException | None:
+        """The poll hook's exception, if it raised (then no further unit runs here)."""
+        return self.poll.failure if self.poll is not None else None
+
+    def stop_requested(self) -> bool:
+        """Between units: whether rank 0 sent STOP (or this rank's poll hook failed)."""
+        if self.poll is not None:
+            self.poll()
+        if not self.stopped and self.comm.Iprobe(source=0, tag=Tag.STOP):
+            self.comm.recv(source=0, tag=Tag.STOP)
+            self.stopped = True
+        return self.stopped or self.failure() is not None
+
+    def request(self, items: list[tuple[int, Any, float]], error: BaseException | None, holding: bool) -> None:
+        """Send this rank's results (and its error, once) and ask for work."""
+        from mpi4py import MPI
+
+        if error is None and self.own_error is None:
+            error = self.failure()
+        if error is not None and self.own_error is None:
+            self.own_error = error
+        payload = PackedException(error, self.rank, HOST) if error is not None else None
+        try:
+            self.comm.send((items, payload, holding), dest=0, tag=Tag.REQUEST)  # the fast path: plain pickle
             return
         except MPI.Exception:
             raise
@@ -654,54 +700,50 @@ def _run_worker(comm, work, poll_hook, rank=None):  # noqa: ANN001, ANN202
             try:
                 message: tuple[Any, ...] = (ByValue(items), payload, holding)
             except Exception as second:  # noqa: BLE001 - report it as this rank's error instead
-                failure = unsendable(f"the results of rank {rank}", first, second)
-                mark_origin(failure, rank, HOST)
-                own_error = own_error or failure
-                message = ([], payload or PackedException(failure, rank, HOST), holding)
-        comm.send(message, dest=0, tag=Tag.REQUEST)
+                failure = unsendable(f"the results of rank {self.rank}", first, second)
+                mark_origin(failure, self.rank, HOST)
+                self.own_error = self.own_error or failure
+                message = ([], payload or PackedException(failure, self.rank, HOST), holding)
+        self.comm.send(message, dest=0, tag=Tag.REQUEST)
 
-    def reply() -> tuple[Reply, list[int], bool]:
-        backoff.reset()
-        while not comm.Iprobe(source=0, tag=Tag.WORK):
-            if poll_hook is not None:
-                poll_hook()
-            backoff.sleep()
-        return comm.recv(source=0, tag=Tag.WORK)
+    def reply(self) -> tuple[Reply, list[int], bool]:
+        """Wait for rank 0's answer to the request outstanding (polling the hook meanwhile)."""
+        self.backoff.reset()
+        while not self.comm.Iprobe(source=0, tag=Tag.WORK):
+            if self.poll is not None:
+                self.poll()
+            self.backoff.sleep()
+        return self.comm.recv(source=0, tag=Tag.WORK)
 
-    # Every request gets exactly one reply.  A request sent while a batch is
-    # still to be run ("holding") asks for the next one early (prefetch); it is
-    # answered WORK or WAIT, never DONE, so a worker is released only once it
-    # has reported everything.
-    in_hand: list[int] | None = None
-    idle = Backoff()
-    request([], None, holding=False)
-    outstanding = True
-    while True:
-        if in_hand is None:
-            kind, batch, stop_sent = reply()
-            outstanding = False
-            if kind == Reply.DONE:
-                if stop_sent and not stopped:
-                    comm.recv(source=0, tag=Tag.STOP)
-                break
-            if kind == Reply.WORK:
+    def run(self) -> tuple[ScheduleReport, BaseException | None]:
+        """The request/reply loop until rank 0 answers DONE; returns the report and this rank's error."""
+        in_hand: list[int] | None = None
+        idle = Backoff()
+        self.request([], None, holding=False)
+        while True:
+            if in_hand is None:
+                kind, batch, stop_sent = self.reply()
+                if kind == Reply.DONE:
+                    if stop_sent and not self.stopped:
+                        self.comm.recv(source=0, tag=Tag.STOP)
+                    break
+                if kind != Reply.WORK:  # WAIT without a batch in hand: a dynamic queue has no unit yet
+                    idle.sleep()
+                    self.request([], None, holding=False)
+                    continue
                 in_hand = batch
                 idle.reset()
-            else:  # WAIT without a batch in hand: a dynamic queue has no unit yet; ask again soon
-                idle.sleep()
-                request([], None, holding=False)
-                outstanding = True
-                continue
-        if not outstanding:
-            request([], None, holding=True)
-            outstanding = True
-        batch, in_hand = in_hand, None
-        items, error = _run_local(work, batch, stop_requested)
-        report.messages += 1
-        kind, nxt, stop_sent = reply()
-        outstanding = False
-        if kind == Reply.WORK and error is None and not stopped:
-            in_hand = nxt
-        request(items, error, holding=in_hand is not None)
-        outstanding = True
-    return report, own_error
+                self.request([], None, holding=True)
+            batch, in_hand = in_hand, None
+            items, error = _run_local(self.work, batch, self.stop_requested)
+            self.report.messages += 1
+            kind, nxt, _ = self.reply()
+            if kind == Reply.WORK and error is None and not self.stopped and self.failure() is None:
+                in_hand = nxt
+            self.request(items, error, holding=in_hand is not None)
+        return self.report, self.own_error
+
+
+def _run_worker(comm, work, poll_hook, rank=None):  # noqa: ANN001, ANN202
+    """A worker rank's part of :func:`run_units` (also a node's worker in hierarchical dispatch)."""
+    return _Worker(comm, work, poll_hook, rank).run()

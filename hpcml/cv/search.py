@@ -20,7 +20,7 @@ import numpy as np
 from sklearn import model_selection as _skms
 from sklearn.base import clone, is_classifier
 from sklearn.model_selection import check_cv
-from sklearn.utils import indexable
+from sklearn.utils import Bunch, indexable
 
 from hpcml._compat import (
     Interval,
@@ -48,10 +48,9 @@ from hpcml.cv.callbacks import (
     replay_units,
     unit_callbacks,
 )
-from hpcml.cv.engine import comm_params, evaluate, refit_alone, restore_comm_params, user_estimator
-from hpcml.cv.fitting import FitRaised, Problem, check_error_score, echo
+from hpcml.cv.fitting import Problem, check_error_score, echo
 from hpcml.cv.plan import broadcast, compute_splits
-from hpcml.cv.stages import check_same_data, data_mismatch
+from hpcml.cv.stages import check_same_data, data_mismatch, evaluate_units, refit_best
 
 if TYPE_CHECKING:  # pragma: no cover
     from mpi4py import MPI
@@ -112,15 +111,6 @@ def _agree_candidates(local: list[dict[str, Any]], comm: MPI.Intracomm) -> list[
         return local
     shared = broadcast(local if comm.Get_rank() == 0 else None, comm)
     return local if same or comm.Get_rank() == 0 else shared
-
-
-def _broadcast_after(obj: Any, comm: MPI.Intracomm) -> Any:
-    """Broadcast from rank 0 once it is ready, letting the other ranks sleep meanwhile.
-
-    Estimators plain pickle cannot serialise (a lambda inside) go through
-    cloudpickle; if that fails too, every rank raises (:func:`hpcml.cv.plan.broadcast`).
-    """
-    return broadcast(obj, comm, what="the refit best_estimator_")
 
 
 @dataclass
@@ -277,10 +267,7 @@ class _MPISearchMixin:
                 collect_warnings=True,
                 callbacks=unit_callbacks(self, callback_ctx, len(candidate_params) * len(splits), comm.Get_rank()),
             )
-            try:
-                evaluation = evaluate(problem, comm, threads=threads)
-            except FitRaised as exc:
-                raise exc.original from None
+            evaluation = evaluate_units(problem, comm, threads=threads)
             self._hpcml_run.schedule_reports.append(evaluation.report)
             self._hpcml_run.folds = evaluation.folds
             out = evaluation.out
@@ -316,17 +303,12 @@ class _MPISearchMixin:
         if ctx is not None and not ctx._callbacks:
             ctx = None  # no callbacks: nothing to record or replay
         session = None
-        fitted, error = None, None
-        if comm.Get_rank() == 0:
-            session = None if ctx is None else TaskSession(ctx, self, X, y, sample_weight)
-            around = None if session is None else session.fitting
-            try:
-                fitted = refit_alone(base_estimator, self.best_params_, X, y, fit_params, around=around)
-            except Exception as exc:  # noqa: BLE001 - raised on every rank just below
-                error = exc
-        raise_if_any(comm, error)
-        self.best_estimator_, self.refit_time_ = _broadcast_after(fitted, comm)
-        restore_comm_params(self.best_estimator_, comm_params(user_estimator(base_estimator, self.best_params_)))
+        if comm.Get_rank() == 0 and ctx is not None:
+            session = TaskSession(ctx, self, X, y, sample_weight)
+        around = None if session is None else session.fitting
+        self.best_estimator_, self.refit_time_ = refit_best(
+            base_estimator, self.best_params_, X, y, fit_params, comm, around=around
+        )
         if hasattr(self.best_estimator_, "feature_names_in_"):
             self.feature_names_in_ = self.best_estimator_.feature_names_in_
         if ctx is not None:
@@ -480,6 +462,36 @@ def _cross_validate_constraints() -> dict[str, Any]:
     }
 
 
+def route(owner: str, parts: list[tuple[str, Any, tuple[str, ...]]], params: dict[str, Any], groups: Any) -> Bunch:
+    """scikit-learn's routing of ``params`` for ``owner`` (``parts``: name, object, callees of ``fit``).
+
+    Without metadata routing: ``params`` go to ``fit`` (and ``partial_fit``), ``groups`` to the splitter.
+    """
+    from sklearn.exceptions import UnsetMetadataPassedError
+
+    if not _routing_enabled():
+        return Bunch(
+            estimator=Bunch(fit=params, partial_fit=params),
+            splitter=Bunch(split={"groups": groups}),
+            scorer=Bunch(score={}),
+        )
+    router = MetadataRouter(owner=owner)
+    for name, obj, callees in parts:
+        mapping = MethodMapping()
+        for callee in callees:
+            mapping.add(caller="fit", callee=callee)
+        router.add(**{name: obj}, method_mapping=mapping)
+    try:
+        routed = process_routing(router, "fit", **params)
+    except UnsetMetadataPassedError as e:
+        raise UnsetMetadataPassedError(
+            message=str(e).replace(f"{owner}.fit", owner),
+            unrequested_params=e.unrequested_params,
+            routed_params=e.routed_params,
+        ) from None
+    return routed
+
+
 @validate_params(_cross_validate_constraints(), prefer_skip_nested_validation=False)
 def cross_validate(
     estimator: Any,
@@ -510,50 +522,17 @@ def cross_validate(
     ``"self"``: ``MPI.COMM_SELF``, or an intracommunicator); every rank
     returns the same dict.
     """
-    from sklearn.exceptions import UnsetMetadataPassedError
-    from sklearn.metrics import check_scoring
-
-    from hpcml.data.h5 import H5Dataset
-
     comm = resolve_comm(comm)
-    params = {} if params is None else dict(params)
-    if isinstance(X, H5Dataset):
-        X, y, stored = _resolve_data(X, y, {}, comm)
-        if groups is None and stored.get("groups") is not None and not _routing_enabled():
-            groups = stored["groups"]
-        for role in ("groups", "sample_weight") if _routing_enabled() else ("sample_weight",):
-            if stored.get(role) is not None:
-                params.setdefault(role, stored[role])
+    X, y, groups, params = _stored_roles(X, y, groups, params, comm)
     _check_groups_routing_disabled(groups)
     check_error_score(error_score)
     X, y = indexable(X, y)
     check_same_data(comm, X, y)
     cv = check_cv(cv, y, classifier=is_classifier(estimator))
-    if scoring is None or isinstance(scoring, str) or callable(scoring):
-        scorers = check_scoring(estimator, scoring=scoring)
-    else:
-        scorers = check_scoring(estimator, scoring=scoring, raise_exc=(error_score == "raise"))
-    if _routing_enabled():
-        router = (
-            MetadataRouter(owner="cross_validate")
-            .add(splitter=cv, method_mapping=MethodMapping().add(caller="fit", callee="split"))
-            .add(estimator=estimator, method_mapping=MethodMapping().add(caller="fit", callee="fit"))
-            .add(scorer=scorers, method_mapping=MethodMapping().add(caller="fit", callee="score"))
-        )
-        try:
-            routed = process_routing(router, "fit", **params)
-        except UnsetMetadataPassedError as e:
-            raise UnsetMetadataPassedError(
-                message=str(e).replace("cross_validate.fit", "cross_validate"),
-                unrequested_params=e.unrequested_params,
-                routed_params=e.routed_params,
-            ) from None
-        split_params = dict(routed.splitter.split)
-        fit_params, score_params = dict(routed.estimator.fit), dict(routed.scorer.score)
-    else:
-        split_params, fit_params, score_params = {"groups": groups}, params, {}
-    fit_params = _check_method_params(X, params=fit_params)
-    splits = compute_splits(cv, X, y, None, comm, split_params=split_params)
+    scorers = _cross_validate_scorers(estimator, scoring, error_score)
+    parts = [("splitter", cv, ("split",)), ("estimator", estimator, ("fit",)), ("scorer", scorers, ("score",))]
+    routed = route("cross_validate", parts, params, groups)
+    splits = compute_splits(cv, X, y, None, comm, split_params=dict(routed.splitter.split))
     problem = Problem(
         X=X,
         y=y,
@@ -561,8 +540,8 @@ def cross_validate(
         estimators=[clone(estimator)],
         candidates=[(0, {})],
         scorer=scorers,
-        fit_params=fit_params,
-        score_params=score_params,
+        fit_params=_check_method_params(X, params=dict(routed.estimator.fit)),
+        score_params=dict(routed.scorer.score),
         error_score=error_score,
         return_train_score=return_train_score,
         return_estimator=return_estimator,
@@ -570,13 +549,48 @@ def cross_validate(
         collect_warnings=True,
         show_params=False,
     )
-    try:
-        results = evaluate(problem, comm, threads=threads_per_rank or _default_threads(comm)).out
-    except FitRaised as exc:
-        raise exc.original from None
+    results = evaluate_units(problem, comm, threads=threads_per_rank or _default_threads(comm)).out
     _warn_or_raise_about_fit_failures(results, error_score)
     if callable(scoring):
         _insert_error_scores(results, error_score)
+    return _cross_validate_result(results, splits, return_train_score, return_estimator, return_indices)
+
+
+def _stored_roles(
+    X: Any, y: Any, groups: Any, params: dict[str, Any] | None, comm: MPI.Intracomm
+) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """X as arrays when it is an ``H5Dataset``; its stored groups and sample_weight as parameters."""
+    from hpcml.data.h5 import H5Dataset
+
+    params = {} if params is None else dict(params)
+    if not isinstance(X, H5Dataset):
+        return X, y, groups, params
+    X, y, stored = _resolve_data(X, y, {}, comm)
+    if groups is None and stored.get("groups") is not None and not _routing_enabled():
+        groups = stored["groups"]
+    for role in ("groups", "sample_weight") if _routing_enabled() else ("sample_weight",):
+        if stored.get(role) is not None:
+            params.setdefault(role, stored[role])
+    return X, y, groups, params
+
+
+def _cross_validate_scorers(estimator: Any, scoring: Any, error_score: Any) -> Any:
+    """scikit-learn's scorer(s) of ``cross_validate`` (a multimetric scorer raises with ``error_score="raise"``)."""
+    from sklearn.metrics import check_scoring
+
+    if scoring is None or isinstance(scoring, str) or callable(scoring):
+        return check_scoring(estimator, scoring=scoring)
+    return check_scoring(estimator, scoring=scoring, raise_exc=(error_score == "raise"))
+
+
+def _cross_validate_result(
+    results: list[dict[str, Any]],
+    splits: list[tuple[Any, Any]],
+    return_train_score: bool,
+    return_estimator: bool,
+    return_indices: bool,
+) -> dict[str, Any]:
+    """scikit-learn's return value of ``cross_validate`` from the per-split results."""
     agg = _aggregate_score_dicts(results)
     ret: dict[str, Any] = {"fit_time": agg["fit_time"], "score_time": agg["score_time"]}
     if return_estimator:

@@ -1,4 +1,10 @@
-"""Stage helpers of a CLI search run: stop checkpoints between stages and a bounded plan.
+"""The stages the CLI run and the Python API share, and the CLI's stop checkpoints and bounded plan.
+
+:func:`evaluate_units` (evaluate, with the one error handling for a failing
+fit) and :func:`refit_best` (refit on rank 0 alone, shared, the user's
+communicators back) are the same code for ``python -m hpcml.cv``
+(:mod:`hpcml.cv.runner`) and for ``GridSearchCV.fit`` / ``cross_validate``
+(:mod:`hpcml.cv.search`, :mod:`hpcml.cv.validation`), so the two cannot drift.
 
 A signal (SIGTERM, SIGINT, SIGUSR1) must act at every stage, not only while
 units run: between stages rank 0 looks at its :class:`hpcml.signals.StopFlag`
@@ -12,10 +18,15 @@ line before anything is built.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 from mpi4py import MPI
 
+from hpcml.comm import HOST, mark_agreed, mark_origin, origin_of, raise_if_any
+from hpcml.cv.engine import Evaluation, comm_params, evaluate, refit_alone, restore_comm_params, user_estimator
+from hpcml.cv.fitting import FitRaised, Problem
+from hpcml.cv.plan import broadcast
 from hpcml.errors import ConfigError, Incomplete
 from hpcml.signals import StopFlag
 
@@ -193,3 +204,117 @@ def data_mismatch(comm: MPI.Intracomm, X: Any, y: Any) -> str | None:
                     "comm must pass the same X and y to fit"
                 )
     return None
+
+
+def fit_failure(exc: FitRaised) -> BaseException:
+    """The exception a failing unit raises on every rank: the fit's own, as scikit-learn raises it.
+
+    With ``error_score="raise"`` (or an error ``error_score`` does not cover,
+    such as a scorer the estimator cannot serve) scikit-learn re-raises the
+    fit's exception: same type, same message.  hpcml does the same on every
+    rank, and records where it came from (rank, host, the fit's traceback) so
+    that the CLI prints it once.
+    """
+    original = exc.original
+    origin = origin_of(exc)
+    mark_origin(original, origin.rank if origin.rank is not None else 0, origin.host or HOST, exc.tb)
+    mark_agreed(original)
+    return original
+
+
+def fit_failure_note(error_score: Any) -> str:
+    """The CLI's line before a failing fit's error: why a fit error ends the run."""
+    if error_score == "raise":
+        return "a fit raised with error_score='raise'; the search stops (its traceback follows)"
+    return (
+        f"a unit raised an error that error_score={error_score!r} does not cover (scikit-learn raises it too); "
+        "the search stops (its traceback follows)"
+    )
+
+
+def evaluate_units(
+    problem: Problem,
+    comm: MPI.Intracomm,
+    *,
+    on_fit_failure: Callable[[], None] | None = None,
+    **options: Any,
+) -> Evaluation:
+    """Stage "evaluate", the same for the CLI and the API: :func:`hpcml.cv.engine.evaluate`.  Collective.
+
+    Parameters
+    ----------
+    problem : Problem
+        What to fit and score, identical on every rank.
+    comm : mpi4py.MPI.Intracomm
+        The ranks that share the work.
+    on_fit_failure : callable, optional
+        Called on every rank before a failing fit's exception is raised
+        (the CLI closes its journal and prints :func:`fit_failure_note`).
+    **options
+        Passed to :func:`hpcml.cv.engine.evaluate` (``threads``, ``done``, ...).
+
+    Returns
+    -------
+    Evaluation
+        As :func:`hpcml.cv.engine.evaluate`.
+
+    Raises
+    ------
+    Exception
+        On every rank, the failing fit's own exception (:func:`fit_failure`).
+    """
+    try:
+        return evaluate(problem, comm, **options)
+    except FitRaised as exc:
+        error = fit_failure(exc)
+        if on_fit_failure is not None:
+            on_fit_failure()
+        raise error from None
+
+
+def refit_best(
+    estimator: Any,
+    params: dict[str, Any],
+    X: Any,
+    y: Any,
+    fit_params: dict[str, Any],
+    comm: MPI.Intracomm,
+    around: Callable[[Any], Any] | None = None,
+) -> tuple[Any, float]:
+    """Stage "refit", the same for the CLI and the API: the best candidate on all rows.  Collective.
+
+    Rank 0 fits ``clone(estimator).set_params(**params)`` alone
+    (:func:`hpcml.cv.engine.refit_alone`: ``comm="self"`` inside); if it
+    raises, every rank raises its exception.  Every rank gets the fitted
+    estimator (unseeded estimators would otherwise differ between ranks),
+    holding the user's ``comm`` values again, as scikit-learn's refit would.
+    The CLI refits on ``MPI.COMM_SELF`` from rank 0.
+
+    Parameters
+    ----------
+    estimator : estimator
+        The user's (unfitted) estimator.
+    params : dict
+        The best candidate's parameters.
+    X, y, fit_params
+        All rows, and the parameters of ``fit``.
+    comm : mpi4py.MPI.Intracomm
+        The ranks that share the result.
+    around : callable, optional
+        Rank 0: a context manager factory entered around the fit (callbacks).
+
+    Returns
+    -------
+    estimator, seconds : estimator, float
+        The fitted estimator and the time its ``fit`` took, on every rank.
+    """
+    fitted, error = None, None
+    if comm.Get_rank() == 0:
+        try:
+            fitted = refit_alone(estimator, params, X, y, fit_params, around=around)
+        except Exception as exc:  # noqa: BLE001 - raised on every rank just below
+            error = exc
+    raise_if_any(comm, error)
+    best, seconds = broadcast(fitted, comm, what="the refit best_estimator_")
+    restore_comm_params(best, comm_params(user_estimator(estimator, params)))
+    return best, seconds

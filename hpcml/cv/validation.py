@@ -23,8 +23,6 @@ from sklearn.model_selection import check_cv
 from sklearn.utils import Bunch, check_random_state, indexable
 
 from hpcml._compat import (
-    MetadataRouter,
-    MethodMapping,
     _aggregate_score_dicts,
     _check_groups_routing_disabled,
     _check_is_permutation,
@@ -33,16 +31,15 @@ from hpcml._compat import (
     _routing_enabled,
     _translate_train_sizes,
     _warn_or_raise_about_fit_failures,
-    process_routing,
     sklearn_constraints,
     validate_params,
 )
 from hpcml.comm import resolve_comm
-from hpcml.cv.engine import evaluate, show_unit_warnings
-from hpcml.cv.fitting import WARNINGS_KEY, FitRaised, Problem, captured_warnings, check_error_score, echo
+from hpcml.cv.engine import show_unit_warnings
+from hpcml.cv.fitting import WARNINGS_KEY, Problem, captured_warnings, check_error_score, echo
 from hpcml.cv.plan import broadcast, compute_splits
-from hpcml.cv.search import _EXTRA_CONSTRAINTS, _default_threads, _resolve_data, cross_validate
-from hpcml.cv.stages import check_same_data
+from hpcml.cv.search import _EXTRA_CONSTRAINTS, _default_threads, _resolve_data, cross_validate, route
+from hpcml.cv.stages import check_same_data, evaluate_units
 
 if TYPE_CHECKING:  # pragma: no cover
     from mpi4py import MPI
@@ -73,39 +70,9 @@ def _dataset_inputs(X: Any, y: Any, groups: Any, params: dict[str, Any], comm: M
     return X, y, groups, params
 
 
-def _route(owner: str, parts: list[tuple[str, Any, tuple[str, ...]]], params: dict[str, Any], groups: Any) -> Bunch:
-    """scikit-learn's routing of ``params`` for ``owner`` (``parts``: name, object, callees of ``fit``)."""
-    from sklearn.exceptions import UnsetMetadataPassedError
-
-    if not _routing_enabled():
-        return Bunch(
-            estimator=Bunch(fit=params, partial_fit=params),
-            splitter=Bunch(split={"groups": groups}),
-            scorer=Bunch(score={}),
-        )
-    router = MetadataRouter(owner=owner)
-    for name, obj, callees in parts:
-        mapping = MethodMapping()
-        for callee in callees:
-            mapping.add(caller="fit", callee=callee)
-        router.add(**{name: obj}, method_mapping=mapping)
-    try:
-        routed = process_routing(router, "fit", **params)
-    except UnsetMetadataPassedError as e:
-        raise UnsetMetadataPassedError(
-            message=str(e).replace(f"{owner}.fit", owner),
-            unrequested_params=e.unrequested_params,
-            routed_params=e.routed_params,
-        ) from None
-    return routed
-
-
 def _evaluate(problem: Problem, comm: MPI.Intracomm, threads: int | None) -> list[dict[str, Any]]:
     """The units of ``problem`` over ``comm`` (a fit that raised with ``error_score="raise"`` raises its error)."""
-    try:
-        return evaluate(problem, comm, threads=threads or _default_threads(comm)).out
-    except FitRaised as exc:
-        raise exc.original from None
+    return evaluate_units(problem, comm, threads=threads or _default_threads(comm)).out
 
 
 def map_units(comm: MPI.Intracomm, n_units: int, work: Callable[[int], Any], threads: int | None) -> list[Any]:
@@ -225,7 +192,7 @@ def validation_curve(
     cv = check_cv(cv, y, classifier=is_classifier(estimator))
     scorer = check_scoring(estimator, scoring=scoring)
     parts = [("estimator", estimator, ("fit",)), ("splitter", cv, ("split",)), ("scorer", scorer, ("score",))]
-    routed = _route("validation_curve", parts, params, groups)
+    routed = route("validation_curve", parts, params, groups)
     splits = compute_splits(cv, X, y, None, comm, split_params=routed.splitter.split)
     problem = Problem(
         X=X,
@@ -310,7 +277,7 @@ def learning_curve(
         ("splitter", cv, ("split",)),
         ("scorer", scorer, ("score",)),
     ]
-    routed = _route("learning_curve", parts, params, groups)
+    routed = route("learning_curve", parts, params, groups)
     splits, sizes = _learning_splits(cv, X, y, routed, train_sizes, shuffle, random_state, comm)
     if verbose > 0:
         echo("[learning_curve] Training set sizes: " + str(sizes), comm.Get_rank())
@@ -417,7 +384,7 @@ def cross_val_predict(
     check_same_data(comm, X, y)
     cv = check_cv(cv, y, classifier=is_classifier(estimator))
     parts = [("splitter", cv, ("split",)), ("estimator", estimator, ("fit",))]
-    routed = _route("cross_val_predict", parts, params, groups)
+    routed = route("cross_val_predict", parts, params, groups)
     splits = compute_splits(cv, X, y, None, comm, split_params=routed.splitter.split)
     test_indices = np.concatenate([test for _, test in splits])
     if not _check_is_permutation(test_indices, _num_samples(X)):

@@ -56,6 +56,8 @@ def test_no_long_functions_in_the_split_modules():
     split = [p for p in sorted((PACKAGE / "sgd").glob("*.py")) if p.name != "__main__.py"]
     split += sorted((PACKAGE / "comm").glob("*.py"))
     split += [PACKAGE / "data" / "synth.py", PACKAGE / "data" / "h5.py", PACKAGE / "tomlconf.py", PACKAGE / "env.py"]
+    cv_core = ("engine", "search", "schedule", "validation", "runner", "stages", "observer", "plan", "fitting")
+    split += [PACKAGE / "cv" / f"{name}.py" for name in cv_core]
     assert shape.long_functions(split, 80) == []
     # the measure counts what it should: a 90-line function is found
     assert len(shape.long_functions([PACKAGE / "cv" / "runner.py"], 10)) > 0
