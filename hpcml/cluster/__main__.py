@@ -222,7 +222,15 @@ def main(argv: list[str] | None = None) -> int:
     t_fit = time.perf_counter()
     est.fit(ds)
     fit_s = time.perf_counter() - t_fit
-    _write_outputs(cfg, est, comm, out_dir, layout, fit_s, started)
+    import signal
+
+    # a signal while the results are written is held until they all are (then it ends the run, exit 130):
+    # never a model without its labels or run.json
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    try:
+        _write_outputs(cfg, est, comm, out_dir, layout, fit_s, started)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
     return 0
 
 

@@ -153,7 +153,9 @@ class KMeans(_SKKMeans):
         if self.copy_x or not Xl.flags.writeable or not Xl.flags.c_contiguous:
             Xl = np.array(Xl, order="C", copy=True)
         # the whole arrays must be the same on every rank: their CRC-32 is compared in _agree
-        crc = None if sharded else zlib.crc32(np.ascontiguousarray(wa).view(np.uint8), zlib.crc32(Xa.view(np.uint8)))
+        crc = None
+        if not sharded and size > 1:
+            crc = zlib.crc32(np.ascontiguousarray(wa).view(np.uint8), zlib.crc32(Xa.view(np.uint8)))
         out = {"X": Xl, "w": np.ascontiguousarray(wl), "n": n, "start": start, "full": None if sharded else Xa}
         return dict(out, crc=crc)
 
