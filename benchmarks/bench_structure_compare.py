@@ -5,7 +5,7 @@
 ``--old`` is a checkout of the commit before the change (``git worktree add /tmp/old 9830714``);
 the new tree is the one holding this script.  Each repetition runs, for both trees in turn (the
 order alternates between repetitions), that tree's own ``bench_dispatch.py`` (contenders
-``hpcml`` and ``static_ideal``) and ``bench_search.py`` (searches ``grid`` and ``mixed``,
+``hpcml`` and ``static_ideal``) and ``bench_search.py`` (``--searches``, default ``grid`` and ``mixed``,
 ``hpcml`` and ``sklearn_j2``), each with ``--repeats 1``, from a neutral working directory with
 the tree first on ``PYTHONPATH`` (each script also puts its own tree there), so every measurement
 imports the hpcml of its tree.  Quoted: per repetition, new / old of hpcml's empty-unit rate,
@@ -46,11 +46,11 @@ def _run_bench(tree: str, script: str, args: list[str], timeout: float) -> dict[
             return json.load(fh)
 
 
-def _measure(tree: str, timeout: float) -> dict[str, Any]:
+def _measure(tree: str, searches: str, timeout: float) -> dict[str, Any]:
     """One repetition of both benchmarks for one tree: the numbers compared."""
     load_before = C.loadavg()
     dispatch = _run_bench(tree, "bench_dispatch.py", ["--contenders", "hpcml,static_ideal", "--repeats", "1"], timeout)
-    search = _run_bench(tree, "bench_search.py", ["--searches", "grid,mixed", "--repeats", "1", "--no-serial"], timeout)
+    search = _run_bench(tree, "bench_search.py", ["--searches", searches, "--repeats", "1", "--no-serial"], timeout)
     hp = dispatch["results"]["hpcml"]
     row: dict[str, Any] = {
         "tree": tree,
@@ -88,6 +88,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--old", required=True, help="checkout of the commit before the change")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--searches", default="grid,mixed", help="bench_search.py's searches (default grid,mixed)")
     p.add_argument("--timeout", type=float, default=900)
     p.add_argument("--plot", metavar="FILE.png")
     p.add_argument("--json", metavar="FILE.json")
@@ -96,12 +97,18 @@ def main() -> None:
     doc: dict[str, Any] = {
         "benchmark": "structure_compare",
         "environment": C.environment(),
-        "params": {"old": old, "new": NEW, "repeats": args.repeats, "started": time.strftime("%H:%M:%S")},
+        "params": {
+            "old": old,
+            "new": NEW,
+            "repeats": args.repeats,
+            "searches": args.searches,
+            "started": time.strftime("%H:%M:%S"),
+        },
         "runs": [],
     }
     for rep in range(args.repeats):
         order = [("old", old), ("new", NEW)] if rep % 2 == 0 else [("new", NEW), ("old", old)]
-        pair = {label: _measure(tree, args.timeout) for label, tree in order}
+        pair = {label: _measure(tree, args.searches, args.timeout) for label, tree in order}
         doc["runs"].append(pair)
     ratios: dict[str, list[float]] = {}
     for pair in doc["runs"]:
