@@ -50,7 +50,9 @@ def _measure(tree: str, searches: str, timeout: float) -> dict[str, Any]:
     """One repetition of both benchmarks for one tree: the numbers compared."""
     load_before = C.loadavg()
     dispatch = _run_bench(tree, "bench_dispatch.py", ["--contenders", "hpcml,static_ideal", "--repeats", "1"], timeout)
-    search = _run_bench(tree, "bench_search.py", ["--searches", searches, "--repeats", "1", "--no-serial"], timeout)
+    search = {"searches": {}}
+    if searches:
+        search = _run_bench(tree, "bench_search.py", ["--searches", searches, "--repeats", "1", "--no-serial"], timeout)
     hp = dispatch["results"]["hpcml"]
     row: dict[str, Any] = {
         "tree": tree,
@@ -88,7 +90,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--old", required=True, help="checkout of the commit before the change")
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--searches", default="grid,mixed", help="bench_search.py's searches (default grid,mixed)")
+    p.add_argument(
+        "--searches", default="grid,mixed", help="bench_search.py's searches (default grid,mixed; empty: dispatch only)"
+    )
     p.add_argument("--timeout", type=float, default=900)
     p.add_argument("--plot", metavar="FILE.png")
     p.add_argument("--json", metavar="FILE.json")
@@ -110,6 +114,12 @@ def main() -> None:
         order = [("old", old), ("new", NEW)] if rep % 2 == 0 else [("new", NEW), ("old", old)]
         pair = {label: _measure(tree, args.searches, args.timeout) for label, tree in order}
         doc["runs"].append(pair)
+        _summarise(doc)
+        C.finish(doc, args, _plot)  # after every repetition: a stopped run keeps what it measured
+
+
+def _summarise(doc: dict[str, Any]) -> None:
+    """new / old per repetition, and the medians of each tree."""
     ratios: dict[str, list[float]] = {}
     for pair in doc["runs"]:
         for key, value in pair["new"].items():
@@ -119,7 +129,6 @@ def main() -> None:
     doc["medians"] = {
         label: {k: statistics.median(run[label][k] for run in doc["runs"]) for k in ratios} for label in ("old", "new")
     }
-    C.finish(doc, args, _plot)
 
 
 if __name__ == "__main__":
