@@ -109,7 +109,7 @@ def worker(peer: str, grid: str, data: str, out: str) -> None:
 
         pipe, params, _ = pipeline_and_grid(grid)
         search = hpcml.GridSearchCV(pipe, params, cv=cv, refit=False).fit(X, y)
-        report["prefix"] = search.folds_["prefix"]
+        report["prefix"] = hpcml.run_info(search).folds["prefix"]
         from mpi4py import MPI
 
         if MPI.COMM_WORLD.Get_rank() != 0:
