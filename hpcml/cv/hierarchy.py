@@ -57,6 +57,7 @@ from hpcml.cv.schedule import (
     Tag,
     _Dispatcher,
     _keep_traceback,
+    _Poll,
     _run_local,
     _run_worker,
 )
@@ -482,9 +483,16 @@ def _run_leader(comm, node, root, work, poll_hook) -> None:  # noqa: ANN001
     sys.setswitchinterval(min(switch_interval, 5e-4))  # as schedule._run_root
     thread.start()
 
+    poll = _Poll(poll_hook) if poll_hook is not None else None
+
+    def poll_node() -> None:
+        if poll is not None and poll.failure is None:
+            poll()
+            if poll.failure is not None:  # the hook raised outside a unit: the run's error (as schedule._run_root)
+                node.fail(0, poll.failure)
+
     def stop_requested() -> bool:
-        if poll_hook is not None:
-            poll_hook()
+        poll_node()
         with node.lock:
             node._check_stop()
             return node.stopping
@@ -510,8 +518,7 @@ def _run_leader(comm, node, root, work, poll_hook) -> None:  # noqa: ANN001
         node.fail(0, exc)
     while thread.is_alive():
         thread.join(timeout=0.05)
-        if poll_hook is not None:
-            poll_hook()
+        poll_node()
     sys.setswitchinterval(switch_interval)
 
 

@@ -15,6 +15,12 @@ from helpers import run_mpi
 
 from hpcml.comm import HOST
 
+
+def _raised(text: str, who: str = "") -> list[tuple[str, str]]:
+    """``(rank, message)`` of every "rank R raised MESSAGE" line, also where the launcher joined two ranks' lines."""
+    return re.findall(rf"{who}rank (\d+) raised (.*?)(?=\n|(?:sklearn |hpcml )?rank \d+ raised|\Z)", text)
+
+
 #: An API search on every rank; each rank prints what its ``fit`` raised (or "finished").
 API_FAULT = textwrap.dedent(
     """
@@ -44,8 +50,23 @@ def test_exception_in_the_dispatch_loop_ends_every_rank_of_an_api_fit(tmp_path, 
     assert proc.returncode == 0, proc.stderr[-3000:]
     point, rank = fault.split(":")[:2]
     message = f"InjectedFault: injected fault at '{point}' on rank {rank}"
-    raised = re.findall(r"rank (\d+) raised ([^\n]*)", proc.stdout)
+    raised = _raised(proc.stdout)
     assert sorted(raised) == [(str(r), message) for r in range(n)], proc.stdout
+    assert "finished" not in proc.stdout
+
+
+@pytest.mark.parametrize("fault", ["worker:0", "worker:1", "worker:2", "worker:3:4"])
+def test_exception_in_a_node_leaders_dispatch_loop_ends_every_rank(tmp_path, fault):
+    """The same with hierarchical dispatch on 2 emulated nodes: a leader's poll hook raising outside a unit."""
+    script = tmp_path / "fault.py"
+    script.write_text(API_FAULT)
+    env = {"HPCML_INJECT_FAULT": fault, "HPCML_DISPATCH": "hierarchical", "MPIR_CVAR_NUM_CLIQUES": "2"}
+    proc = run_mpi(4, [str(script)], timeout=180, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    point, rank = fault.split(":")[:2]
+    message = f"InjectedFault: injected fault at '{point}' on rank {rank}"
+    raised = _raised(proc.stdout)
+    assert sorted(raised) == [(str(r), message) for r in range(4)], proc.stdout + proc.stderr[-2000:]
     assert "finished" not in proc.stdout
 
 
@@ -102,8 +123,8 @@ def test_failing_fit_raises_the_same_error_through_api_and_cli(tmp_path, n):
     script.write_text(API_RAISE)
     api = run_mpi(n, [str(script), str(tmp_path / "digits.h5")], timeout=180, cwd=tmp_path)
     assert api.returncode == 0, api.stderr[-3000:]
-    sk = re.findall(r"sklearn rank (\d+) raised ([^\n]*)", api.stdout)
-    ours = re.findall(r"hpcml rank (\d+) raised ([^\n]*)", api.stdout)
+    sk = _raised(api.stdout, "sklearn ")
+    ours = _raised(api.stdout, "hpcml ")
     assert len(sk) == n and len({text for _, text in sk}) == 1, api.stdout
     expected = sk[0][1]
     assert expected.startswith("InvalidParameterError: The 'C' parameter of SVC must be") and "Got -1.0" in expected
