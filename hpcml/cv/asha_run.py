@@ -310,6 +310,7 @@ def _run(
             on_results=(lambda source, items: recorder.on_results(rule, source, items)) if rank == 0 else None,
             should_stop=(lambda: bool(stop)) if rank == 0 else None,
             deadline=r._deadline(opts, started),
+            prefix_cache_bytes=config.prefix_cache_bytes,
         )
     except FitRaised as exc:
         raise r.fit_failure(exc) from None

@@ -39,6 +39,7 @@ from hpcml.cv.asha import AshaLayout, AshaQueue, AshaRule, Job, job_score
 from hpcml.cv.engine import comm_params, refit_alone, restore_comm_params, user_estimator
 from hpcml.cv.fitting import FitRaised, FoldCache, Problem, check_error_score, fit_and_score, serial_estimator
 from hpcml.cv.plan import broadcast, compute_splits
+from hpcml.cv.prefix import prefix_cache
 from hpcml.cv.schedule import ScheduleReport, run_units
 from hpcml.cv.search import _EXTRA_CONSTRAINTS, _agree_candidates, _default_threads, _resolve_data
 
@@ -89,6 +90,7 @@ def run_asha(
     on_finish: Callable[[AshaRule, list[Job]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     deadline: float | None = None,
+    prefix_cache_bytes: int | None = None,
 ) -> AshaRun:
     """Run an ASHA search's units over ``comm``.  Collective.
 
@@ -114,6 +116,8 @@ def run_asha(
         Rank 0: ``on_finish(rule, jobs)`` after results finished jobs (journal, progress).
     deadline : float, optional
         No unit starts after it that would not finish in time.
+    prefix_cache_bytes : int, optional
+        Budget per rank of the pipeline-prefix cache (:func:`hpcml.cv.prefix.prefix_cache`).
 
     Returns
     -------
@@ -122,6 +126,7 @@ def run_asha(
     """
     problem.estimators = [serial_estimator(clone(est)) for est in problem.estimators]
     cache = FoldCache(problem, size=2)
+    cache.prefix = prefix_cache(problem, comm.Get_size(), prefix_cache_bytes)
     rank = comm.Get_rank()
     queue = None
     if rank == 0:
@@ -221,7 +226,7 @@ class AsyncHalvingSearchCV(BaseSuccessiveHalving):
         As in :class:`sklearn.model_selection.HalvingRandomSearchCV` (``n_candidates``
         is an integer here; ``min_resources`` may be an integer, ``"smallest"`` or
         ``"exhaust"``).
-    comm, threads_per_rank
+    comm, threads_per_rank, prefix_cache_bytes
         As in :class:`hpcml.GridSearchCV`.
 
     Attributes
@@ -269,6 +274,7 @@ class AsyncHalvingSearchCV(BaseSuccessiveHalving):
         comm: Any = None,
         threads_per_rank: int | None = None,
         verbose: int = 0,
+        prefix_cache_bytes: int | None = None,
     ) -> None:
         self.estimator = estimator
         self.param_distributions = param_distributions
@@ -286,6 +292,7 @@ class AsyncHalvingSearchCV(BaseSuccessiveHalving):
         self.comm = comm
         self.threads_per_rank = threads_per_rank
         self.verbose = verbose
+        self.prefix_cache_bytes = prefix_cache_bytes
 
     def _generate_candidate_params(self) -> list[dict[str, Any]]:
         return list(ParameterSampler(self.param_distributions, self.n_candidates, random_state=self.random_state))
@@ -321,6 +328,7 @@ class AsyncHalvingSearchCV(BaseSuccessiveHalving):
                 comm,
                 split_of=split_of,
                 threads=self.threads_per_rank or _default_threads(comm),
+                prefix_cache_bytes=self.prefix_cache_bytes,
                 on_finish=self._print_occupancy if self.verbose and comm.Get_rank() == 0 else None,
             )
         except FitRaised as exc:

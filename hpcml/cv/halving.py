@@ -109,7 +109,7 @@ class _MPIHalvingMixin(_MPISearchMixin):
             super()._run_search(evaluate, **kwargs)  # type: ignore[misc]
 
 
-_HALVING_CONSTRAINTS = {"comm": _EXTRA_CONSTRAINTS["comm"], "threads_per_rank": _EXTRA_CONSTRAINTS["threads_per_rank"]}
+_HALVING_CONSTRAINTS = {name: _EXTRA_CONSTRAINTS[name] for name in ("comm", "threads_per_rank", "prefix_cache_bytes")}
 
 
 class HalvingGridSearchCV(_MPIHalvingMixin, _SkHalvingGrid):
@@ -117,8 +117,8 @@ class HalvingGridSearchCV(_MPIHalvingMixin, _SkHalvingGrid):
 
     Same parameters, iterations and attributes as
     :class:`sklearn.model_selection.HalvingGridSearchCV` (``n_jobs`` is accepted
-    and ignored: the ranks are the parallelism), plus ``comm`` and
-    ``threads_per_rank`` as in :class:`hpcml.GridSearchCV`.  ``cv_results_``
+    and ignored: the ranks are the parallelism), plus ``comm``,
+    ``threads_per_rank`` and ``prefix_cache_bytes`` as in :class:`hpcml.GridSearchCV`.  ``cv_results_``
     (with ``iter`` and ``n_resources``), ``best_*``, ``n_resources_``,
     ``n_candidates_``, ``n_remaining_candidates_``, ``min_resources_``,
     ``max_resources_``, ``n_iterations_``, ``n_possible_iterations_`` and
@@ -157,6 +157,7 @@ class HalvingGridSearchCV(_MPIHalvingMixin, _SkHalvingGrid):
         verbose: int = 0,
         comm: Any = None,
         threads_per_rank: int | None = None,
+        prefix_cache_bytes: int | None = None,
     ) -> None:
         super().__init__(
             estimator,
@@ -177,14 +178,15 @@ class HalvingGridSearchCV(_MPIHalvingMixin, _SkHalvingGrid):
         )
         self.comm = comm
         self.threads_per_rank = threads_per_rank
+        self.prefix_cache_bytes = prefix_cache_bytes
 
 
 class HalvingRandomSearchCV(_MPIHalvingMixin, _SkHalvingRandom):
     """Successive halving over sampled candidates, each iteration spread over MPI ranks.
 
     Same parameters, iterations and attributes as
-    :class:`sklearn.model_selection.HalvingRandomSearchCV`, plus ``comm`` and
-    ``threads_per_rank`` as in :class:`hpcml.GridSearchCV`.  The candidates are
+    :class:`sklearn.model_selection.HalvingRandomSearchCV`, plus ``comm``,
+    ``threads_per_rank`` and ``prefix_cache_bytes`` as in :class:`hpcml.GridSearchCV`.  The candidates are
     drawn on every rank and rank 0's are used (an unseeded search is still
     consistent across ranks).
     """
@@ -212,6 +214,7 @@ class HalvingRandomSearchCV(_MPIHalvingMixin, _SkHalvingRandom):
         verbose: int = 0,
         comm: Any = None,
         threads_per_rank: int | None = None,
+        prefix_cache_bytes: int | None = None,
     ) -> None:
         super().__init__(
             estimator,
@@ -233,3 +236,4 @@ class HalvingRandomSearchCV(_MPIHalvingMixin, _SkHalvingRandom):
         )
         self.comm = comm
         self.threads_per_rank = threads_per_rank
+        self.prefix_cache_bytes = prefix_cache_bytes

@@ -151,6 +151,7 @@ def run_info(search: Any) -> RunInfo:
 _EXTRA_CONSTRAINTS = {
     "comm": "no_validation",
     "threads_per_rank": [Interval(Integral, 1, None, closed="left"), None],
+    "prefix_cache_bytes": [Interval(Integral, 0, None, closed="left"), None],
 }
 
 
@@ -267,7 +268,7 @@ class _MPISearchMixin:
                 collect_warnings=True,
                 callbacks=unit_callbacks(self, callback_ctx, len(candidate_params) * len(splits), comm.Get_rank()),
             )
-            evaluation = evaluate_units(problem, comm, threads=threads)
+            evaluation = evaluate_units(problem, comm, threads=threads, prefix_cache_bytes=self.prefix_cache_bytes)
             self._hpcml_run.schedule_reports.append(evaluation.report)
             self._hpcml_run.folds = evaluation.folds
             out = evaluation.out
@@ -344,6 +345,13 @@ class GridSearchCV(_MPISearchMixin, _skms.GridSearchCV):
         divided by its ranks, or ``SLURM_CPUS_PER_TASK``, but never more than
         the limit already in force: a search nested in another hpcml search
         keeps the outer search's threads).
+    prefix_cache_bytes : int, optional
+        Memory budget per rank, in bytes, of the cache of fitted pipeline
+        prefixes (docs/reuse.md): ``None`` (default): ``HPCML_PREFIX_CACHE_BYTES``
+        or 1 GiB; ``0``: no reuse, every candidate's pipeline is fitted whole.
+        The least recently used prefixes are evicted beyond it; the results do
+        not depend on it.  ``hpcml.run_info(search).folds["prefix"]`` reports
+        the budget, fits, fits avoided, evictions and peak bytes.
 
     Examples
     --------
@@ -372,6 +380,7 @@ class GridSearchCV(_MPISearchMixin, _skms.GridSearchCV):
         return_train_score: bool = False,
         comm: Any = None,
         threads_per_rank: int | None = None,
+        prefix_cache_bytes: int | None = None,
     ) -> None:
         super().__init__(
             estimator=estimator,
@@ -387,6 +396,7 @@ class GridSearchCV(_MPISearchMixin, _skms.GridSearchCV):
         )
         self.comm = comm
         self.threads_per_rank = threads_per_rank
+        self.prefix_cache_bytes = prefix_cache_bytes
 
 
 class RandomizedSearchCV(_MPISearchMixin, _skms.RandomizedSearchCV):
@@ -417,6 +427,7 @@ class RandomizedSearchCV(_MPISearchMixin, _skms.RandomizedSearchCV):
         return_train_score: bool = False,
         comm: Any = None,
         threads_per_rank: int | None = None,
+        prefix_cache_bytes: int | None = None,
     ) -> None:
         super().__init__(
             estimator=estimator,
@@ -434,6 +445,7 @@ class RandomizedSearchCV(_MPISearchMixin, _skms.RandomizedSearchCV):
         )
         self.comm = comm
         self.threads_per_rank = threads_per_rank
+        self.prefix_cache_bytes = prefix_cache_bytes
 
 
 def _cross_validate_constraints() -> dict[str, Any]:
@@ -511,13 +523,14 @@ def cross_validate(
     error_score: Any = np.nan,
     comm: Any = None,
     threads_per_rank: int | None = None,
+    prefix_cache_bytes: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate metric(s) by cross-validation, one split per unit, over MPI ranks.
 
     Same signature, parameter validation, metadata routing and return value as
-    :func:`sklearn.model_selection.cross_validate`, plus ``comm`` and
-    ``threads_per_rank``; ``X`` may also be an :class:`hpcml.H5Dataset` (its
-    ``groups`` go to the splitter, its ``sample_weight`` to ``fit``).
+    :func:`sklearn.model_selection.cross_validate`, plus ``comm``,
+    ``threads_per_rank`` and ``prefix_cache_bytes`` (as in :class:`GridSearchCV`);
+    ``X`` may also be an :class:`hpcml.H5Dataset` (its ``groups`` go to the splitter, its ``sample_weight`` to ``fit``).
     Collective over ``comm`` (``None``/``"world"``: ``MPI.COMM_WORLD``,
     ``"self"``: ``MPI.COMM_SELF``, or an intracommunicator); every rank
     returns the same dict.
@@ -549,7 +562,8 @@ def cross_validate(
         collect_warnings=True,
         show_params=False,
     )
-    results = evaluate_units(problem, comm, threads=threads_per_rank or _default_threads(comm)).out
+    threads = threads_per_rank or _default_threads(comm)
+    results = evaluate_units(problem, comm, threads=threads, prefix_cache_bytes=prefix_cache_bytes).out
     _warn_or_raise_about_fit_failures(results, error_score)
     if callable(scoring):
         _insert_error_scores(results, error_score)

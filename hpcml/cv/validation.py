@@ -2,7 +2,8 @@
 
 Same signatures, parameter validation, metadata routing and results as the
 functions of :mod:`sklearn.model_selection`, plus ``comm`` and
-``threads_per_rank``.  Each is collective over ``comm`` and returns the same
+``threads_per_rank`` (and ``prefix_cache_bytes`` where units run through the
+engine).  Each is collective over ``comm`` and returns the same
 value on every rank.  ``cross_val_score``, ``validation_curve`` and
 ``learning_curve`` run their (parameter value or training size, split) fits
 as units of the search engine (:func:`hpcml.cv.engine.evaluate`: fold reuse,
@@ -70,9 +71,12 @@ def _dataset_inputs(X: Any, y: Any, groups: Any, params: dict[str, Any], comm: M
     return X, y, groups, params
 
 
-def _evaluate(problem: Problem, comm: MPI.Intracomm, threads: int | None) -> list[dict[str, Any]]:
+def _evaluate(
+    problem: Problem, comm: MPI.Intracomm, threads: int | None, prefix_cache_bytes: int | None = None
+) -> list[dict[str, Any]]:
     """The units of ``problem`` over ``comm`` (a fit that raised with ``error_score="raise"`` raises its error)."""
-    return evaluate_units(problem, comm, threads=threads or _default_threads(comm)).out
+    threads = threads or _default_threads(comm)
+    return evaluate_units(problem, comm, threads=threads, prefix_cache_bytes=prefix_cache_bytes).out
 
 
 def map_units(comm: MPI.Intracomm, n_units: int, work: Callable[[int], Any], threads: int | None) -> list[Any]:
@@ -128,11 +132,13 @@ def cross_val_score(
     error_score: Any = np.nan,
     comm: Any = None,
     threads_per_rank: int | None = None,
+    prefix_cache_bytes: int | None = None,
 ) -> np.ndarray:
     """Evaluate a score by cross-validation, one split per unit, over MPI ranks.
 
     :func:`sklearn.model_selection.cross_val_score` on :func:`hpcml.cross_validate`,
-    plus ``comm`` and ``threads_per_rank``.  Collective; every rank returns the
+    plus ``comm``, ``threads_per_rank`` and ``prefix_cache_bytes`` (as in
+    :class:`hpcml.GridSearchCV`).  Collective; every rank returns the
     same array of shape ``(n_splits,)``.
     """
     from sklearn.metrics import check_scoring
@@ -152,6 +158,7 @@ def cross_val_score(
         error_score=error_score,
         comm=comm,
         threads_per_rank=threads_per_rank,
+        prefix_cache_bytes=prefix_cache_bytes,
     )
     return results["test_score"]
 
@@ -174,11 +181,13 @@ def validation_curve(
     params: dict[str, Any] | None = None,
     comm: Any = None,
     threads_per_rank: int | None = None,
+    prefix_cache_bytes: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Train and test scores for each value of one parameter, the (value, split) fits spread over MPI ranks.
 
-    :func:`sklearn.model_selection.validation_curve` plus ``comm`` and
-    ``threads_per_rank``.  Collective; every rank returns the same
+    :func:`sklearn.model_selection.validation_curve` plus ``comm``,
+    ``threads_per_rank`` and ``prefix_cache_bytes`` (as in :class:`hpcml.GridSearchCV`).
+    Collective; every rank returns the same
     ``(train_scores, test_scores)``, each of shape ``(n_values, n_splits)``.
     """
     from sklearn.metrics import check_scoring
@@ -209,7 +218,7 @@ def validation_curve(
         collect_warnings=True,
         show_progress=False,
     )
-    results = _aggregate_score_dicts(_evaluate(problem, comm, threads_per_rank))
+    results = _aggregate_score_dicts(_evaluate(problem, comm, threads_per_rank, prefix_cache_bytes))
     n_params = len(param_range)
     # units are value-major: (value, split) -> value * n_splits + split
     return results["train_scores"].reshape(n_params, -1), results["test_scores"].reshape(n_params, -1)
@@ -250,11 +259,13 @@ def learning_curve(
     params: dict[str, Any] | None = None,
     comm: Any = None,
     threads_per_rank: int | None = None,
+    prefix_cache_bytes: int | None = None,
 ) -> tuple[np.ndarray, ...]:
     """Learning curve: train and test scores for growing training sets, the fits spread over MPI ranks.
 
-    :func:`sklearn.model_selection.learning_curve` plus ``comm`` and
-    ``threads_per_rank``.  Collective; every rank returns the same
+    :func:`sklearn.model_selection.learning_curve` plus ``comm``,
+    ``threads_per_rank`` and ``prefix_cache_bytes`` (as in :class:`hpcml.GridSearchCV`;
+    not used with ``exploit_incremental_learning``).  Collective; every rank returns the same
     ``train_sizes_abs, train_scores, test_scores[, fit_times, score_times]``.
     Each (training size, split) fit is a unit; with
     ``exploit_incremental_learning`` each split is one unit (its ``partial_fit``
@@ -300,7 +311,7 @@ def learning_curve(
             collect_warnings=True,
             show_params=False,
         )
-        results = _evaluate(problem, comm, threads_per_rank)
+        results = _evaluate(problem, comm, threads_per_rank, prefix_cache_bytes)
         _warn_or_raise_about_fit_failures(results, error_score)
         results = _aggregate_score_dicts(results)
         keys = ("train_scores", "test_scores") + (("fit_time", "score_time") if return_times else ())
