@@ -128,9 +128,7 @@ def run_asha(
     cache = FoldCache(problem, size=2)
     cache.prefix = prefix_cache(problem, comm.Get_size(), prefix_cache_bytes)
     rank = comm.Get_rank()
-    queue = None
-    if rank == 0:
-        queue = _resumed_queue(rule, layout, done or {}, comm.Get_size(), deadline)
+    queue = _resumed_queue(rule, layout, done or {}, comm.Get_size(), deadline) if rank == 0 else None
 
     unit_fault = fault_hook("unit", rank)  # None unless HPCML_INJECT_FAULT names it (tests)
 
