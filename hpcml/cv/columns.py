@@ -31,9 +31,15 @@ def _plain(value: Any) -> bool:
 def _convert_list(values: list[Any]) -> list[Any]:
     """Convert the entries of a fresh list in place (plain ones are kept as they are)."""
     for i, value in enumerate(values):
-        if not _plain(value):
-            values[i] = to_json_value(value)
+        if _plain(value) or (type(value) is dict and _plain_dict(value)):
+            continue  # a flat dict of plain values is its own JSON form (kept, never mutated)
+        values[i] = to_json_value(value)
     return values
+
+
+def _plain_dict(value: dict) -> bool:
+    """True for a dict of string keys and plain values (a candidate's ``params`` as a rule)."""
+    return all(type(k) is str for k in value) and all(map(_plain, value.values()))
 
 
 def _convert_array(value: np.ndarray) -> list[Any]:
