@@ -21,11 +21,14 @@ t from 10 ms to 10 s.  The modelled time is
   request, with the CLI's journal and progress work) for every request; every
   message takes half the measured round trip (``pingpong``: Iprobe + Backoff on
   both sides).  Candidates x 5 splits = 10 x ranks units, all of cost t.
-* **final gather/reduce**: results already reach rank 0 with the requests; at
-  the end the engine broadcasts them (tree: ``log2(P)`` steps of the measured
-  latency + bytes / measured Bcast bandwidth) and rank 0 builds and writes
-  ``cv_results`` (measured here: ``build_cv_results`` + ``write_cv_results`` per
-  unit, scaled linearly).
+* **final gather/reduce** (the CLI): results already reach rank 0 with the
+  requests; at the end the scheduler broadcasts the busy list (8 B per rank) and
+  the exit status (tree: ``log2(P)`` steps of the measured latency + bytes /
+  measured Bcast bandwidth) and rank 0 builds and writes ``cv_results`` +
+  best.json (``bench_finish.py``: CPU per unit of ``build_cv_results`` +
+  ``write_cv_results``, after and before the bulk writer, scaled linearly;
+  ``--finish-cost``).  The Python API also broadcasts every unit's result to
+  every rank (``final_api_broadcast``, not in the efficiencies).
 * **start-up**: (a) *local*: the measured per-rank start-up at 2 ranks (one
   core per rank; the whole import set read from a local disk/page cache), the
   same for every P (node-local environment or a container image); (b)
@@ -359,9 +362,29 @@ def load_inputs(args: argparse.Namespace) -> dict:
         inputs["bcast_latency"] = ld["bcast"]["latency"]
     inputs.setdefault("bcast_bandwidth", args.bcast_bandwidth)
     inputs.setdefault("bcast_latency", 2e-5)
-    inputs["reduce"] = measure_reduce()
+    inputs["reduce"] = _finish_inputs(args.finish_cost)
     inputs.update(_journal_inputs(args.journal_cost))
     return inputs
+
+
+def _finish_inputs(path: str | None) -> dict:
+    """Rank 0's per-unit cv_results build + write (bench_finish.py, CPU median, after/before), else measured here."""
+    measured = measure_reduce()
+    if path and os.path.exists(path):
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+        row = max(doc["results"], key=lambda r: r["units"])
+        measured.update(
+            {
+                "per_unit_one_shot_wall": measured["per_unit"],
+                "per_unit": row["finish_after"],
+                "per_unit_before": row["finish_before"],
+                "units_measured": row["units"],
+                "source": path,
+                "loadavg": doc["environment"].get("loadavg_start"),
+            }
+        )
+    return measured
 
 
 def _journal_inputs(path: str | None) -> dict:
@@ -392,8 +415,18 @@ def model(inputs: dict, args: argparse.Namespace) -> list[dict]:
             sim = simulate(p, t, c, latency)
             n_units = UNITS_PER_RANK * p
             ideal = UNITS_PER_RANK * t
-            final = math.log2(p) * (inputs["bcast_latency"] + n_units * inputs["reduce"]["bytes_per_unit"]
-                                    / inputs["bcast_bandwidth"]) + n_units * inputs["reduce"]["per_unit"]  # fmt: skip
+            # CLI: results reached rank 0 with the requests; at the end only the busy list (8 B per rank) and
+            # the exit status are broadcast, then rank 0 builds and writes cv_results.  The Python API also
+            # broadcasts every unit's result (engine.broadcast), kept as final_api_broadcast.
+            bcast = inputs["bcast_latency"]
+            final = (
+                math.log2(p) * (2 * bcast + 8 * p / inputs["bcast_bandwidth"]) + n_units * inputs["reduce"]["per_unit"]
+            )
+            api_bcast = math.log2(p) * (
+                bcast + n_units * inputs["reduce"]["bytes_per_unit"] / inputs["bcast_bandwidth"]
+            )
+            per_before = inputs["reduce"].get("per_unit_before") or inputs["reduce"]["per_unit"]
+            final_before = final + n_units * (per_before - inputs["reduce"]["per_unit"])
             start_local = inputs.get("startup_local", 0.0)
             calls = inputs.get("fs_calls_per_rank") or 0.0
             start_fs = start_local + p * calls / args.mds_ops
@@ -416,6 +449,7 @@ def model(inputs: dict, args: argparse.Namespace) -> list[dict]:
                 "rank0_utilisation": sim["rank0_utilisation"],
                 "mean_batch": sim["mean_batch"],
                 "final_gather_reduce": final,
+                "final_api_broadcast": api_bcast,
                 "startup_local": start_local,
                 "startup_shared_fs": start_fs,
                 "eff_dispatch": ideal / sim["makespan"],
@@ -428,6 +462,10 @@ def model(inputs: dict, args: argparse.Namespace) -> list[dict]:
                 "eff_dispatch_hierarchical_journal_before": before["eff"] if before else None,
                 "rank0_utilisation_hierarchical_journal_before": before["rank0_utilisation"] if before else None,
                 "eff_hierarchical_with_final": (ideal / (hier + final)) if hier else None,
+                "final_gather_reduce_before": final_before,
+                "eff_hierarchical_with_final_before": (ideal / (hier + final_before)) if hier else None,
+                "eff_hierarchical_with_startup_local": (ideal / (start_local + hier + final)) if hier else None,
+                "eff_hierarchical_with_startup_shared_fs": (ideal / (start_fs + hier + final)) if hier else None,
             }
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
@@ -490,6 +528,11 @@ def main() -> None:
         "--journal-cost",
         default=os.path.join(HERE, "results", "journal_cost.json"),
         help="bench_dispatch_scale.py --journal-cost results (rank 0's CPU per journaled unit, before/after)",
+    )
+    p.add_argument(
+        "--finish-cost",
+        default=os.path.join(HERE, "results", "finish_cost.json"),
+        help="bench_finish.py results (rank 0's CPU per unit for cv_results build + write, after/before)",
     )
     p.add_argument("--plot", metavar="FILE.png")
     p.add_argument("--json", metavar="FILE.json")

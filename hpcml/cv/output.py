@@ -9,13 +9,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 from typing import Any
 
 import numpy as np
 
 from hpcml.atomicio import atomic_write as _atomic_write
+from hpcml.cv.columns import csv_cells, dumps_columns, to_json_value
 
 CV_RESULTS_JSON = "cv_results.json"
 CV_RESULTS_CSV = "cv_results.csv"
@@ -31,26 +31,6 @@ def atomic_write(path: str, data: bytes | str) -> None:
     _atomic_write(path, data)
 
 
-def to_json_value(value: Any) -> Any:
-    """A JSON-ready copy of a cv_results value (NaN and masked entries -> null)."""
-    if isinstance(value, np.ma.MaskedArray):
-        mask = np.ma.getmaskarray(value)
-        return [None if m else to_json_value(v) for v, m in zip(value.data.tolist(), mask)]
-    if isinstance(value, np.ndarray):
-        return [to_json_value(v) for v in value.tolist()]
-    if isinstance(value, np.generic):
-        return to_json_value(value.item())
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): to_json_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_json_value(v) for v in value]
-    if value is None or isinstance(value, str | int | bool):
-        return value
-    return repr(value)
-
-
 def cv_results_columns(results: dict[str, Any]) -> dict[str, list[Any]]:
     """cv_results_ as an object of columns, each a list with one entry per candidate."""
     return {key: to_json_value(value) for key, value in results.items()}
@@ -59,24 +39,15 @@ def cv_results_columns(results: dict[str, Any]) -> dict[str, list[Any]]:
 def write_cv_results(folder: str, results: dict[str, Any], partial: bool = False) -> None:
     """cv_results.json and cv_results.csv (or cv_results.partial.json for a stopped run)."""
     columns = cv_results_columns(results)
-    text = json.dumps(columns, indent=1, allow_nan=False)
+    text = dumps_columns(columns)
     if partial:
         atomic_write(os.path.join(folder, PARTIAL_JSON), text)
         return
     atomic_write(os.path.join(folder, CV_RESULTS_JSON), text)
     buf = io.StringIO()
     writer = csv.writer(buf)
-    keys = list(columns)
-    writer.writerow(keys)
-    n = len(columns["params"])
-    for i in range(n):
-        row = []
-        for key in keys:
-            value = columns[key][i]
-            if isinstance(value, dict | list):
-                value = json.dumps(value, sort_keys=True)
-            row.append("" if value is None else value)
-        writer.writerow(row)
+    writer.writerow(list(columns))
+    writer.writerows(zip(*[csv_cells(column) for column in columns.values()]))
     atomic_write(os.path.join(folder, CV_RESULTS_CSV), buf.getvalue())
     partial_path = os.path.join(folder, PARTIAL_JSON)
     if os.path.exists(partial_path):
