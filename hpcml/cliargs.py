@@ -165,3 +165,15 @@ def check_once(check: Callable[[], None]) -> None:
         if launch_rank() != 0:
             raise SystemExit(2) from None
         raise
+
+
+def parse_tool_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse and check a tool's ``--out`` and ``--threads-per-rank``; bad usage is one line from rank 0 (exit 2)."""
+    args = parse_once(parser, argv)
+
+    def check() -> None:
+        check_out(args.out)
+        check_threads(args.threads_per_rank)
+
+    check_once(check)
+    return args

@@ -18,7 +18,7 @@ import warnings
 from typing import Any
 
 from hpcml.atomicio import atomic_write
-from hpcml.cliargs import Parser, check_once, check_out, check_threads, claim_out, parse_once
+from hpcml.cliargs import Parser, claim_out, parse_tool_args
 from hpcml.errors import ConfigError, DataError
 
 PROG = "python -m hpcml.cluster"
@@ -46,14 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse and check the command line; bad usage is one line printed by rank 0 (exit 2)."""
-    args = parse_once(build_parser(), argv)
-
-    def check() -> None:
-        check_out(args.out)
-        check_threads(args.threads_per_rank)
-
-    check_once(check)
-    return args
+    return parse_tool_args(build_parser(), argv)
 
 
 def _load_init(cfg: Any, n_features: int) -> Any:

@@ -29,7 +29,6 @@ from hpcml._compat import (
     _check_is_permutation,
     _fit_and_predict,
     _incremental_fit_estimator,
-    _routing_enabled,
     _translate_train_sizes,
     _warn_or_raise_about_fit_failures,
     sklearn_constraints,
@@ -39,7 +38,7 @@ from hpcml.comm import resolve_comm
 from hpcml.cv.engine import show_unit_warnings
 from hpcml.cv.fitting import WARNINGS_KEY, Problem, captured_warnings, check_error_score, echo
 from hpcml.cv.plan import broadcast, compute_splits
-from hpcml.cv.search import _EXTRA_CONSTRAINTS, _default_threads, _resolve_data, cross_validate, route
+from hpcml.cv.search import _EXTRA_CONSTRAINTS, _default_threads, _stored_roles, cross_validate, route
 from hpcml.cv.stages import check_same_data, evaluate_units
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,27 +47,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def _constraints(function: Any) -> dict[str, Any]:
     return {**sklearn_constraints(function), **_EXTRA_CONSTRAINTS}
-
-
-def _dataset_inputs(X: Any, y: Any, groups: Any, params: dict[str, Any], comm: MPI.Intracomm) -> tuple[Any, ...]:
-    """``X, y, groups, params`` with an :class:`hpcml.H5Dataset` ``X`` loaded (node-shared where possible).
-
-    As :func:`hpcml.cross_validate`: the file's ``groups`` go to the splitter, its
-    ``sample_weight`` to ``fit`` (as routed metadata when routing is enabled);
-    arguments the caller passed win.  Other ``X`` are returned unchanged.
-    """
-    from hpcml.data.h5 import H5Dataset
-
-    if not isinstance(X, H5Dataset):
-        return X, y, groups, params
-    X, y, stored = _resolve_data(X, y, {}, comm)
-    params = dict(params)
-    if groups is None and stored.get("groups") is not None and not _routing_enabled():
-        groups = stored["groups"]
-    for role in ("groups", "sample_weight") if _routing_enabled() else ("sample_weight",):
-        if stored.get(role) is not None:
-            params.setdefault(role, stored[role])
-    return X, y, groups, params
 
 
 def _evaluate(
@@ -389,7 +367,7 @@ def cross_val_predict(
 
     comm = resolve_comm(comm)
     params = {} if params is None else params
-    X, y, groups, params = _dataset_inputs(X, y, groups, params, comm)
+    X, y, groups, params = _stored_roles(X, y, groups, params, comm)
     _check_groups_routing_disabled(groups)
     X, y = indexable(X, y)
     check_same_data(comm, X, y)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hpcml.atomicio import atomic_path, atomic_write
-from hpcml.cliargs import Parser, check_once, check_out, check_threads, claim_out, parse_once
+from hpcml.cliargs import Parser, claim_out, parse_tool_args
 from hpcml.errors import ConfigError
 
 PROG = "python -m hpcml.sgd"
@@ -167,14 +167,7 @@ def plot_history(history: list[dict[str, Any]], path: str) -> str | None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse and check the command line; bad usage is one line printed by rank 0 (exit 2)."""
-    args = parse_once(build_parser(), argv)
-
-    def check() -> None:
-        check_out(args.out)
-        check_threads(args.threads_per_rank)
-
-    check_once(check)
-    return args
+    return parse_tool_args(build_parser(), argv)
 
 
 @dataclass
