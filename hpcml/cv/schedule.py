@@ -8,7 +8,9 @@ Protocol (tags on a private duplicate of the caller's communicator):
 
 * worker -> 0, ``REQUEST``: ``(results_of_previous_batch, error, holding)``;
 * 0 -> worker, ``WORK``: ``(Reply.WORK | Reply.WAIT | Reply.DONE, batch, stop_sent)``;
-* 0 -> worker, ``STOP``: stop after the unit in hand (error, signal, time limit).
+* 0 -> worker, ``STOP``: stop after the unit in hand (error, signal, time limit).  After a
+  failing unit it carries that unit's index: units in hand before it still run, as scikit-learn's
+  serial loop would have run them first, so the error raised is the earliest among them.
 
 Results travel with plain pickle; results that need it (an estimator holding a
 lambda, ``return_estimator=True``) fall back to cloudpickle
@@ -297,6 +299,9 @@ class _Dispatcher:
         self.stop_sent: set[int] = set()
         self.stopping = False
         self.error: tuple[int, BaseException] | None = None
+        #: the earliest failing unit (units in hand before it still run); None once a stop is not a unit's error
+        self.bound: int | None = None
+        self.hard_stop = False
         self._status = None
 
     # -- shared by both threads -------------------------------------------------
@@ -330,11 +335,21 @@ class _Dispatcher:
                 earlier = error.unit < getattr(self.error[1], "unit", float("inf"))
             if self.error is None or earlier:
                 self.error = (rank, error)
+            unit = getattr(error, "unit", None)
+            if unit is None:
+                self.hard_stop = True
+            else:
+                self.bound = unit if self.bound is None else min(self.bound, unit)
             self._stop()
 
     def _check_stop(self) -> None:
         if not self.stopping and self.should_stop():
+            self.hard_stop = True
             self._stop()
+
+    def stop_bound(self) -> int | None:
+        """Units in hand below this index still run (the run stops for a failing unit); None: none does."""
+        return None if self.hard_stop else self.bound
 
     def _stop(self) -> None:
         self.stopping = True
@@ -350,7 +365,7 @@ class _Dispatcher:
             self._check_stop()
             if self.stopping:
                 for rank in self.active - self.stop_sent:
-                    self.comm.send(None, dest=rank, tag=Tag.STOP)
+                    self.comm.send(self.stop_bound(), dest=rank, tag=Tag.STOP)
                     self.stop_sent.add(rank)
         if self._status is None:
             self._status = MPI.Status()
@@ -446,15 +461,35 @@ def _keep_traceback(exc: BaseException) -> None:
     keep_traceback(exc, traceback.format_exc())
 
 
+def _below(unit: int | None, bound: int | None) -> bool:
+    return unit is not None and bound is not None and unit < bound
+
+
+def _unit_of(error: BaseException | None) -> int | None:
+    return getattr(error, "unit", None) if error is not None else None
+
+
 def _run_local(
     work: Callable[[int], Any],
     batch: list[int],
     stop_requested: Callable[[], bool],
+    stop_bound: Callable[[], int | None] = lambda: None,
 ) -> tuple[list[tuple[int, Any, float]], BaseException | None]:
+    """Run a batch; returns its results and the error of its earliest failing unit, if any.
+
+    After a stop, only units below ``stop_bound()`` (an earlier failing unit's
+    index) still run; after a unit of this batch failed, only units below it
+    do: scikit-learn's serial loop would have run them first, and one of them
+    may fail too (its error is then the one raised).  An error without a unit
+    (e.g. KeyboardInterrupt in a fit) ends the batch at once.
+    """
     items: list[tuple[int, Any, float]] = []
+    error: BaseException | None = None
     for unit in batch:
-        if stop_requested():
-            break
+        if error is not None and not _below(unit, _unit_of(error)):
+            continue
+        if stop_requested() and not _below(unit, stop_bound()):
+            continue
         start = time.perf_counter()
         try:
             result = work(unit)
@@ -462,9 +497,12 @@ def _run_local(
             # (SystemExit or KeyboardInterrupt from a fit too: leaving the dispatch
             # protocol here would leave the other ranks waiting)
             _keep_traceback(exc)
-            return items, exc
+            error = exc
+            if _unit_of(exc) is None:
+                break
+            continue
         items.append((unit, result, time.perf_counter() - start))
-    return items, None
+    return items, error
 
 
 def run_units(
@@ -596,6 +634,10 @@ def _run_root(comm, work, queue, on_results, should_stop, poll_hook, threaded, M
             dispatcher._check_stop()
             return dispatcher.stopping
 
+    def stop_bound() -> int | None:
+        with dispatcher.lock:
+            return dispatcher.stop_bound()
+
     try:
         idle = Backoff()
         while True:
@@ -606,7 +648,7 @@ def _run_root(comm, work, queue, on_results, should_stop, poll_hook, threaded, M
                     continue
                 break
             idle.reset()
-            items, error = _run_local(work, batch, stop_requested)
+            items, error = _run_local(work, batch, stop_requested, stop_bound)
             if items:
                 dispatcher.record(0, items)
             if error is not None:
@@ -667,6 +709,7 @@ class _Worker:
         self.report = ScheduleReport()
         self.backoff = Backoff()
         self.stopped = False
+        self.bound: int | None = None  # from rank 0's STOP: units in hand below it still run
         self.own_error: BaseException | None = None  # the error this rank reported, re-raised as itself
 
     def failure(self) -> BaseException | None:
@@ -678,9 +721,24 @@ class _Worker:
         if self.poll is not None:
             self.poll()
         if not self.stopped and self.comm.Iprobe(source=0, tag=Tag.STOP):
-            self.comm.recv(source=0, tag=Tag.STOP)
+            self.bound = self.comm.recv(source=0, tag=Tag.STOP)
             self.stopped = True
         return self.stopped or self.failure() is not None
+
+    def stop_bound(self) -> int | None:
+        """Units in hand below this still run after the stop (None once this rank's poll hook failed)."""
+        return None if self.failure() is not None else self.bound
+
+    def still_runs(self, units: list[int], error: BaseException | None) -> list[int]:
+        """Of a batch received while this rank's last batch ran: what still runs after a stop or an error."""
+        if self.failure() is not None:
+            return []
+        stopped = self.stop_requested()
+        return [
+            u
+            for u in units
+            if (error is None or _below(u, _unit_of(error))) and (not stopped or _below(u, self.stop_bound()))
+        ]
 
     def request(self, items: list[tuple[int, Any, float]], error: BaseException | None, holding: bool) -> None:
         """Send this rank's results (and its error, once) and ask for work."""
@@ -688,8 +746,8 @@ class _Worker:
 
         if error is None and self.own_error is None:
             error = self.failure()
-        if error is not None and self.own_error is None:
-            self.own_error = error
+        if error is not None and (self.own_error is None or _below(_unit_of(error), _unit_of(self.own_error))):
+            self.own_error = error  # a unit in hand before the first failing one failed too
         payload = PackedException(error, self.rank, HOST) if error is not None else None
         try:
             self.comm.send((items, payload, holding), dest=0, tag=Tag.REQUEST)  # the fast path: plain pickle
@@ -735,11 +793,11 @@ class _Worker:
                 idle.reset()
                 self.request([], None, holding=True)
             batch, in_hand = in_hand, None
-            items, error = _run_local(self.work, batch, self.stop_requested)
+            items, error = _run_local(self.work, batch, self.stop_requested, self.stop_bound)
             self.report.messages += 1
             kind, nxt, _ = self.reply()
-            if kind == Reply.WORK and error is None and not self.stopped and self.failure() is None:
-                in_hand = nxt
+            if kind == Reply.WORK:
+                in_hand = self.still_runs(nxt, error) or None
             self.request(items, error, holding=in_hand is not None)
         return self.report, self.own_error
 

@@ -265,6 +265,95 @@ def test_scheduler_error_reaches_every_rank():
     COMM.Barrier()
 
 
+class UnitError(Exception):
+    """A unit's error that names its unit, as hpcml.cv.fitting.FitRaised does."""
+
+    def __init__(self, unit):
+        super().__init__(f"unit {unit} failed")
+        self.unit = unit
+
+    def __reduce__(self):
+        return (UnitError, (self.unit,))
+
+
+@pytest.mark.mpi
+def test_scheduler_raises_the_earliest_failing_unit_like_a_serial_loop():
+    """Every unit but 0 fails, later units fastest; a unit handed out before a failure still runs.
+
+    scikit-learn's serial loop raises unit 1's error.  Unit 1 is always handed out
+    before any failing unit (queue order), so whichever rank holds it must still
+    run it after the STOP for a later unit's failure, and its error must win.
+    """
+    from hpcml.cv.schedule import UnitQueue, run_units
+
+    n = 40
+
+    def work(unit):
+        time.sleep(0.0005 * (n - unit))  # a cost, not a synchronisation: lower units take longer
+        if unit:
+            raise UnitError(unit)
+        return unit
+
+    for _ in range(3):
+        queue = UnitQueue([0], range(1, n), COMM.Get_size()) if COMM.Get_rank() == 0 else None
+        with pytest.raises(UnitError, match="^unit 1 failed$") as info:
+            run_units(COMM, work, queue=queue)
+        assert info.value.unit == 1
+    COMM.Barrier()
+
+
+@pytest.mark.mpi
+def test_error_score_raise_raises_the_error_sklearn_raises():
+    """Every unit but the first fails, each with its own message: hpcml raises scikit-learn's (serial) one.
+
+    Units run at the same time on several ranks, and a rank may hold the failing
+    unit scikit-learn reaches first (handed out early) while another rank's later
+    unit fails first; that unit must still run and its error win.  Repeated: the
+    interleaving differs from call to call.
+    """
+    from sklearn.utils._mocking import CheckingClassifier
+
+    X = np.arange(100).reshape(10, 10)
+    y = np.array([0] * 5 + [1] * 5)
+    clf = CheckingClassifier(expected_sample_weight=True)
+    params = {"sample_weight": np.ones(1)}  # fits the 1-row training size only
+    with pytest.raises(ValueError) as expected:
+        skms.learning_curve(clf, X, y, error_score="raise", params=params)
+    for _ in range(20):
+        with pytest.raises(ValueError) as info:
+            hpcml.learning_curve(clf, X, y, error_score="raise", params=params)
+        assert str(info.value) == str(expected.value)
+
+
+def test_run_local_runs_units_before_a_failing_one():
+    from hpcml.cv.schedule import _run_local
+
+    ran = []
+
+    def work(unit):
+        ran.append(unit)
+        if unit in (5, 2):
+            raise UnitError(unit)
+        return unit * 10
+
+    items, error = _run_local(work, [5, 7, 2, 1, 9], lambda: False)
+    assert ran == [5, 2, 1] and error.unit == 2
+    assert [(u, r) for u, r, _ in items] == [(1, 10)]
+    ran.clear()
+    items, error = _run_local(work, [8, 3, 1, 4], lambda: True, lambda: 4)  # stopped for unit 4's failure
+    assert ran == [3, 1] and error is None and [u for u, _, _ in items] == [3, 1]
+    ran.clear()
+    items, error = _run_local(work, [3, 1], lambda: True)  # stopped by a signal: nothing more runs
+    assert ran == [] and items == [] and error is None
+    ran.clear()
+
+    def interrupted(unit):
+        raise KeyboardInterrupt
+
+    items, error = _run_local(interrupted, [1, 0], lambda: False)
+    assert isinstance(error, KeyboardInterrupt) and items == []  # an error without a unit ends the batch
+
+
 @pytest.mark.mpi
 def test_scheduler_stop_leaves_rest_undone():
     from hpcml.cv.schedule import UnitQueue, run_units
