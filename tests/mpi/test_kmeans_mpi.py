@@ -408,3 +408,25 @@ def test_tiny_whole_data_with_ranks_of_zero_or_one_row_is_sklearns_fit(n_rows):
     est = KMeans(k, init=init, n_init=1, comm=COMM).fit(X, sample_weight=w)
     assert est.labels_.shape == (n_rows,)
     assert_same_fit(est, ref)
+
+
+@pytest.mark.mpi(min_size=2)
+def test_sparse_on_some_ranks_dense_on_others_is_refused_everywhere():
+    X = shard(sparse_blobs(n=300, seed=24))
+    mine = X if COMM.rank == 0 else X.toarray()
+    with pytest.raises(InvalidData, match=r"^X is sparse on some ranks and dense on others"):
+        KMeans(3, random_state=0, comm=COMM).fit(mine, sharded=True)
+
+
+@pytest.mark.mpi(min_size=2)
+def test_sparse_rank_with_zero_rows_equals_sklearn():
+    X = sparse_blobs(n=400, seed=25)
+    mine = X if COMM.rank == 1 else X[:0]
+    ref = SKKMeans(4, random_state=6, n_init=2).fit(X)
+    est = KMeans(4, random_state=6, n_init=2, comm=COMM).fit(mine, sharded=True)
+    np.testing.assert_allclose(est.cluster_centers_, ref.cluster_centers_, rtol=RTOL, atol=1e-12)
+    np.testing.assert_allclose(est.inertia_, ref.inertia_, rtol=RTOL)
+    assert est.n_iter_ == ref.n_iter_
+    assert est.labels_.shape == (mine.shape[0],)
+    if COMM.rank == 1:
+        np.testing.assert_array_equal(est.labels_, ref.labels_)
