@@ -481,9 +481,10 @@ class KMeans(_SKKMeans):
 
 def local_weights(sample_weight: Any, X: np.ndarray) -> np.ndarray:
     """scikit-learn's ``_check_sample_weight`` for one rank's rows (all-zero or no rows allowed: checked globally)."""
-    if sample_weight is not None and X.shape[0] in (0, np.shape(sample_weight)[0]) and not np.any(sample_weight):
-        if np.ndim(sample_weight) == 1:
-            return np.asarray(sample_weight, dtype=X.dtype)
+    if sample_weight is not None and not isinstance(sample_weight, Real):
+        sample_weight = np.asarray(sample_weight)  # array-likes (scalars are scikit-learn's "every row")
+        if sample_weight.ndim == 1 and X.shape[0] in (0, sample_weight.shape[0]) and not np.any(sample_weight):
+            return sample_weight.astype(X.dtype)
     if sample_weight is None and X.shape[0] == 0:
         return np.ones(0, dtype=X.dtype)
     return check_sample_weight(sample_weight, X, dtype=X.dtype)

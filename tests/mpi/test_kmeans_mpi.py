@@ -430,3 +430,16 @@ def test_sparse_rank_with_zero_rows_equals_sklearn():
     assert est.labels_.shape == (mine.shape[0],)
     if COMM.rank == 1:
         np.testing.assert_array_equal(est.labels_, ref.labels_)
+
+
+@pytest.mark.mpi(min_size=1)
+def test_scalar_and_array_like_sample_weight_equal_sklearn():
+    # a scalar weight raised IndexError; an object with __array__ only raised TypeError (np.shape)
+    from sklearn.utils.estimator_checks import _NotAnArray
+
+    X = blobs(n=300, seed=26)
+    ref = SKKMeans(3, random_state=0).fit(X, sample_weight=2.0)
+    assert_same_fit(KMeans(3, random_state=0, comm=COMM).fit(X, sample_weight=2.0), ref)
+    w = np.random.RandomState(1).uniform(0.5, 2.0, len(X))
+    ref = SKKMeans(3, random_state=0).fit(X, sample_weight=w)
+    assert_same_fit(KMeans(3, random_state=0, comm=COMM).fit(X, sample_weight=_NotAnArray(w)), ref)
