@@ -85,7 +85,7 @@ def _check_inputs(cfg: Any, comm: Any) -> tuple[Any, Any]:
         params["init"] = _load_init(cfg, d)
     if n < params["n_clusters"]:
         raise DataError(f"{cfg.data_path}: n_samples={n} should be >= n_clusters={params['n_clusters']}.")
-    return KMeans(**params, verbose=int(cfg.verbose), comm=comm), ds
+    return KMeans(**params, verbose=int(cfg.verbose and comm.Get_rank() == 0), comm=comm), ds
 
 
 def _prepare(cfg: Any, args: Any, comm: Any) -> tuple[Any, Any, str]:

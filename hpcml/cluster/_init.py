@@ -22,6 +22,7 @@ import warnings
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from hpcml._compat import euclidean_distances_sq
 from hpcml.cluster._lloyd import chunk_rows
@@ -124,7 +125,10 @@ def _update_nearest(
     for lo in range(0, n, step):
         hi = min(n, lo + step)
         D = buf[: hi - lo]
-        np.matmul(X[lo:hi], cand.T, out=D)
+        if sp.issparse(X):
+            D[...] = X[lo:hi] @ cand.T
+        else:
+            np.matmul(X[lo:hi], cand.T, out=D)
         D *= -2.0
         D += csq
         j = D.argmin(axis=1)
@@ -170,7 +174,8 @@ def kmeans_parallel(
             break  # every row sits on a candidate
         pick = np.flatnonzero(_block_uniforms(seed, r + 1, start, start + X.shape[0]) < ell * w * d2 / phi)
         r += 1
-        new = [row for part in comm.allgather(X[pick]) for row in part] if comm.Get_size() > 1 else list(X[pick])
+        picked = X[pick].toarray() if sp.issparse(X) else X[pick]
+        new = [row for part in comm.allgather(picked) for row in part] if comm.Get_size() > 1 else list(picked)
         if not new:
             continue
         block = np.asarray(new, dtype=X.dtype).reshape(len(new), X.shape[1])

@@ -59,6 +59,18 @@ class FusedBuffer:
         self.extra = self.buf[kd + n_clusters :]
 
 
+def dense_rows(X: Any, lo: int, hi: int) -> np.ndarray:
+    """Rows ``[lo, hi)`` of dense or CSR ``X`` as a dense array (a view for dense X)."""
+    return X[lo:hi].toarray() if sp.issparse(X) else X[lo:hi]
+
+
+def row_sq_norms(X: Any) -> np.ndarray:
+    """Squared norms of the rows of dense or CSR ``X``, in X's dtype."""
+    if sp.issparse(X):
+        return np.asarray(X.multiply(X).sum(axis=1), dtype=X.dtype).ravel()
+    return np.einsum("ij,ij->i", X, X)
+
+
 def assign(
     X: np.ndarray,
     w: np.ndarray,
@@ -74,13 +86,14 @@ def assign(
 
     Parameters
     ----------
-    X : ndarray (n_local, d), float32 or float64, C-contiguous
+    X : ndarray (n_local, d), float32 or float64, C-contiguous, or a CSR matrix
     w : ndarray (n_local,) of X's dtype
     centers : ndarray (k, d) of X's dtype
     labels : ndarray (n_local,) of int32, updated in place
     fused : FusedBuffer or None
     """
     n, k = X.shape[0], centers.shape[0]
+    sparse = sp.issparse(X)
     step = chunk_rows(k)
     cnorm = np.einsum("ij,ij->i", centers, centers)
     dist = np.empty((min(step, max(n, 1)), k), dtype=X.dtype)
@@ -89,57 +102,92 @@ def assign(
     for lo in range(0, n, step):
         hi = min(n, lo + step)
         Xc, D = X[lo:hi], dist[: hi - lo]
-        np.matmul(Xc, centers.T, out=D)
+        if sparse:
+            D[...] = Xc @ centers.T
+        else:
+            np.matmul(Xc, centers.T, out=D)
         D *= -2.0
         D += cnorm
         lab = D.argmin(axis=1).astype(np.int32)
         if fused is not None:
             wc = w[lo:hi]
             mind = np.take_along_axis(D, lab[:, None].astype(np.intp), axis=1)[:, 0]
-            xnorm = np.einsum("ij,ij->i", Xc, Xc)
+            xnorm = row_sq_norms(Xc)
             fused.extra[0] += float(np.dot(wc.astype(np.float64), (mind + xnorm).astype(np.float64)))
             fused.extra[1] += float(np.count_nonzero(lab != labels[lo:hi]))
             onehot = sp.csr_matrix((wc.astype(np.float64), lab, np.arange(hi - lo + 1)), shape=(hi - lo, k))
-            fused.sums += onehot.T @ Xc
+            fused.sums += (onehot.T @ Xc).toarray() if sparse else onehot.T @ Xc
             fused.weights += np.bincount(lab, weights=wc, minlength=k)
         labels[lo:hi] = lab
 
 
+def distances_to_own_centre(X: Any, centers: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Squared distance of every row to its centre, in X's dtype, as scikit-learn's relocation computes it.
+
+    Dense: ``((X - centers[labels]) ** 2).sum(axis=1)`` chunk by chunk; CSR:
+    ``||c||^2 + sum over the non-zeros of ((x - c)^2 - c^2)``, clipped at 0.
+    """
+    n = X.shape[0]
+    if sp.issparse(X):
+        rows = np.repeat(np.arange(n), np.diff(X.indptr))
+        c = centers[labels[rows], X.indices]
+        t = (X.data - c) ** 2 - c * c
+        cnorm = np.einsum("ij,ij->i", centers, centers)
+        dist = np.bincount(rows, weights=t, minlength=n) + cnorm[labels]
+        return np.maximum(dist, 0).astype(X.dtype)
+    dist = np.empty(n, dtype=X.dtype)
+    step = chunk_rows(X.shape[1])
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        dist[lo:hi] = ((X[lo:hi] - centers[labels[lo:hi]]) ** 2).sum(axis=1)
+    return dist
+
+
 def relocate_empty(
     comm: Any,
-    X: np.ndarray,
+    X: Any,
     w: np.ndarray,
     centers_old: np.ndarray,
     labels: np.ndarray,
     fused: FusedBuffer,
     start: int,
+    whole: bool = False,
 ) -> None:
-    """scikit-learn's ``_relocate_empty_clusters_dense`` over all ranks.  Collective.
+    """scikit-learn's ``_relocate_empty_clusters_dense`` / ``_sparse`` over all ranks.  Collective.
 
-    Each empty cluster takes the row farthest from its centre (globally; one
-    ``allgather`` of each rank's farthest rows), the donor cluster loses it.
-    Ties and the pairing of several empty clusters with the farthest rows follow
-    descending distance, then ascending global row (scikit-learn's pairing is an
-    artefact of ``argpartition``; see docs/kmeans.md).
+    Each empty cluster takes the row farthest from its centre (globally), the
+    donor cluster loses it.  With ``whole`` (the whole data was given to every
+    rank) the distances of all rows are gathered and the rows picked with
+    scikit-learn's own ``argpartition``, so ties and the pairing of several
+    empty clusters with the farthest rows are scikit-learn's.  Otherwise (rows
+    sharded) each rank offers its farthest rows (one ``allgather``) and ties
+    follow descending distance, then ascending global row (see docs/kmeans.md).
     """
     empty = np.flatnonzero(fused.weights == 0)
     m = empty.shape[0]
     if m == 0:
         return
-    n = X.shape[0]
-    dist = np.empty(n, dtype=X.dtype)
-    step = chunk_rows(X.shape[1])
-    for lo in range(0, n, step):
-        hi = min(n, lo + step)
-        diff = X[lo:hi] - centers_old[labels[lo:hi]]
-        dist[lo:hi] = np.einsum("ij,ij->i", diff, diff)
-    mine = np.argsort(-dist, kind="stable")[:m] if n else np.zeros(0, dtype=np.intp)
-    local = [(float(dist[i]), start + int(i), X[i].astype(np.float64), float(w[i]), int(labels[i])) for i in mine]
-    everyone = [c for part in comm.allgather(local) for c in part]
-    if not everyone or max(c[0] for c in everyone) == 0:
-        return  # more clusters than distinct points: relocating is pointless (scikit-learn)
-    everyone.sort(key=lambda c: (-c[0], c[1]))
-    for new_id, (_, _, row, weight, old_id) in zip(empty, everyone[:m]):
+    dist = distances_to_own_centre(X, centers_old, labels)
+    if whole:
+        alld = np.concatenate(comm.allgather(dist)) if comm.Get_size() > 1 else dist
+        if alld.max() == 0:
+            return  # more clusters than distinct points: relocating is pointless (scikit-learn)
+        far = np.argpartition(alld, -m)[: -m - 1 : -1]
+        mine = [int(g) - start for g in far if start <= g < start + X.shape[0]]
+    else:
+        mine = np.argsort(-dist, kind="stable")[:m].tolist() if X.shape[0] else []
+    local = [
+        (float(dist[i]), start + i, dense_rows(X, i, i + 1)[0].astype(np.float64), float(w[i]), int(labels[i]))
+        for i in mine
+    ]
+    everyone = {c[1]: c for part in comm.allgather(local) for c in part}
+    if whole:
+        chosen = [everyone[int(g)] for g in far]
+    else:
+        if not everyone or max(c[0] for c in everyone.values()) == 0:
+            return  # more clusters than distinct points: relocating is pointless (scikit-learn)
+        chosen = sorted(everyone.values(), key=lambda c: (-c[0], c[1]))[:m]
+    for new_id, (_, _, row, weight, old_id) in zip(empty, chosen):
         fused.sums[old_id] -= row * weight
         fused.sums[new_id] = row * weight
         fused.weights[new_id] = weight
@@ -168,8 +216,12 @@ def lloyd(
     tol: float,
     start: int,
     verbose: bool = False,
+    whole: bool = False,
 ) -> tuple[np.ndarray, float, np.ndarray, int, dict[str, Any]]:
     """One k-means run from ``centers_init``.  Collective.
+
+    ``whole``: every rank was given the whole data (empty clusters are then
+    relocated exactly as scikit-learn does, see :func:`relocate_empty`).
 
     Returns
     -------
@@ -186,7 +238,6 @@ def lloyd(
     labels = np.full(X.shape[0], -1, dtype=np.int32)
     fused = FusedBuffer(k, d)
     timing: dict[str, Any] = {"iter_s": [], "comm_s": 0.0}
-    verbose = verbose and comm.Get_rank() == 0
     strict = False
     for i in range(max_iter):
         t0 = time.perf_counter()
@@ -194,7 +245,7 @@ def lloyd(
         t1 = time.perf_counter()
         allsum(comm, fused.buf)
         timing["comm_s"] += time.perf_counter() - t1
-        relocate_empty(comm, X, w, centers, labels, fused, start)
+        relocate_empty(comm, X, w, centers, labels, fused, start, whole)
         average(fused, centers_new)
         shift = np.sqrt(((centers_new.astype(np.float64) - centers) ** 2).sum(axis=1))
         if verbose:
@@ -224,6 +275,6 @@ def final_inertia(comm: Any, X: np.ndarray, w: np.ndarray, centers: np.ndarray, 
     step = chunk_rows(X.shape[1])
     for lo in range(0, n, step):
         hi = min(n, lo + step)
-        diff = X[lo:hi] - centers[labels[lo:hi]]
+        diff = dense_rows(X, lo, hi) - centers[labels[lo:hi]]
         total[0] += float(np.dot(w[lo:hi].astype(np.float64), np.einsum("ij,ij->i", diff, diff)))
     return float(allsum(comm, total)[0])

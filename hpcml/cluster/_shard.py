@@ -91,6 +91,7 @@ def fetch_rows(comm: Any, X: np.ndarray, rows: np.ndarray, start: int) -> np.nda
     """
     out = np.zeros((rows.shape[0], X.shape[1]), dtype=np.float64)
     local = (rows >= start) & (rows < start + X.shape[0])
-    out[local] = X[rows[local] - start]
+    mine = X[rows[local] - start]
+    out[local] = mine.toarray() if hasattr(mine, "toarray") else mine
     allsum(comm, out)
     return out.astype(X.dtype, copy=False)

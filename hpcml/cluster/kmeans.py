@@ -18,9 +18,12 @@ from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.cluster import KMeans as _SKKMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_array, check_random_state
+from sklearn.utils.extmath import row_norms
+from sklearn.utils.sparsefuncs import mean_variance_axis
 
 from hpcml._compat import Interval, StrOptions, _openmp_effective_n_threads, check_sample_weight, validate_data
 from hpcml.cluster import _init, _lloyd
@@ -72,7 +75,7 @@ class KMeans(_SKKMeans):
     _parameter_constraints: dict = {
         **_SKKMeans._parameter_constraints,
         "init": [StrOptions({"k-means++", "random", "k-means||"}), callable, "array-like"],
-        "algorithm": [StrOptions({"lloyd"})],
+        "algorithm": [StrOptions({"lloyd", "elkan"})],
         "oversampling_factor": [Interval(Real, 0, None, closed="neither")],
         "init_max_iter": [Interval(Integral, 1, None, closed="left"), None],
         "comm": "no_validation",
@@ -123,12 +126,16 @@ class KMeans(_SKKMeans):
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False
+        tags.input_tags.sparse = True
         return tags
 
     # -------------------------------------------------------------- data setup
     def _local_rows(self, X: Any, sample_weight: Any, sharded: bool, rank: int, size: int) -> dict[str, Any]:
-        """The rows of the calling rank (a private writable copy unless ``copy_x=False``).  No collectives."""
+        """The rows of the calling rank (a private writable copy unless ``copy_x=False`` with ``sharded=True``).
+
+        Sparse X becomes CSR (scikit-learn converts it too) and is never
+        modified.  No collectives.
+        """
         if _is_dataset(X):
             return self._dataset_rows(X, sample_weight, rank, size)
         try:
@@ -137,7 +144,8 @@ class KMeans(_SKKMeans):
                 X,
                 dtype=[np.float64, np.float32],
                 order="C",
-                accept_sparse=False,
+                accept_sparse="csr",
+                accept_large_sparse=False,
                 copy=False,
                 ensure_min_samples=0 if sharded else 1,
             )
@@ -150,12 +158,17 @@ class KMeans(_SKKMeans):
             n = Xa.shape[0]
             start, stop = shard_range(n, rank, size)
             Xl, wl = Xa[start:stop], wa[start:stop]
-        if self.copy_x or not Xl.flags.writeable or not Xl.flags.c_contiguous:
+        if sp.issparse(Xl):  # never modified (scikit-learn does not centre sparse data)
+            Xl = sp.csr_matrix(Xl)
+        elif self.copy_x or not sharded or not Xl.flags.writeable or not Xl.flags.c_contiguous:
+            # the whole array stays as given (a callable init sees it); centring needs a private shard
             Xl = np.array(Xl, order="C", copy=True)
         # the whole arrays must be the same on every rank: their CRC-32 is compared in _agree
         crc = None
         if not sharded and size > 1:
-            crc = zlib.crc32(np.ascontiguousarray(wa).view(np.uint8), zlib.crc32(Xa.view(np.uint8)))
+            crc = zlib.crc32(np.ascontiguousarray(wa).view(np.uint8))
+            for part in (Xa.data, Xa.indices, Xa.indptr) if sp.issparse(Xa) else (Xa,):
+                crc = zlib.crc32(np.ascontiguousarray(part).view(np.uint8), crc)
         out = {"X": Xl, "w": np.ascontiguousarray(wl), "n": n, "start": start, "full": None if sharded else Xa}
         return dict(out, crc=crc)
 
@@ -219,6 +232,7 @@ class KMeans(_SKKMeans):
                 (zlib.crc32(state[1].tobytes()), int(state[2])),
                 bool(np.any(local["w"])),
                 local.get("crc"),
+                sp.issparse(Xl),
             )
         )
         if len({i[4] for i in info}) != 1:
@@ -231,6 +245,8 @@ class KMeans(_SKKMeans):
             raise InvalidData(f"ranks disagree on the number of features: {sorted({i[1] for i in info})}")
         if len({i[2] for i in info}) != 1:
             raise InvalidData(f"ranks disagree on the dtype of X: {sorted({i[2] for i in info})}")
+        if len({i[8] for i in info}) != 1:
+            raise InvalidData("X is sparse on some ranks and dense on others; give every rank the same kind")
         if not sharded and len({i[3] for i in info}) != 1:
             raise InvalidData("ranks were given data sets of different lengths (give every rank the same arrays)")
         if not sharded and len({i[7] for i in info}) != 1:
@@ -301,8 +317,18 @@ class KMeans(_SKKMeans):
         if not isinstance(init, str) and not callable(init) and comm.Get_size() > 1:
             if len(set(comm.allgather(zlib.crc32(init.tobytes())))) != 1:
                 raise ValueError("init differs between ranks; every rank of comm must give the same initial centres")
-        mean = (allsum(comm, Xl.sum(axis=0, dtype=np.float64)) / n).astype(Xl.dtype)
-        Xl -= mean
+        self._algorithm = self.algorithm
+        if self.algorithm == "elkan" and k == 1:
+            warnings.warn(
+                "algorithm='elkan' doesn't make sense for a single cluster. Using 'lloyd' instead.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            self._algorithm = "lloyd"
+        if sp.issparse(Xl):
+            self._tol = self._sparse_tol(comm, Xl, local["full"], n)
+            return {**local, "n": n, "start": start, "mean": None, "init": init, "rs": rs}
+        mean = self._centre(comm, Xl, local["full"], n)
         if not isinstance(init, str) and not callable(init):
             init -= mean
         sq = allsum(
@@ -312,6 +338,33 @@ class KMeans(_SKKMeans):
         var = sq[d:] / n - (sq[:d] / n) ** 2
         self._tol = 0 if self.tol == 0 else float(np.mean(var) * self.tol)
         return {**local, "n": n, "start": start, "mean": mean, "init": init, "rs": rs}
+
+    @staticmethod
+    def _centre(comm: Any, Xl: np.ndarray, full: np.ndarray | None, n: int) -> np.ndarray:
+        """Subtract the column means from this rank's rows in place and return them.
+
+        With the whole array on every rank the mean is scikit-learn's
+        ``X.mean(axis=0)`` bit for bit (no collective); otherwise the float64
+        sum over the ranks divided by ``n`` (one ``Allreduce``).
+        """
+        if full is not None:
+            mean = full.mean(axis=0)
+        else:
+            mean = (allsum(comm, Xl.sum(axis=0, dtype=np.float64)) / n).astype(Xl.dtype)
+        Xl -= mean
+        return mean
+
+    def _sparse_tol(self, comm: Any, Xl: sp.csr_matrix, full: Any, n: int) -> float:
+        """scikit-learn's ``_tolerance`` for sparse X: ``tol`` times the mean column variance."""
+        if self.tol == 0:
+            return 0
+        if full is not None:
+            return float(np.mean(mean_variance_axis(full, axis=0)[1]) * self.tol)
+        sums = np.asarray(Xl.sum(axis=0, dtype=np.float64)).ravel()
+        sqs = np.asarray(Xl.multiply(Xl).sum(axis=0, dtype=np.float64)).ravel()
+        sq = allsum(comm, np.concatenate([sums, sqs]))
+        d = Xl.shape[1]
+        return float(np.mean(sq[d:] / n - (sq[:d] / n) ** 2) * self.tol)
 
     def _init_centers(self, comm: Any, s: dict[str, Any], xsq: np.ndarray | None) -> np.ndarray:
         """Initial centres (centred coordinates), the same on every rank.  Collective."""
@@ -332,7 +385,7 @@ class KMeans(_SKKMeans):
         err: BaseException | None = None
         centers = None
         try:
-            full = s["full"] - s["mean"]
+            full = s["full"] if s["mean"] is None else s["full"] - s["mean"]
             centers = check_array(init(full, k, random_state=rs), dtype=X.dtype, copy=False, order="C")
             self._validate_center_shape(X, centers)
         except Exception as exc:  # noqa: BLE001 - agreed below
@@ -364,20 +417,20 @@ class KMeans(_SKKMeans):
         t0 = time.perf_counter()
         s = self._setup(comm, X, sample_weight, sharded)
         self._n_threads = _openmp_effective_n_threads()
-        self._algorithm = "lloyd"
         self.timing_ = {"init_s": 0.0, "lloyd_s": 0.0}
         Xl, w, k = s["X"], s["w"], self.n_clusters
+        whole = s["full"] is not None  # the whole data on every rank: relocate empty clusters as scikit-learn
         needs_norms = isinstance(s["init"], str) and s["init"] in ("k-means++", "k-means||")
-        xsq = np.einsum("ij,ij->i", Xl, Xl) if needs_norms else None
+        xsq = row_norms(Xl, squared=True) if needs_norms else None
         best: tuple[Any, ...] | None = None
         for _ in range(self._n_init):
             t1 = time.perf_counter()
             centers_init = self._init_centers(comm, s, xsq)
             t2 = time.perf_counter()
-            if self.verbose and comm.Get_rank() == 0:
+            if self.verbose:
                 print("Initialization complete")
             labels, inertia, centers, n_iter, timing = _lloyd.lloyd(
-                comm, Xl, w, centers_init, self.max_iter, self._tol, s["start"], bool(self.verbose)
+                comm, Xl, w, centers_init, self.max_iter, self._tol, s["start"], bool(self.verbose), whole
             )
             self.timing_["init_s"] += t2 - t1
             self.timing_["lloyd_s"] += time.perf_counter() - t2
@@ -385,9 +438,10 @@ class KMeans(_SKKMeans):
                 best = (labels, inertia, centers, n_iter, timing)
         assert best is not None
         labels, inertia, centers, n_iter, timing = best
-        if not self.copy_x:
-            Xl += s["mean"]
-        centers = centers + s["mean"]
+        if s["mean"] is not None:
+            if not self.copy_x:
+                Xl += s["mean"]
+            centers = centers + s["mean"]
         present = allsum(comm, np.bincount(labels, minlength=k).astype(np.int64))
         distinct = int(np.count_nonzero(present))
         if distinct < k:
@@ -399,10 +453,10 @@ class KMeans(_SKKMeans):
             )
         self.cluster_centers_ = centers
         self._n_features_out = k
-        self.labels_ = labels
+        self.labels_ = gather_labels(comm, labels, s["n"]) if whole else labels
         self.inertia_ = float(inertia)
         self.n_iter_ = int(n_iter)
-        self.shard_ = (s["start"], s["start"] + Xl.shape[0])
+        self.shard_ = (0, s["n"]) if whole else (s["start"], s["start"] + Xl.shape[0])
         self.n_samples_ = s["n"]
         self.timing_.update(iter_s=timing["iter_s"], comm_s=timing["comm_s"], fit_s=time.perf_counter() - t0)
         return self
@@ -412,25 +466,41 @@ class KMeans(_SKKMeans):
         return self.fit(X, sample_weight=sample_weight, sharded=sharded).labels_
 
     def fit_transform(self, X: Any, y: Any = None, sample_weight: Any = None, *, sharded: bool = False) -> np.ndarray:
-        """Fit, then the distances of this rank's rows to the centres.  Collective."""
+        """Fit, then the distances of the rows given to the centres.  Collective.
+
+        All rows for the whole data on every rank; this rank's rows with
+        ``sharded=True`` or an H5Dataset.
+        """
         self.fit(X, sample_weight=sample_weight, sharded=sharded)
         if _is_dataset(X):
             rows = np.asarray(X.read_rows(*self.shard_, role="X"))
         else:
             rows = self._check_test_data(X)
-            if not sharded:
-                rows = rows[self.shard_[0] : self.shard_[1]]
         return self._transform(rows)
 
 
 def local_weights(sample_weight: Any, X: np.ndarray) -> np.ndarray:
     """scikit-learn's ``_check_sample_weight`` for one rank's rows (all-zero or no rows allowed: checked globally)."""
-    if sample_weight is not None and X.shape[0] in (0, np.shape(sample_weight)[0]) and not np.any(sample_weight):
-        if np.ndim(sample_weight) == 1:
-            return np.asarray(sample_weight, dtype=X.dtype)
+    if sample_weight is not None and not isinstance(sample_weight, Real):
+        sample_weight = np.asarray(sample_weight)  # array-likes (scalars are scikit-learn's "every row")
+        if sample_weight.ndim == 1 and X.shape[0] in (0, sample_weight.shape[0]) and not np.any(sample_weight):
+            return sample_weight.astype(X.dtype)
     if sample_weight is None and X.shape[0] == 0:
         return np.ones(0, dtype=X.dtype)
     return check_sample_weight(sample_weight, X, dtype=X.dtype)
+
+
+def gather_labels(comm: Any, labels: np.ndarray, n: int) -> np.ndarray:
+    """The labels of all ``n`` rows, in global row order, on every rank (one ``Allgatherv``).  Collective."""
+    if comm.Get_size() == 1:
+        return labels
+    from mpi4py import MPI
+
+    counts = np.array(comm.allgather(labels.shape[0]), dtype=np.int64)
+    out = np.empty(n, dtype=np.int32)
+    displs = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    comm.Allgatherv(np.ascontiguousarray(labels, dtype=np.int32), [out, counts, displs, MPI.INT32_T])
+    return out
 
 
 def same_clustering(comm: Any, labels1: np.ndarray, labels2: np.ndarray, k: int) -> bool:

@@ -35,11 +35,14 @@ def blobs(n=1500, d=4, k=5, seed=0, dtype=np.float64):
 
 
 def shard(a):
-    lo, hi = shard_range(len(a), COMM.rank, COMM.size)
+    lo, hi = shard_range(a.shape[0], COMM.rank, COMM.size)
     return a[lo:hi]
 
 
 def all_labels(est):
+    """All rows' labels: ``labels_`` itself for the whole data on every rank, else the ranks' shards gathered."""
+    if est.shard_ == (0, est.n_samples_):
+        return est.labels_
     return np.concatenate(COMM.allgather(est.labels_))
 
 
@@ -149,13 +152,19 @@ def test_predict_transform_score_fit_predict_are_sklearns():
     ref = SKKMeans(3, init=X[:3], n_init=1).fit(X)
     est = KMeans(3, init=X[:3], n_init=1, comm=COMM)
     lab = est.fit_predict(X)
-    np.testing.assert_array_equal(lab, shard(ref.labels_))
+    np.testing.assert_array_equal(lab, ref.labels_)  # the whole data on every rank: every row's label
+    assert est.shard_ == (0, len(X))
     np.testing.assert_array_equal(est.predict(X), ref.predict(X))
     np.testing.assert_allclose(est.transform(X), ref.transform(X), rtol=RTOL)
     np.testing.assert_allclose(est.score(X), ref.score(X), rtol=RTOL)
     np.testing.assert_allclose(
-        KMeans(3, init=X[:3], n_init=1, comm=COMM).fit_transform(X), shard(ref.transform(X)), rtol=RTOL, atol=1e-12
+        KMeans(3, init=X[:3], n_init=1, comm=COMM).fit_transform(X), ref.transform(X), rtol=RTOL, atol=1e-12
     )
+    sharded = KMeans(3, init=X[:3], n_init=1, comm=COMM)
+    np.testing.assert_allclose(
+        sharded.fit_transform(shard(X), sharded=True), shard(ref.transform(X)), rtol=RTOL, atol=1e-12
+    )
+    np.testing.assert_array_equal(sharded.labels_, shard(ref.labels_))
 
 
 @pytest.mark.mpi(min_size=2)
@@ -245,7 +254,7 @@ def test_duplicates_and_more_clusters_than_distinct_points(init):
 @pytest.mark.mpi(min_size=1)
 def test_bad_parameters_raise_sklearns_errors_everywhere():
     X = blobs(n=100)
-    for kw in (dict(n_clusters=0), dict(algorithm="elkan"), dict(init="kmeans||"), dict(oversampling_factor=0)):
+    for kw in (dict(n_clusters=0), dict(algorithm="auto"), dict(init="kmeans||"), dict(oversampling_factor=0)):
         with pytest.raises(ValueError, match="parameter of KMeans must be"):
             KMeans(comm=COMM, **kw).fit(X)
     with pytest.raises(ValueError, match="does not match the number of clusters"):
@@ -326,3 +335,111 @@ def test_dataframe_feature_names_and_copy_x_false_restore_the_data():
     before = mine.copy()
     KMeans(3, random_state=1, copy_x=False, comm=COMM).fit(mine, sharded=True)
     np.testing.assert_allclose(mine, before, rtol=1e-12, atol=1e-12)  # centred in place, then restored
+
+
+def sparse_blobs(n=700, d=6, k=4, seed=0, dtype=np.float64):
+    """Non-negative blobs with about half the entries zero, as CSR."""
+    import scipy.sparse as sp
+
+    X = blobs(n=n, d=d, k=k, seed=seed, dtype=dtype)
+    X[X < np.median(X)] = 0
+    return sp.csr_matrix(X)
+
+
+@pytest.mark.mpi(min_size=1)
+@pytest.mark.parametrize("form", ["whole", "sharded"])
+@pytest.mark.parametrize("init", ["array", "k-means++", "random"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_sparse_equals_sklearn_sparse(form, init, dtype):
+    X = sparse_blobs(seed=21, dtype=dtype)
+    w = np.random.RandomState(2).uniform(0.5, 2.0, X.shape[0])
+    start = X[:4].toarray() if init == "array" else init
+    kw = dict(init=start, n_init=1 if init == "array" else 2, random_state=3, tol=1e-6)
+    ref = SKKMeans(4, **kw).fit(X, sample_weight=w)
+    est = KMeans(4, comm=COMM, **kw)
+    est.fit(shard(X), sample_weight=shard(w), sharded=True) if form == "sharded" else est.fit(X, sample_weight=w)
+    rtol = RTOL if dtype == np.float64 else 1e-5
+    assert est.cluster_centers_.dtype == dtype == ref.cluster_centers_.dtype
+    assert est.n_iter_ == ref.n_iter_
+    np.testing.assert_allclose(est.cluster_centers_, ref.cluster_centers_, rtol=rtol, atol=1e-12)
+    np.testing.assert_allclose(est.inertia_, ref.inertia_, rtol=rtol)
+    np.testing.assert_array_equal(all_labels(est), ref.labels_)
+    np.testing.assert_array_equal(est.predict(X), ref.predict(X))
+    np.testing.assert_allclose(est.transform(X), ref.transform(X), rtol=rtol, atol=1e-6)
+    np.testing.assert_allclose(est.score(X), ref.score(X), rtol=rtol)
+
+
+@pytest.mark.mpi(min_size=1)
+@pytest.mark.parametrize("fmt", ["csc", "coo"])
+def test_sparse_formats_and_relocation_equal_sklearn(fmt):
+    X = sparse_blobs(n=500, seed=22)
+    init = np.vstack([X[:3].toarray(), np.full((1, X.shape[1]), 1e3)])  # the far centre starts empty
+    ref = SKKMeans(4, init=init, n_init=1).fit(X.asformat(fmt))
+    est = KMeans(4, init=init, n_init=1, comm=COMM).fit(X.asformat(fmt))
+    assert_same_fit(est, ref)
+
+
+@pytest.mark.mpi(min_size=1)
+@pytest.mark.parametrize("sparse", [False, True])
+def test_elkan_gives_lloyds_fit_and_round_trips(sparse):
+    from sklearn.base import clone
+
+    X = sparse_blobs(seed=23) if sparse else blobs(seed=23)
+    ref = SKKMeans(4, algorithm="elkan", random_state=5).fit(X)
+    est = KMeans(4, algorithm="elkan", random_state=5, comm=COMM).fit(X)
+    assert est.get_params()["algorithm"] == clone(est).algorithm == "elkan" == est._algorithm
+    assert est.n_iter_ == ref.n_iter_
+    np.testing.assert_allclose(est.cluster_centers_, ref.cluster_centers_, rtol=1e-7)
+    np.testing.assert_array_equal(est.labels_, ref.labels_)
+    with pytest.warns(RuntimeWarning, match=r"^algorithm='elkan' doesn't make sense for a single cluster"):
+        one = KMeans(1, algorithm="elkan", comm=COMM).fit(X)
+    assert one._algorithm == "lloyd"
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("n_rows", [1, 3, 4, 5])
+def test_tiny_whole_data_with_ranks_of_zero_or_one_row_is_sklearns_fit(n_rows):
+    # at COMM.size >= n_rows some ranks hold one row or none; labels_ covers every row on every rank
+    X = np.array([[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [1.0, 1.0], [3.0, 2.5]])[:n_rows]
+    k = min(2, n_rows)
+    init = np.array([[0.5, 0.5], [30.0, 30.0]])[:k]  # the second centre is empty in the first iteration
+    w = np.array([3.0, 1.0, 1.0, 3.0, 0.5])[:n_rows]
+    ref = SKKMeans(k, init=init, n_init=1).fit(X, sample_weight=w)
+    est = KMeans(k, init=init, n_init=1, comm=COMM).fit(X, sample_weight=w)
+    assert est.labels_.shape == (n_rows,)
+    assert_same_fit(est, ref)
+
+
+@pytest.mark.mpi(min_size=2)
+def test_sparse_on_some_ranks_dense_on_others_is_refused_everywhere():
+    X = shard(sparse_blobs(n=300, seed=24))
+    mine = X if COMM.rank == 0 else X.toarray()
+    with pytest.raises(InvalidData, match=r"^X is sparse on some ranks and dense on others"):
+        KMeans(3, random_state=0, comm=COMM).fit(mine, sharded=True)
+
+
+@pytest.mark.mpi(min_size=2)
+def test_sparse_rank_with_zero_rows_equals_sklearn():
+    X = sparse_blobs(n=400, seed=25)
+    mine = X if COMM.rank == 1 else X[:0]
+    ref = SKKMeans(4, random_state=6, n_init=2).fit(X)
+    est = KMeans(4, random_state=6, n_init=2, comm=COMM).fit(mine, sharded=True)
+    np.testing.assert_allclose(est.cluster_centers_, ref.cluster_centers_, rtol=RTOL, atol=1e-12)
+    np.testing.assert_allclose(est.inertia_, ref.inertia_, rtol=RTOL)
+    assert est.n_iter_ == ref.n_iter_
+    assert est.labels_.shape == (mine.shape[0],)
+    if COMM.rank == 1:
+        np.testing.assert_array_equal(est.labels_, ref.labels_)
+
+
+@pytest.mark.mpi(min_size=1)
+def test_scalar_and_array_like_sample_weight_equal_sklearn():
+    # a scalar weight raised IndexError; an object with __array__ only raised TypeError (np.shape)
+    from sklearn.utils.estimator_checks import _NotAnArray
+
+    X = blobs(n=300, seed=26)
+    ref = SKKMeans(3, random_state=0).fit(X, sample_weight=2.0)
+    assert_same_fit(KMeans(3, random_state=0, comm=COMM).fit(X, sample_weight=2.0), ref)
+    w = np.random.RandomState(1).uniform(0.5, 2.0, len(X))
+    ref = SKKMeans(3, random_state=0).fit(X, sample_weight=w)
+    assert_same_fit(KMeans(3, random_state=0, comm=COMM).fit(X, sample_weight=_NotAnArray(w)), ref)
