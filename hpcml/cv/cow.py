@@ -127,6 +127,78 @@ def materialize(X: np.ndarray, rows: np.ndarray) -> CowSource:
         raise
 
 
+#: A unit's test rows built after its fit are kept for the next unit of the fold only when building
+#: them took more than this fraction of the fit (cheap fits); otherwise they are freed after scoring.
+KEEP_TEST_FRACTION = 0.05
+
+
+class LazyRows:
+    """``X[rows]`` in a memory file built on first use (after a unit's fit), and freed again by :meth:`settle`.
+
+    scikit-learn's ``_fit_and_score`` indexes ``X[test]`` before fitting, so
+    its peak is X + train + test rows + the estimator's working memory.  A
+    unit only needs the test rows to score, so they are built after the fit and,
+    when fits are expensive compared with building them, freed after scoring:
+    the peak of a fit is then the train rows + the working memory.  The rows
+    are identical either way; only when they exist changes.
+
+    Parameters
+    ----------
+    X : numpy.ndarray
+        The data (a dense array, :func:`cowable`).
+    rows : numpy.ndarray
+        Integer row indices.
+    keep_fraction : float
+        :data:`KEEP_TEST_FRACTION` unless given.
+    """
+
+    def __init__(self, X: np.ndarray, rows: np.ndarray, keep_fraction: float = KEEP_TEST_FRACTION) -> None:
+        self.X = X
+        self.rows = rows
+        self.keep_fraction = keep_fraction
+        self.shape = (len(rows), *X.shape[1:])
+        self.dtype = X.dtype
+        self._source: CowSource | None = None
+        #: seconds the last build took; how many times the rows were built
+        self.build_seconds = 0.0
+        self.builds = 0
+
+    @property
+    def built(self) -> bool:
+        """Whether the rows are in memory now."""
+        return self._source is not None
+
+    def source(self) -> CowSource:
+        """The rows' :class:`CowSource`, built now if they are not in memory."""
+        if self._source is None:
+            import time
+
+            start = time.perf_counter()
+            self._source = materialize(self.X, self.rows)
+            self.build_seconds = time.perf_counter() - start
+            self.builds += 1
+        return self._source
+
+    @property
+    def array(self) -> np.ndarray:
+        """A read-only view of the rows (built if needed)."""
+        return self.source().array
+
+    def view(self) -> np.ndarray:
+        """A unit's writable private (copy-on-write) mapping of the rows (built if needed)."""
+        return self.source().view()
+
+    def settle(self, fit_seconds: float) -> bool:
+        """After a unit: free the rows unless building them is expensive next to a fit.
+
+        Returns whether they are kept (see :data:`KEEP_TEST_FRACTION`).
+        """
+        keep = self._source is not None and self.build_seconds > self.keep_fraction * fit_seconds
+        if not keep:
+            self._source = None
+        return keep
+
+
 class ShmFolds:
     """Node-shared fold rows in a ``/dev/shm`` file: the copy-on-write twin of :class:`hpcml.cv.folds.NodeFolds`.
 
@@ -222,4 +294,4 @@ class ShmFolds:
         self.split = None
 
 
-__all__ = ["ENV_COW", "CowSource", "ShmFolds", "available", "cowable", "materialize"]
+__all__ = ["ENV_COW", "KEEP_TEST_FRACTION", "CowSource", "LazyRows", "ShmFolds", "available", "cowable", "materialize"]
