@@ -112,7 +112,7 @@ class FoldCache:
             from hpcml.cv.folds import split_rows
 
             # the test rows are built after each unit's fit (LazyRows): not held while fitting
-            X_train, X_test = materialize(p.X, split_rows(train)), LazyRows(p.X, split_rows(test))
+            X_train, X_test = materialize(p.X, split_rows(train)), LazyRows.of(p.X, split_rows(test))
             y_train = None if p.y is None else _safe_indexing(p.y, train)
             y_test = None if p.y is None else _safe_indexing(p.y, test)
         else:
