@@ -362,7 +362,7 @@ class ShmFolds:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-        self.buffer = None  # type: ignore[assignment]
+        self.buffer = self.mm = None  # type: ignore[assignment]
         self.split = None
 
 
