@@ -7,6 +7,8 @@ is agreed before asserting, so a failing check cannot leave a rank waiting.
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pytest
 from mpi4py import MPI
@@ -22,15 +24,25 @@ COMM = MPI.COMM_WORLD
 pytestmark = pytest.mark.skipif(not cow.available(), reason="copy-on-write folds need memfd_create (Linux)")
 
 
-def _fold_memfds() -> int:
-    """How many distinct per-rank fold memory files (memfds) this process maps now."""
+def _mapped_fold_files() -> set[str]:
+    """The inodes of the per-rank fold memory files (memfds) this process maps now."""
     inodes = set()
     with open("/proc/self/maps") as fh:
         for line in fh:
             parts = line.split()
             if len(parts) >= 6 and parts[5].startswith("/memfd:hpcml-fold"):
                 inodes.add(parts[4])
-    return len(inodes)
+    return inodes
+
+
+#: fold files this rank mapped before the test's search (earlier tests of the same process may
+#: still hold some until they are collected): only files mapped since count
+_BEFORE: set[str] = set()
+
+
+def _fold_memfds() -> int:
+    """How many fold memory files made by the current test's search this process maps now."""
+    return len(_mapped_fold_files() - _BEFORE)
 
 
 class Probe(ClassifierMixin, BaseEstimator):
@@ -79,6 +91,9 @@ def test_test_rows_come_after_the_fit_and_writes_stay_private(mode, monkeypatch)
     cv = KFold(3)
     scoring = {"seen_last": _seen_last, "fit_memfds": _fit_memfds, "score_memfds": _score_memfds}
     search = hpcml.GridSearchCV(Probe(), {"k": list(range(5))}, cv=cv, scoring=scoring, refit=False, comm=COMM)
+    gc.collect()
+    _BEFORE.clear()
+    _BEFORE.update(_mapped_fold_files())
     results = search.fit(X, y).cv_results_
     folds = hpcml.run_info(search).folds
     assert folds["copy_on_write"] is True
