@@ -22,7 +22,7 @@ from sklearn.base import clone
 
 from hpcml._compat import _check_method_params, _MultimetricScorer, _safe_indexing, _safe_split, _score
 from hpcml.cv.callbacks import RECORDS_KEY
-from hpcml.cv.cow import CowSource, cowable, materialize
+from hpcml.cv.cow import CowSource, LazyRows, cowable, materialize
 from hpcml.cv.cow import available as cow_available
 
 
@@ -111,7 +111,8 @@ class FoldCache:
             # copy-on-write fold rows (hpcml.cv.cow): units get writable private views
             from hpcml.cv.folds import split_rows
 
-            X_train, X_test = materialize(p.X, split_rows(train)), materialize(p.X, split_rows(test))
+            # the test rows are built after each unit's fit (LazyRows): not held while fitting
+            X_train, X_test = materialize(p.X, split_rows(train)), LazyRows.of(p.X, split_rows(test))
             y_train = None if p.y is None else _safe_indexing(p.y, train)
             y_test = None if p.y is None else _safe_indexing(p.y, test)
         else:
@@ -147,9 +148,10 @@ class FoldCache:
         # Read-only, as joblib's memmaps are under scikit-learn's n_jobs > 1:
         # estimators that work in place (copy=False) copy read-only input first,
         # so a fold's rows stay intact for the next unit that reuses them.
-        # Dense rows in a memory file (CowSource) reach units as private copy-on-write views.
+        # Dense rows in a memory file (CowSource) reach units as private copy-on-write views;
+        # LazyRows (test rows built after the fit) stay lazy: "X_test" is the LazyRows then.
         pairs = (("X_train", X_train), ("X_test", X_test))
-        cow = {f"cow_{name}": src for name, src in pairs if isinstance(src, CowSource)}
+        cow = {f"cow_{name}": src for name, src in pairs if isinstance(src, CowSource | LazyRows)}
         X_train, X_test = (x.array if isinstance(x, CowSource) else x for x in (X_train, X_test))
         for array in (X_train, y_train, X_test, y_test):
             _freeze(array)
@@ -470,9 +472,9 @@ def _run_unit(problem: Problem, cache: FoldCache, cand: int, split: int, writabl
             return outcome
         estimator = _fresh_candidate(problem, cand)
     X_train, y_train = unit_rows(cached, "X_train", writable), _fresh(cached["y_train"], writable)
-    X_test, y_test = unit_rows(cached, "X_test", writable), _fresh(cached["y_test"], writable)
+    y_test = _fresh(cached["y_test"], writable)  # X_test: after the fit (_fit_score)
     fit_params = _unit_params(cached["fit_params"])
-    fold = (X_train, y_train, X_test, y_test)
+    fold = (X_train, y_train, y_test)
     if problem.callbacks is None:
         return _fit_score(problem, cached, estimator, fold, fit_params, writable, None)
     session = problem.callbacks.session(cand * problem.n_splits + split, X_train, y_train, fit_params)
@@ -488,13 +490,19 @@ def _fit_score(
     problem: Problem,
     cached: dict[str, Any],
     estimator: Any,
-    fold: tuple[Any, Any, Any, Any],
+    fold: tuple[Any, Any, Any],
     fit_params: dict[str, Any],
     writable: bool,
     session: Any,
 ) -> dict[str, Any]:
-    """Fit ``estimator`` on the fold and score it (inside ``session``'s callback task when there is one)."""
-    X_train, y_train, X_test, y_test = fold
+    """Fit ``estimator`` on the fold and score it (inside ``session``'s callback task when there is one).
+
+    ``fold`` is ``(X_train, y_train, y_test)``: the unit's test rows are taken
+    from ``cached`` only after the fit (:class:`hpcml.cv.cow.LazyRows`), so a
+    fit's peak memory does not include them; the timings exclude building them,
+    as scikit-learn's exclude its indexing.
+    """
+    X_train, y_train, y_test = fold
     error_score = problem.error_score
     scorer = problem.scorer
     result: dict[str, Any] = {}
@@ -514,6 +522,8 @@ def _fit_score(
             raise FitRaised(exc, tb) from exc
         return _fit_failed(problem, cached, estimator, tb, fit_time)
     fit_time = time.time() - start
+    X_test = unit_rows(cached, "X_test", writable)
+    start = time.time() - fit_time  # score_time excludes building the test rows
     try:
         result["test_scores"] = _score_unit(
             estimator, X_test, y_test, scorer, _unit_params(cached["score_params_test"]), error_score, writable
@@ -527,6 +537,10 @@ def _fit_score(
         raise
     except Exception as exc:  # scoring raised with error_score="raise"
         raise FitRaised(exc, traceback.format_exc()) from exc
+    finally:
+        del X_test
+        if isinstance(cached.get("cow_X_test"), LazyRows):
+            cached["cow_X_test"].settle(fit_time)
     result["fit_error"] = None
     result["fit_time"] = fit_time
     result["score_time"] = score_time

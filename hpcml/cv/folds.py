@@ -36,8 +36,11 @@ MODES = ("auto", "rank", "node")
 ENV_FOLD_COPIES = env.FOLD_COPIES
 
 #: ``"auto"`` shares folds when the ranks of a node would otherwise hold fold
-#: copies of at least this fraction of the node's physical memory.
-AUTO_MEMORY_FRACTION = 0.125
+#: copies of at least this fraction of the node's physical memory.  1/16: node
+#: folds hold only the train rows while the first fits of a split run
+#: (:class:`hpcml.cv.cow.ShmFolds`) and measured both smaller and not slower than
+#: per-rank folds from there on (docs/reuse.md, RidgeClassifier on 0.93 GB).
+AUTO_MEMORY_FRACTION = 0.0625
 
 
 @dataclass
