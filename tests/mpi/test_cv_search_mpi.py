@@ -302,29 +302,6 @@ def test_scheduler_raises_the_earliest_failing_unit_like_a_serial_loop():
     COMM.Barrier()
 
 
-@pytest.mark.mpi
-def test_error_score_raise_raises_the_error_sklearn_raises():
-    """Every unit but the first fails, each with its own message: hpcml raises scikit-learn's (serial) one.
-
-    Units run at the same time on several ranks, and a rank may hold the failing
-    unit scikit-learn reaches first (handed out early) while another rank's later
-    unit fails first; that unit must still run and its error win.  Repeated: the
-    interleaving differs from call to call.
-    """
-    from sklearn.utils._mocking import CheckingClassifier
-
-    X = np.arange(100).reshape(10, 10)
-    y = np.array([0] * 5 + [1] * 5)
-    clf = CheckingClassifier(expected_sample_weight=True)
-    params = {"sample_weight": np.ones(1)}  # fits the 1-row training size only
-    with pytest.raises(ValueError) as expected:
-        skms.learning_curve(clf, X, y, error_score="raise", params=params)
-    for _ in range(20):
-        with pytest.raises(ValueError) as info:
-            hpcml.learning_curve(clf, X, y, error_score="raise", params=params)
-        assert str(info.value) == str(expected.value)
-
-
 def test_run_local_runs_units_before_a_failing_one():
     from hpcml.cv.schedule import _run_local
 
