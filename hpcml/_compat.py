@@ -118,6 +118,18 @@ def format_results(
     return BaseSearchCV._format_results(holder, candidate_params, n_splits, out)  # type: ignore[arg-type]
 
 
+def rank_of_means(means: Any) -> Any:
+    """The ``rank_*`` column scikit-learn's ``_format_results`` stores for mean scores (NaN: tied last)."""
+    import numpy as np
+    from scipy.stats import rankdata
+    from sklearn.externals import array_api_extra as xpx
+
+    if np.isnan(means).all():
+        return np.ones_like(means, dtype=np.int32)
+    filled = xpx.nan_to_num(means, fill_value=np.nanmin(means) - 1)
+    return rankdata(-filled, method="min").astype(np.int32, copy=False)
+
+
 def select_best_index(refit: Any, refit_metric: str, results: dict[str, Any]) -> int:
     """scikit-learn's ``BaseSearchCV._select_best_index``."""
     return int(BaseSearchCV._select_best_index(refit, refit_metric, results))

@@ -27,6 +27,7 @@ from typing import Any
 
 from mpi4py import MPI
 
+from hpcml.cv.accrue import ResultColumns
 from hpcml.cv.journal import Journal
 from hpcml.cv.progress import Progress, best_so_far_score
 from hpcml.errors import EXIT_INCOMPLETE
@@ -59,6 +60,9 @@ class RunObserver:
         Host name of each rank.
     metric : str
         The refit metric (for the progress line's best score).
+    columns : ResultColumns, optional
+        cv_results folded as results arrive (:mod:`hpcml.cv.accrue`); the
+        units in ``finished`` (resumed) are folded first, the same way.
     """
 
     def __init__(
@@ -70,6 +74,7 @@ class RunObserver:
         write_partial: Callable[[dict[int, Any]], None],
         host_of: list[str],
         metric: str,
+        columns: ResultColumns | None = None,
     ) -> None:
         self.journal = journal
         self.progress = progress
@@ -81,6 +86,10 @@ class RunObserver:
         self.phase = UNITS
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
+        self.columns = columns
+        if columns is not None:
+            for unit, result in finished.items():
+                columns.add(unit, result)
 
     def on_results(self, source: int, items: list[tuple[int, Any, float]]) -> None:
         """Journal finished units and update the progress line (the engine's ``on_results``)."""
@@ -93,6 +102,8 @@ class RunObserver:
             for source, (unit, result, seconds) in ((rank, item) for rank, items in parts for item in items):
                 cand, split, model, params = self.describe(unit)
                 self.finished[unit] = result
+                if self.columns is not None:
+                    self.columns.add(unit, result)
                 records.append(
                     {
                         "unit": unit,

@@ -43,12 +43,17 @@ def write_cv_results(folder: str, results: dict[str, Any], partial: bool = False
     if partial:
         atomic_write(os.path.join(folder, PARTIAL_JSON), text)
         return
-    atomic_write(os.path.join(folder, CV_RESULTS_JSON), text)
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(list(columns))
     writer.writerows(zip(*[csv_cells(column) for column in columns.values()]))
-    atomic_write(os.path.join(folder, CV_RESULTS_CSV), buf.getvalue())
+    write_cv_texts(folder, text, buf.getvalue())
+
+
+def write_cv_texts(folder: str, json_text: str, csv_text: str) -> None:
+    """cv_results.json and cv_results.csv from their texts (hpcml.cv.accrue); a partial snapshot is removed."""
+    atomic_write(os.path.join(folder, CV_RESULTS_JSON), json_text)
+    atomic_write(os.path.join(folder, CV_RESULTS_CSV), csv_text)
     partial_path = os.path.join(folder, PARTIAL_JSON)
     if os.path.exists(partial_path):
         os.unlink(partial_path)

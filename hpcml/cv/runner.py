@@ -33,6 +33,7 @@ from hpcml._faults import hook as fault_hook
 from hpcml.cliargs import make_out_dir
 from hpcml.comm import HOST, idle_barrier, raise_if_any
 from hpcml.cv import output
+from hpcml.cv.accrue import ResultColumns
 from hpcml.cv.config import SearchConfig, load_config
 from hpcml.cv.fitting import Problem
 from hpcml.cv.folds import choose
@@ -473,7 +474,10 @@ def _open_observer(
         cand, split = index.pair(unit)
         return cand, split, models[cand], params[cand]
 
-    return RunObserver(journal, progress, describe, dict(done), lambda fin: _write_partial(plan, fin), host_of, metric)
+    columns = ResultColumns(params, index.n_splits, models, plan.scoring_names, plan.config.return_train_score)
+    return RunObserver(
+        journal, progress, describe, dict(done), lambda fin: _write_partial(plan, fin), host_of, metric, columns
+    )
 
 
 def _finish(
@@ -489,9 +493,13 @@ def _finish(
     config, folder, index = plan.config, plan.folder, plan.index
     out = evaluation.out
     complete = evaluation.complete
-    results = build_cv_results(
-        plan.params, index.n_splits, out, config.return_train_score, plan.models, plan.scoring_names
-    )
+    folded = plan.observer.columns.finish() if complete and plan.observer and plan.observer.columns else None
+    if folded is None:  # a stopped run, or values the folded columns do not know (hpcml.cv.accrue)
+        results = build_cv_results(
+            plan.params, index.n_splits, out, config.return_train_score, plan.models, plan.scoring_names
+        )
+    else:
+        results = folded[0]
     run_info = _run_info(evaluation, static_info, len(index), n_resumed, started, stop)
     if not complete:
         output.write_cv_results(folder, results, partial=True)
@@ -511,7 +519,11 @@ def _finish(
             failure = exc
     n_failed = sum(1 for item in out if item["fit_error"] is not None)
     run_info["failed_fits"] = n_failed
-    output.write_cv_results(folder, results)
+    run_info["cv_results_folded"] = folded is not None
+    if folded is None:
+        output.write_cv_results(folder, results)
+    else:
+        output.write_cv_texts(folder, folded[1], folded[2])
     best = best_candidate(results, config.refit_metric)
     output.write_json(folder, output.BEST_JSON, best)
     refit_error = _refit_best(plan, best, run_info) if config.refit and failure is None else None

@@ -106,6 +106,7 @@ def test_hierarchical_equals_one_rank_and_sklearn(basic, n, k, how):
     assert sorted(r["unit"] for r in units) == list(range(N_UNITS)), "every unit exactly once"
     assert {r["rank"] for r in units} <= set(range(n))
     assert report["units"] == {"total": N_UNITS, "resumed": 0, "ran": N_UNITS, "done": N_UNITS}
+    assert report["cv_results_folded"] is True  # folded on rank 0 as the leaders' messages arrived
 
 
 def test_auto_is_flat_below_the_node_threshold(basic):

@@ -172,6 +172,37 @@ def test_resume_with_other_node_and_rank_count(basic):
     report = json.loads((out / "run.json").read_text())
     assert report["units"]["resumed"] == N_UNITS and report["units"]["ran"] == 0
     _assert_same_as_one_rank_and_sklearn(out, one, sk)
+    assert report["cv_results_folded"] is True
+    _assert_files_equal_the_full_path_from_the_journal(out, tmp / "full-path")
+
+
+def _assert_files_equal_the_full_path_from_the_journal(out, folder) -> None:  # noqa: ANN001
+    """cv_results.json/.csv, folded on rank 0 as results arrived (hpcml.cv.accrue), byte for byte equal
+    what the full path (scikit-learn's _format_results + the writer) makes of the journal's results."""
+    from hpcml.cv import output
+    from hpcml.cv.reduce import build_cv_results
+    from hpcml.cv.runner import _result_of
+
+    records = {}
+    for line in (out / "journal.jsonl").read_text().splitlines()[1:]:
+        record = json.loads(line)
+        if record["type"] == "unit":
+            records[record["unit"]] = record
+    assert sorted(records) == list(range(N_UNITS))
+    n_splits = max(r["split"] for r in records.values()) + 1
+    first = [records[u] for u in range(0, N_UNITS, n_splits)]
+    results = build_cv_results(
+        [r["params"] for r in first],
+        n_splits,
+        [_result_of(records[u]) for u in range(N_UNITS)],
+        False,
+        [r["model"] for r in first],
+        ["accuracy", "f1_macro"],
+    )
+    folder.mkdir()
+    output.write_cv_results(str(folder), results)
+    for name in (output.CV_RESULTS_JSON, output.CV_RESULTS_CSV):
+        assert (out / name).read_bytes() == (folder / name).read_bytes(), name
 
 
 @pytest.mark.parametrize(
