@@ -4,11 +4,15 @@ Peers, interleaved in one process on the same synthetic unit records (5 splits, 
 holds at the end of a run):
 
 * ``before``: the per-value writer this replaced (benchmarks/_old_output.py, kept as the peer);
-* ``after``: hpcml.cv.output.write_cv_results (bulk columns, hpcml.cv.columns).
+* ``after``: hpcml.cv.output.write_cv_results (bulk columns, hpcml.cv.columns);
+* ``folded``: hpcml.cv.accrue.ResultColumns, in two parts: ``arrival`` (``add`` of every unit, what
+  rank 0's observer does as results arrive, between requests) and ``final`` (``finish``: means, stds,
+  ranks, ``param_*`` columns, the texts, written with best.json: what is left after the last unit).
 
-Both build ``cv_results`` with hpcml.cv.reduce.build_cv_results (scikit-learn's ``_format_results``),
-timed separately as ``format``.  CPU (process time) and wall per unit; load average recorded (shared
-machine: the ratio of the interleaved peers is what counts).  Outputs are checked byte-identical.
+``before`` and ``after`` build ``cv_results`` with hpcml.cv.reduce.build_cv_results (scikit-learn's
+``_format_results``), timed separately as ``format``.  CPU (process time) and wall per unit; load
+average recorded (shared machine: the ratio of the interleaved peers is what counts).  Outputs are
+checked byte-identical in every round.
 
     nice -n -15 python benchmarks/bench_finish.py --units 20000 100000 163840 --repeat 3 \
         --json benchmarks/results/finish_cost.json --plot benchmarks/results/finish_cost.png
@@ -26,6 +30,7 @@ import _common as C
 import _old_output as old
 
 from hpcml.cv import output
+from hpcml.cv.accrue import ResultColumns
 from hpcml.cv.reduce import best_candidate, build_cv_results
 
 N_SPLITS = 5
@@ -62,16 +67,36 @@ def one(n_units: int, folder: str) -> dict:
         output.write_cv_results(folder, results)
         output.write_json(folder, output.BEST_JSON, best_candidate(results, "score"))
 
+    columns = ResultColumns(params, N_SPLITS, models, ["score"], False)
+
+    def arrival() -> None:
+        for unit, result in enumerate(out):
+            columns.add(unit, result)
+
+    def final() -> None:
+        folded = columns.finish()
+        assert folded is not None, columns.failed
+        output.write_cv_texts(folder, folded[1], folded[2])
+        output.write_json(folder, output.BEST_JSON, best_candidate(folded[0], "score"))
+
     b_cpu, b_wall, texts = _timed(before)
     a_cpu, a_wall, _ = _timed(after)
+    _check_bytes(folder, texts, "the bulk writer's")
+    r_cpu, r_wall, _ = _timed(arrival)
+    z_cpu, z_wall, _ = _timed(final)
+    _check_bytes(folder, texts, "the folded columns'")
+    n = len(out)
+    return {"format": (f_cpu / n, f_wall / n), "before": (b_cpu / n, b_wall / n), "after": (a_cpu / n, a_wall / n),
+            "arrival": (r_cpu / n, r_wall / n), "final": (z_cpu / n, z_wall / n)}  # fmt: skip
+
+
+def _check_bytes(folder: str, texts: tuple[str, str], whose: str) -> None:
     with open(os.path.join(folder, output.CV_RESULTS_JSON), encoding="utf-8") as fh:
         same = fh.read() == texts[0]
     with open(os.path.join(folder, output.CV_RESULTS_CSV), encoding="utf-8", newline="") as fh:
         same = same and fh.read() == texts[1]
     if not same:
-        raise SystemExit("bench_finish: the new writer's bytes differ from the old one's")
-    n = len(out)
-    return {"format": (f_cpu / n, f_wall / n), "before": (b_cpu / n, b_wall / n), "after": (a_cpu / n, a_wall / n)}
+        raise SystemExit(f"bench_finish: {whose} bytes differ from the old writer's")
 
 
 def run(n_units: int, repeat: int) -> dict:
@@ -81,15 +106,16 @@ def run(n_units: int, repeat: int) -> dict:
             rounds.append(one(n_units, tmp))
             print(n_units, rounds[-1], file=sys.stderr, flush=True)
     peers = {}
-    for key in ("format", "before", "after"):
+    for key in ("format", "before", "after", "arrival", "final"):
         cpu = C.summary([r[key][0] for r in rounds])
         wall = C.summary([r[key][1] for r in rounds])
         peers[key] = {"per_unit_cpu_median": cpu["median"], "per_unit_wall_median": wall["median"],
                       "per_unit_cpu": cpu, "per_unit_wall": wall}  # fmt: skip
-    fmt, bef, aft = (peers[k]["per_unit_cpu_median"] for k in ("format", "before", "after"))
+    fmt, bef, aft, arr, fin = (peers[k]["per_unit_cpu_median"] for k in ("format", "before", "after", "arrival", "final"))
     return {"units": n_units, "repeat": repeat, "peers": peers, "finish_before": fmt + bef,
             "finish_after": fmt + aft, "write_speedup": bef / aft, "finish_speedup": (fmt + bef) / (fmt + aft),
-            "bytes_identical": True}  # fmt: skip
+            "arrival_folded": arr, "finish_folded": fin, "folded_final_speedup": (fmt + aft) / fin,
+            "folded_total_ratio": (arr + fin) / (fmt + aft), "bytes_identical": True}  # fmt: skip
 
 
 def plot(doc: dict, path: str) -> None:

@@ -18,15 +18,15 @@ column of an unusual dtype, a unit missing or seen twice) makes
 
 from __future__ import annotations
 
+import math
+import numbers
 import warnings
 from typing import Any
 
 import numpy as np
 
 from hpcml._compat import rank_of_means
-from hpcml.cv.columns import _convert_list, _encode_str, _entries, _entry, _sorted_encoder, to_json_value
-
-_QUOTED = (",", '"', "\r", "\n")
+from hpcml.cv.columns import _convert_list, _encode_str, _entries, _entry, _plain_dict, _sorted_encoder, to_json_value
 
 
 def csv_field(value: Any) -> str:
@@ -34,21 +34,40 @@ def csv_field(value: Any) -> str:
     if value is None:
         return ""
     text = value if type(value) is str else str(value)
-    if any(ch in text for ch in _QUOTED):
+    if '"' in text or "," in text or "\n" in text or "\r" in text:
         return '"' + text.replace('"', '""') + '"'
     return text
 
 
-def _float_texts(values: np.ndarray) -> tuple[list[str], list[str]]:
-    """JSON and CSV texts of a float column (non-finite: ``null`` and an empty cell)."""
-    items = values.tolist()
-    texts = list(map(float.__repr__, items))
-    json_texts = texts
-    if not np.isfinite(values).all():
-        json_texts, texts = list(texts), list(texts)
-        for i in np.flatnonzero(~np.isfinite(values)).tolist():
-            json_texts[i], texts[i] = "null", ""
-    return json_texts, texts
+def _float_texts(values: np.ndarray, texts: list[str] | None = None) -> tuple[list[str], list[str]]:
+    """JSON and CSV texts of a float column (non-finite: ``null`` and an empty cell).
+
+    ``texts``, when given, are the values' ``repr`` already (made as the values arrived).
+    """
+    json_texts = texts if texts is not None else list(map(float.__repr__, values.tolist()))
+    csv_texts = json_texts
+    finite = np.isfinite(values)
+    if not finite.all():
+        json_texts, csv_texts = list(json_texts), list(json_texts)
+        for i in np.flatnonzero(~finite).tolist():
+            json_texts[i], csv_texts[i] = "null", ""
+    return json_texts, csv_texts
+
+
+def _as_float(value: Any) -> float:
+    """A score as np.array(..., dtype=float64) in scikit-learn's ``_store`` holds it (numbers only)."""
+    if not isinstance(value, numbers.Number):
+        raise TypeError(f"a score that is not a number: {value!r}")
+    return float(value)
+
+
+def _column_texts(converted: list[Any]) -> tuple[list[str], list[str]]:
+    """JSON entries and CSV cells of a converted column (``hpcml.cv.columns`` rules)."""
+    json_texts = list(_entries(converted))
+    kinds = set(map(type, converted))
+    if kinds == {int} or (kinds == {float} and all(map(math.isfinite, converted))):
+        return json_texts, json_texts  # csv.writer writes ints and floats as their repr
+    return json_texts, [_csv_cell(v) for v in converted]
 
 
 def _param_column(index: list[int], values: list[Any], n: int) -> list[Any] | None:
@@ -102,12 +121,14 @@ class ResultColumns:
         self.train = return_train_score
         n = len(candidate_params) * n_splits
         self.times = {key: np.full(n, np.nan) for key in ("fit_time", "score_time")}
-        self.test = {name: np.full(n, np.nan) for name in self.names}
-        self.train_scores = {name: np.full(n, np.nan) for name in self.names} if self.train else {}
+        # per scorer: the scores and their repr (the split columns' texts, made as the scores arrive)
+        self.test = {name: (np.full(n, np.nan), [""] * n) for name in self.names}
+        self.train_scores = {name: (np.full(n, np.nan), [""] * n) for name in self.names} if self.train else {}
         self.seen = bytearray(n)
         self.count = 0
-        self.params_json: list[str | None] = [None] * len(candidate_params)
-        self.params_csv: list[str | None] = [None] * len(candidate_params)
+        self.params_json: list[str] = []  # the params cells of candidates 0, 1, ... (see _advance)
+        self.params_csv: list[str] = []
+        self.param_values: dict[str, tuple[list[int], list[Any]]] = {}  # param_* key -> (candidates, values)
         self.failed: str | None = None  # why the fast path cannot be used
 
     def usable(self) -> bool:
@@ -133,22 +154,34 @@ class ResultColumns:
         self._scores(self.test, result["test_scores"], unit)
         if self.train:
             self._scores(self.train_scores, result["train_scores"], unit)
-        cand = unit // self.n_splits
-        if self.params_json[cand] is None:
-            params = self.params[cand]
-            self.params_json[cand] = _entry(_convert_list([params])[0], "  ")
-            self.params_csv[cand] = csv_field(_sorted_encoder.encode(to_json_value(params)))
+        self._advance()
 
-    def _scores(self, columns: dict[str, np.ndarray], scores: Any, unit: int) -> None:
-        if self.multimetric:
-            if type(scores) is not dict or len(scores) != len(columns) or (unit == 0 and list(scores) != self.names):
-                raise ValueError(f"scores {scores!r} do not match the scorers {list(columns)}")
-            for name, value in scores.items():
-                columns[name][unit] = value
-        else:
+    def _scores(self, columns: dict[str, tuple[np.ndarray, list[str]]], scores: Any, unit: int) -> None:
+        if not self.multimetric:
             if isinstance(scores, dict):
                 raise ValueError("a dict of scores for a single scorer")
-            columns["score"][unit] = scores
+            scores = {"score": scores}
+        elif type(scores) is not dict or len(scores) != len(columns) or (unit == 0 and list(scores) != self.names):
+            raise ValueError(f"scores {scores!r} do not match the scorers {list(columns)}")
+        for name, value in scores.items():
+            array, texts = columns[name]
+            number = value if type(value) is float else _as_float(value)
+            array[unit] = number
+            texts[unit] = float.__repr__(number)
+
+    def _advance(self) -> None:
+        """The next candidate's ``params`` cells and ``param_*`` values, in candidate order (one per unit added)."""
+        cand = len(self.params_json)
+        if cand == len(self.params):
+            return
+        params = self.params[cand]
+        converted = params if type(params) is dict and _plain_dict(params) else to_json_value(params)
+        self.params_json.append(_entry(converted, "  "))
+        self.params_csv.append(_csv_cell(converted))
+        for name, value in params.items():  # scikit-learn's order: first appearance over the candidates
+            index, values = self.param_values.setdefault(f"param_{name}", ([], []))
+            index.append(cand)
+            values.append(value)
 
     def finish(self) -> tuple[dict[str, Any], str, str] | None:
         """The numeric cv_results (scikit-learn's keys and values) and the JSON and CSV texts.
@@ -164,28 +197,32 @@ class ResultColumns:
         params_columns = self._param_columns() if self.usable() else None
         if params_columns is None:
             return None
-        n_cand = len(self.params)
         results: dict[str, Any] = {"model": list(self.models)}
-        texts: dict[str, tuple[list[str], list[str]]] = {"model": self._strings(self.models)}
+        texts: dict[str, tuple[list[str], list[str]]] = {"model": _column_texts(_convert_list(list(self.models)))}
         for key in ("fit_time", "score_time"):
-            self._store(key, self.times[key], results, texts, splits=False, rank=False)
+            self._store(key, self.times[key], None, results, texts, rank=False)
         texts.update(params_columns)
-        texts["params"] = (self.params_json, self.params_csv)  # type: ignore[assignment]
+        texts["params"] = (self.params_json, self.params_csv)
         results["params"] = self.params
         for name in self.names:
-            self._store(f"test_{name}", self.test[name], results, texts, splits=True, rank=True)
+            self._store(f"test_{name}", *self.test[name], results, texts, rank=True)
             if self.train:
-                self._store(f"train_{name}", self.train_scores[name], results, texts, splits=True, rank=False)
-        assert all(len(j) == n_cand for j, _ in texts.values())
+                self._store(f"train_{name}", *self.train_scores[name], results, texts, rank=False)
         return results, _json_text(texts), _csv_text(texts)
 
-    def _store(self, key: str, flat: np.ndarray, results: dict, texts: dict, splits: bool, rank: bool) -> None:
-        """scikit-learn's ``_format_results._store`` on a folded column, and the texts of what it stores."""
-        array = flat.reshape(len(self.params), self.n_splits)
-        if splits:
-            for split in range(self.n_splits):
+    def _store(
+        self, key: str, flat: np.ndarray, reprs: list[str] | None, results: dict, texts: dict, rank: bool
+    ) -> None:
+        """scikit-learn's ``_format_results._store`` on a folded column, and the texts of what it stores.
+
+        ``reprs`` (the scores' texts): the split columns are stored too, as for scores in scikit-learn.
+        """
+        n_splits = self.n_splits
+        array = flat.reshape(len(self.params), n_splits)
+        if reprs is not None:
+            for split in range(n_splits):
                 results[f"split{split}_{key}"] = array[:, split]
-                texts[f"split{split}_{key}"] = _float_texts(array[:, split])
+                texts[f"split{split}_{key}"] = _float_texts(array[:, split], reprs[split::n_splits])
         means = np.average(array, axis=1)
         results[f"mean_{key}"] = means
         if key.startswith(("train_", "test_")) and np.any(~np.isfinite(means)):
@@ -201,25 +238,16 @@ class ResultColumns:
             texts[f"rank_{key}"] = (rank_texts, rank_texts)
 
     def _param_columns(self) -> dict[str, tuple[list[str], list[str]]] | None:
-        """The ``param_*`` columns' texts, in scikit-learn's order (first appearance over the candidates)."""
-        found: dict[str, tuple[list[int], list[Any]]] = {}
-        for cand, params in enumerate(self.params):
-            for name, value in params.items():
-                index, values = found.setdefault(f"param_{name}", ([], []))
-                index.append(cand)
-                values.append(value)
+        """The ``param_*`` columns' texts, in scikit-learn's order (None: a dtype the fast path does not know)."""
+        while len(self.params_json) < len(self.params):
+            self._advance()
         out = {}
-        for key, (index, values) in found.items():
+        for key, (index, values) in self.param_values.items():
             column = _param_column(index, values, len(self.params))
             if column is None:
                 return None
-            out[key] = (list(_entries(column)), [_csv_cell(v) for v in column])
+            out[key] = _column_texts(column)
         return out
-
-    @staticmethod
-    def _strings(column: list[Any]) -> tuple[list[str], list[str]]:
-        converted = _convert_list(list(column))
-        return list(_entries(converted)), [_csv_cell(v) for v in converted]
 
 
 def _csv_cell(value: Any) -> str:
