@@ -26,7 +26,10 @@ batch of every rank; at 16,384 ranks of 1 s units its dispatcher saturates
   each leader to its workers; units in hand finish and their results reach
   rank 0's ``on_results`` in the final requests.  An error on any rank stops
   its node and reaches rank 0 with the final request; rank 0 stops the others
-  and every rank raises it (:func:`~hpcml.cv.schedule.run_units`).
+  and every rank raises it (:func:`~hpcml.cv.schedule.run_units`).  Of several
+  failing units the earliest one's error wins, as in flat dispatch
+  (``_Dispatcher._keep``): ``STOP`` carries its index, and units a node holds
+  below it (in hand, prefetched, or in the leader's sub-queue) still run.
 
 Leaders make MPI calls from two threads, so the mode needs
 ``MPI_THREAD_MULTIPLE``; without it :func:`choose_layout` falls back to flat.
@@ -60,6 +63,7 @@ from hpcml.cv.schedule import (
     _Poll,
     _run_local,
     _run_worker,
+    earlier_error,
 )
 from hpcml.errors import EXIT_FAILURE
 
@@ -173,6 +177,7 @@ class _Relay:
         self.buffer: deque[list[int]] = deque()
         self.more = True
         self.cleared = False
+        self.bound: int | None = None  # once cleared: units below it are still held (see clear)
         self.expired = False
         upstream.relay = self
         self._sum = 0.0
@@ -186,10 +191,21 @@ class _Relay:
         return self.buffer.popleft() if self.buffer else []
 
     def receive(self, batches: list[list[int]], more: bool) -> None:
-        """Batches granted by rank 0 (dropped once the node stops)."""
+        """Batches granted by rank 0 (once the node stops: only their units below the bound)."""
         if not self.cleared:
             self.buffer.extend(batches)
             self.more = more
+        elif self.bound is not None:
+            self.buffer.extend(kept for kept in ([u for u in b if u < self.bound] for b in batches) if kept)
+
+    def held(self, bound: int | None) -> list[int]:
+        """After the stop: the next batch of held units below ``bound`` (they still run), or []."""
+        while self.buffer and bound is not None:
+            batch = [u for u in self.buffer.popleft() if u < bound]
+            if batch:
+                return batch
+        self.buffer.clear()
+        return []
 
     def pending(self) -> bool:
         return self.more
@@ -201,8 +217,18 @@ class _Relay:
     def mean_cost(self) -> float | None:
         return self._sum / self._n if self._n else None
 
-    def clear(self) -> None:
-        self.buffer.clear()
+    def clear(self, bound: int | None = None) -> None:
+        """The node stops: drop the sub-queue, but for units below ``bound`` (a failing unit's index).
+
+        Batches a node holds count as in hand: as in flat dispatch, where units
+        in hand below the earliest failing unit still run, they may hold a unit
+        that scikit-learn's serial loop would have run (and seen fail) first.
+        """
+        self.bound = bound if self.bound is None or bound is None else min(self.bound, bound)
+        if bound is None:
+            self.buffer.clear()
+        else:
+            self.buffer = deque(kept for kept in ([u for u in b if u < self.bound] for b in self.buffer) if kept)
         self.more = False
         self.cleared = True
 
@@ -231,6 +257,12 @@ class _Upstream:
             self.root._check_stop()
             return self.root.stopping
 
+    def stop_bound(self) -> int | None:
+        """Rank 0's stop bound: units held below it still run."""
+        assert self.root is not None
+        with self.root.lock:
+            return self.root.stop_bound()
+
     def fail(self, error: BaseException) -> None:
         assert self.root is not None
         self.root.fail(origin_of(error).rank or 0, error)
@@ -250,6 +282,7 @@ class _Remote(_Upstream):
         self.error: BaseException | None = None
         self.own_error: BaseException | None = None
         self.stopped = False
+        self.bound: int | None = None  # from rank 0's STOP
         self.oldest: float | None = None
         self.messages = 0
         self.outstanding = False  # a request whose reply has not been received yet
@@ -292,12 +325,16 @@ class _Remote(_Upstream):
 
     def should_stop(self) -> bool:
         if not self.stopped and self.lead.Iprobe(source=0, tag=Tag.STOP):
-            self.lead.recv(source=0, tag=Tag.STOP)
+            self.bound = self.lead.recv(source=0, tag=Tag.STOP)
             self.stopped = True
         return self.stopped
 
+    def stop_bound(self) -> int | None:
+        """The bound rank 0's STOP carried: units held below it still run (None: none does)."""
+        return self.bound
+
     def fail(self, error: BaseException) -> None:
-        if self.error is None:
+        if earlier_error(self.error, error):  # an error already sent to rank 0 is None here again
             self.error = error
 
     def finish(self) -> BaseException | None:
@@ -417,15 +454,30 @@ class _NodeDispatcher(_Dispatcher):
             self.upstream.add(self.ranks[rank], items)
 
     def fail(self, rank: int, error: BaseException) -> None:
+        """Flat dispatch's rule (:meth:`~hpcml.cv.schedule._Dispatcher._keep`); the node's earliest error goes up."""
         if rank == 0:
             mark_origin(error, self.ranks[0], HOST)
         with self.lock:
-            first = self.error is None
-            if first:
-                self.error = (rank, error)
-            self._stop()
-        if first:
+            kept = self._keep(rank, error)
+        if kept:
             self.upstream.fail(error)
+
+    def take(self) -> list[int]:
+        """As the flat dispatcher's, but after the stop the held units below the bound are still handed out."""
+        with self.lock:
+            self._check_stop()
+            if self.stopping:
+                return self.queue.held(self.stop_bound())
+            return self.queue.take()
+
+    def _check_stop(self) -> None:
+        if not self.stopping and self.should_stop():  # rank 0 stopped the run: its bound holds here too
+            self._stop_at(self.upstream.stop_bound())
+
+    def _stop(self) -> None:
+        self.stopping = True
+        self.report.stopped = True
+        self.queue.clear(self.stop_bound())
 
     def prefetch_ok(self) -> bool:
         """As in flat dispatch: only batches of short units go to a rank that is still busy."""
@@ -497,6 +549,10 @@ def _run_leader(comm, node, root, work, poll_hook) -> None:  # noqa: ANN001
             node._check_stop()
             return node.stopping
 
+    def stop_bound() -> int | None:
+        with node.lock:
+            return node.stop_bound()
+
     try:
         idle = Backoff()
         while True:
@@ -507,7 +563,7 @@ def _run_leader(comm, node, root, work, poll_hook) -> None:  # noqa: ANN001
                     continue
                 break
             idle.reset()
-            items, error = _run_local(work, batch, stop_requested)
+            items, error = _run_local(work, batch, stop_requested, stop_bound)
             if items:
                 node.record(0, items)
             if error is not None:

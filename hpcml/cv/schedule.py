@@ -329,18 +329,29 @@ class _Dispatcher:
         if rank == 0:
             mark_origin(error, 0, HOST)
         with self.lock:
-            # several units may fail before the stop: keep the earliest unit's (scikit-learn's serial order)
-            earlier = getattr(error, "unit", None) is not None and self.error is not None
-            if earlier:
-                earlier = error.unit < getattr(self.error[1], "unit", float("inf"))
-            if self.error is None or earlier:
-                self.error = (rank, error)
-            unit = getattr(error, "unit", None)
-            if unit is None:
-                self.hard_stop = True
-            else:
-                self.bound = unit if self.bound is None else min(self.bound, unit)
-            self._stop()
+            self._keep(rank, error)
+
+    def _keep(self, rank: int, error: BaseException) -> bool:
+        """The failure rule (flat and hierarchical dispatch), under the lock; whether ``error`` is now the run's.
+
+        Several units may fail before the stop: the earliest unit's error is kept
+        (scikit-learn's serial order, :func:`earlier_error`), and units in hand
+        below the earliest failing unit still run (:meth:`stop_bound`); an error
+        without a unit stops at once.
+        """
+        kept = earlier_error(self.error[1] if self.error is not None else None, error)
+        if kept:
+            self.error = (rank, error)
+        self._stop_at(_unit_of(error))
+        return kept
+
+    def _stop_at(self, unit: int | None) -> None:
+        """Stop; units in hand below ``unit`` still run (None: none does)."""
+        if unit is None:
+            self.hard_stop = True
+        else:
+            self.bound = unit if self.bound is None else min(self.bound, unit)
+        self._stop()
 
     def _check_stop(self) -> None:
         if not self.stopping and self.should_stop():
@@ -459,6 +470,18 @@ class _Dispatcher:
 def _keep_traceback(exc: BaseException) -> None:
     """Record the traceback being handled as the traceback of ``exc`` (printed by the entry points)."""
     keep_traceback(exc, traceback.format_exc())
+
+
+def earlier_error(kept: BaseException | None, error: BaseException) -> bool:
+    """Whether ``error`` replaces ``kept`` as the run's error: the first one, or one of an earlier unit.
+
+    Units are numbered in scikit-learn's serial order, whose loop raises the
+    earliest failing unit's error; an error without a unit counts as the latest.
+    """
+    if kept is None:
+        return True
+    unit, kept_unit = _unit_of(error), _unit_of(kept)
+    return unit is not None and (kept_unit is None or unit < kept_unit)
 
 
 def _below(unit: int | None, bound: int | None) -> bool:

@@ -279,3 +279,72 @@ def test_sigterm_then_resume_in_hierarchical_mode(slow):
     first = [r["unit"] for r in _journal_units(out)]
     assert 10 <= len(first) < N_SLOW and len(set(first)) == len(first)
     _resume_gives_reference(cfg, out, ref, env)
+
+
+EARLIEST_ERROR_SCRIPT = """
+import json, sys
+
+import numpy as np
+from mpi4py import MPI
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.model_selection import GridSearchCV, KFold
+
+import hpcml
+
+
+class FailsFromC1(ClassifierMixin, BaseEstimator):
+    # c = 0 fits; every unit of c >= 1 fails, each with its own message (candidate, rows)
+
+    def __init__(self, c=0):
+        self.c = c
+
+    def fit(self, X, y):
+        if self.c >= 1:
+            raise ValueError(f"c={self.c} cannot fit rows {int(X[0, 0])}..{int(X[-1, 0])} ({len(X)} rows)")
+        self.classes_ = np.unique(y)
+        return self
+
+    def predict(self, X):
+        return np.full(len(X), self.classes_[0])
+
+
+def outcome(search):
+    try:
+        search.fit(X, y)
+    except Exception as exc:
+        return [type(exc).__name__, str(exc)]
+    return ["no error", ""]
+
+
+X = np.c_[np.arange(30.0), np.ones(30)]
+y = np.arange(30) % 2
+grid = {"c": list(range(6))}
+doc = {"sklearn": outcome(GridSearchCV(FailsFromC1(), grid, cv=KFold(3), error_score="raise", refit=False))}
+doc["hpcml"] = [
+    outcome(hpcml.GridSearchCV(FailsFromC1(), grid, cv=KFold(3), error_score="raise", refit=False))
+    for _ in range(int(sys.argv[2]))
+]
+fine = hpcml.GridSearchCV(FailsFromC1(), {"c": [0, 0]}, cv=KFold(3), refit=False).fit(X, y)
+doc["dispatch"] = [r.dispatch for r in hpcml.run_info(fine).schedule_reports]
+with open(f"{sys.argv[1]}/rank{MPI.COMM_WORLD.Get_rank()}.json", "w") as fh:
+    json.dump(doc, fh)
+"""
+
+
+@pytest.mark.parametrize(("n", "k"), [(4, 2), (5, 3)], ids=["4ranks-2nodes", "5ranks-3uneven-nodes"])
+def test_of_several_failing_units_the_earliest_units_error_is_raised_on_every_rank(tmp_path, n, k):
+    """Flat dispatch's rule in hierarchical mode: several units fail (each its own message) on several
+    ranks and nodes; scikit-learn's serial loop raises the earliest unit's error, and so does every rank,
+    every time (the interleaving differs from fit to fit).  Units a node holds below the earliest
+    failing unit still run after the stop, as units in hand do in flat dispatch."""
+    script = tmp_path / "earliest.py"
+    script.write_text(EARLIEST_ERROR_SCRIPT)
+    repeats = 12
+    proc = run_mpi(n, [str(script), str(tmp_path), str(repeats)], timeout=420, env=cliques(k, **HIER))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rank in range(n):
+        doc = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        # scikit-learn's serial loop: units 0-2 (c=0) fit, unit 3 (c=1, split 0) is the first to fail
+        assert doc["sklearn"] == ["ValueError", "c=1 cannot fit rows 10..29 (20 rows)"]
+        assert doc["hpcml"] == [doc["sklearn"]] * repeats, rank
+        assert doc["dispatch"] == ["hierarchical"]
