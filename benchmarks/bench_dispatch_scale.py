@@ -244,6 +244,7 @@ def _journal_peers(tmp: str, per: int, n_units: int) -> dict:
     """Rank 0 of each peer: a ``_RootDispatcher`` whose ``on_results`` is the CLI's observer over a journal."""
     from mpi4py import MPI
 
+    from hpcml.cv.accrue import ResultColumns
     from hpcml.cv.hierarchy import NodeResults, _RootDispatcher
     from hpcml.cv.journal import Journal
     from hpcml.cv.observer import RunObserver
@@ -253,7 +254,7 @@ def _journal_peers(tmp: str, per: int, n_units: int) -> dict:
     n_splits = 5
     params = [{"C": float(c), "gamma": 10.0**-g, "kernel": "rbf"} for c in range(n_units // n_splits + 1) for g in (3,)]
     roots = {}
-    for peer in ("before", "per_batch", "after"):
+    for peer in ("before", "per_batch", "after", "folded"):
         os.makedirs(os.path.join(tmp, peer))
         journal = Journal(os.path.join(tmp, peer), {"bench": "journal_cost"})
         observer = RunObserver(
@@ -264,9 +265,13 @@ def _journal_peers(tmp: str, per: int, n_units: int) -> dict:
             lambda finished: None,
             [f"nid{r:06d}" for r in range(per)],
             "accuracy",
+            # folded: also folds every result into cv_results' columns as it arrives (hpcml.cv.accrue)
+            ResultColumns(params, n_splits, ["svc"] * len(params), ["accuracy", "f1_macro"], False)
+            if peer == "folded"
+            else None,
         )
         # before / per_batch: a plain on_results, called once per rank's batch (the code before this change)
-        on_results = NodeResults(observer.on_parts) if peer == "after" else observer.on_results
+        on_results = NodeResults(observer.on_parts) if peer in ("after", "folded") else observer.on_results
         queue = UnitQueue([], range(n_units), per)
         roots[peer] = _RootDispatcher(MPI.COMM_SELF, queue, on_results, None, per)
     return roots
@@ -278,7 +283,7 @@ def journal_cost(args: argparse.Namespace) -> dict:
     import statistics
 
     per = args.node_ranks
-    roots = _journal_peers(tempfile.mkdtemp(prefix="hpcml-journal-cost-"), per, 3 * per * args.repeats)
+    roots = _journal_peers(tempfile.mkdtemp(prefix="hpcml-journal-cost-"), per, 4 * per * args.repeats)
     wall: dict[str, list[float]] = {peer: [] for peer in roots}
     cpu: dict[str, list[float]] = {peer: [] for peer in roots}
     unit = 0
@@ -292,7 +297,8 @@ def journal_cost(args: argparse.Namespace) -> dict:
             wall[peer].append((time.perf_counter() - start) / per)
     rows = {}
     for peer, root in roots.items():
-        journal = root.on_results.__self__.journal if peer != "after" else root.on_results.many.__self__.journal
+        many = peer in ("after", "folded")
+        journal = root.on_results.many.__self__.journal if many else root.on_results.__self__.journal
         journal.sync()
         rows[peer] = {
             "per_unit_cpu_median": statistics.median(cpu[peer]),
@@ -310,6 +316,8 @@ def journal_cost(args: argparse.Namespace) -> dict:
         "peers": rows,
         "ratio_after_to_before_cpu_median": rows["after"]["per_unit_cpu_median"]
         / rows["before"]["per_unit_cpu_median"],
+        "folded_minus_after_cpu_median": rows["folded"]["per_unit_cpu_median"] - rows["after"]["per_unit_cpu_median"],
+        "folded_usable": roots["folded"].on_results.many.__self__.columns.failed is None,
         "ratio_after_to_before_median": rows["after"]["per_unit_median"] / rows["before"]["per_unit_median"],
     }
 

@@ -111,7 +111,8 @@ def run(n_units: int, repeat: int) -> dict:
         wall = C.summary([r[key][1] for r in rounds])
         peers[key] = {"per_unit_cpu_median": cpu["median"], "per_unit_wall_median": wall["median"],
                       "per_unit_cpu": cpu, "per_unit_wall": wall}  # fmt: skip
-    fmt, bef, aft, arr, fin = (peers[k]["per_unit_cpu_median"] for k in ("format", "before", "after", "arrival", "final"))
+    keys = ("format", "before", "after", "arrival", "final")
+    fmt, bef, aft, arr, fin = (peers[k]["per_unit_cpu_median"] for k in keys)
     return {"units": n_units, "repeat": repeat, "peers": peers, "finish_before": fmt + bef,
             "finish_after": fmt + aft, "write_speedup": bef / aft, "finish_speedup": (fmt + bef) / (fmt + aft),
             "arrival_folded": arr, "finish_folded": fin, "folded_final_speedup": (fmt + aft) / fin,

@@ -24,10 +24,13 @@ t from 10 ms to 10 s.  The modelled time is
 * **final gather/reduce** (the CLI): results already reach rank 0 with the
   requests; at the end the scheduler broadcasts the busy list (8 B per rank) and
   the exit status (tree: ``log2(P)`` steps of the measured latency + bytes /
-  measured Bcast bandwidth) and rank 0 builds and writes ``cv_results`` +
-  best.json (``bench_finish.py``: CPU per unit of ``build_cv_results`` +
-  ``write_cv_results``, after and before the bulk writer, scaled linearly;
-  ``--finish-cost``).  The Python API also broadcasts every unit's result to
+  measured Bcast bandwidth) and rank 0 finishes ``cv_results`` + best.json from
+  the columns it folded as results arrived (``bench_finish.py`` ``final``: CPU
+  per unit, scaled linearly; ``--finish-cost``).  Folding a result as it arrives
+  (``arrival``, CPU per unit) is charged to rank 0 with every request that
+  carries results, flat and hierarchical; the columns ``..._before`` model the
+  full path at the end instead (``_format_results`` + the bulk writer, no arrival cost).
+  The Python API also broadcasts every unit's result to
   every rank (``final_api_broadcast``, not in the efficiencies).
 * **start-up**: (a) *local*: the measured per-rank start-up at 2 ranks (one
   core per rank; the whole import set read from a local disk/page cache), the
@@ -106,7 +109,9 @@ def _worker(t: float):  # noqa: ANN202
         outstanding = True
 
 
-def simulate(n_ranks: int, t: float, c: float, latency: float, target: float | None = None) -> dict:
+def simulate(
+    n_ranks: int, t: float, c: float, latency: float, target: float | None = None, c_unit: float = 0.0
+) -> dict:
     """Discrete-event run of hpcml's dispatch protocol: rank 0 one FIFO server, ``n_ranks`` workers.
 
     Parameters
@@ -121,6 +126,8 @@ def simulate(n_ranks: int, t: float, c: float, latency: float, target: float | N
         One-way message time.
     target : float, optional
         ``UnitQueue``'s ``target_batch_seconds`` (default hpcml's).
+    c_unit : float
+        Rank 0's seconds per unit result a request carries (folding it into cv_results' columns).
 
     Returns
     -------
@@ -181,7 +188,7 @@ def simulate(n_ranks: int, t: float, c: float, latency: float, target: float | N
     while events:
         now, _, w, kind, data = heapq.heappop(events)
         if kind == "arrive":
-            server_free = max(now, server_free) + c
+            server_free = max(now, server_free) + c + c_unit * len(data[0])  # type: ignore[index]
             stats["requests"] += 1
             push(server_free + latency, w, "reply", answer(*data))  # type: ignore[misc]
         elif kind == "reply" and waiting[w]:
@@ -194,7 +201,7 @@ def simulate(n_ranks: int, t: float, c: float, latency: float, target: float | N
     return {
         "makespan": stats["done"],
         "requests": stats["requests"],
-        "rank0_utilisation": stats["requests"] * c / stats["done"],
+        "rank0_utilisation": (stats["requests"] * c + c_unit * n_units) / stats["done"],
         "mean_batch": n_units / max(1, stats["batches"]),
     }
 
@@ -368,7 +375,12 @@ def load_inputs(args: argparse.Namespace) -> dict:
 
 
 def _finish_inputs(path: str | None) -> dict:
-    """Rank 0's per-unit cv_results build + write (bench_finish.py, CPU median, after/before), else measured here."""
+    """Rank 0's per-unit cv_results cost (bench_finish.py, CPU medians), else measured here.
+
+    ``per_unit``: what is left after the last unit (the folded columns' ``final``); ``arrival_per_unit``:
+    folding one result as it arrives (rank 0, between requests); ``per_unit_before``: the full path at the
+    end (scikit-learn's ``_format_results`` + the bulk writer), as before the folded columns.
+    """
     measured = measure_reduce()
     if path and os.path.exists(path):
         with open(path, encoding="utf-8") as fh:
@@ -377,8 +389,10 @@ def _finish_inputs(path: str | None) -> dict:
         measured.update(
             {
                 "per_unit_one_shot_wall": measured["per_unit"],
-                "per_unit": row["finish_after"],
-                "per_unit_before": row["finish_before"],
+                "per_unit": row.get("finish_folded", row["finish_after"]),
+                "arrival_per_unit": row.get("arrival_folded", 0.0),
+                "per_unit_before": row["finish_after"],
+                "per_unit_old_writer": row["finish_before"],
                 "units_measured": row["units"],
                 "source": path,
                 "loadavg": doc["environment"].get("loadavg_start"),
@@ -396,6 +410,8 @@ def _journal_inputs(path: str | None) -> dict:
         return {
             "journal_per_unit": peers["after"]["per_unit_cpu_median"],
             "journal_per_unit_before": peers["before"]["per_unit_cpu_median"],
+            # the same message with the results also folded into cv_results' columns (hpcml.cv.accrue)
+            "journal_per_unit_folded": peers["folded"]["per_unit_cpu_median"] if "folded" in peers else None,
             "journal_source": path,
             "journal_loadavg": doc["environment"].get("loadavg_start"),
         }
@@ -412,7 +428,8 @@ def model(inputs: dict, args: argparse.Namespace) -> list[dict]:
     rows = []
     for p in RANKS:
         for t in UNIT_COSTS:
-            sim = simulate(p, t, c, latency)
+            arrival = inputs["reduce"].get("arrival_per_unit", 0.0)
+            sim = simulate(p, t, c, latency, c_unit=arrival)
             n_units = UNITS_PER_RANK * p
             ideal = UNITS_PER_RANK * t
             # CLI: results reached rank 0 with the requests; at the end only the busy list (8 B per rank) and
@@ -430,11 +447,15 @@ def model(inputs: dict, args: argparse.Namespace) -> list[dict]:
             start_local = inputs.get("startup_local", 0.0)
             calls = inputs.get("fs_calls_per_rank") or 0.0
             start_fs = start_local + p * calls / args.mds_ops
-            hier = before = None
+            hier = before = hier_full = None
             if args.ranks_per_node > 1:
                 nodes = max(1, p // args.ranks_per_node)
-                h = simulate_hierarchical(nodes, args.ranks_per_node, t, c, inputs["journal_per_unit"], latency)
+                journal = inputs["journal_per_unit"]
+                folding = inputs.get("journal_per_unit_folded") or journal + arrival  # measured together if run
+                h = simulate_hierarchical(nodes, args.ranks_per_node, t, c, folding, latency)
                 hier = h["makespan"]
+                # before the folded columns: no arrival cost, the full cv_results path after the last unit
+                hier_full = simulate_hierarchical(nodes, args.ranks_per_node, t, c, journal, latency)["makespan"]
                 if inputs.get("journal_per_unit_before"):
                     b = simulate_hierarchical(
                         nodes, args.ranks_per_node, t, c, inputs["journal_per_unit_before"], latency
@@ -463,7 +484,8 @@ def model(inputs: dict, args: argparse.Namespace) -> list[dict]:
                 "rank0_utilisation_hierarchical_journal_before": before["rank0_utilisation"] if before else None,
                 "eff_hierarchical_with_final": (ideal / (hier + final)) if hier else None,
                 "final_gather_reduce_before": final_before,
-                "eff_hierarchical_with_final_before": (ideal / (hier + final_before)) if hier else None,
+                "eff_hierarchical_with_final_before": (ideal / (hier_full + final_before)) if hier_full else None,
+                "arrival_per_unit": arrival,
                 "eff_hierarchical_with_startup_local": (ideal / (start_local + hier + final)) if hier else None,
                 "eff_hierarchical_with_startup_shared_fs": (ideal / (start_fs + hier + final)) if hier else None,
             }

@@ -170,10 +170,15 @@ class ResultColumns:
             texts[unit] = float.__repr__(number)
 
     def _advance(self) -> None:
-        """The next candidate's ``params`` cells and ``param_*`` values, in candidate order (one per unit added)."""
+        """The ``params`` cells and ``param_*`` values of the next candidates, in candidate order.
+
+        One candidate per ``n_splits`` units added, so that the work is spread evenly over the run.
+        """
+        while len(self.params_json) < min(len(self.params), -(-self.count // self.n_splits)):
+            self._encode_next()
+
+    def _encode_next(self) -> None:
         cand = len(self.params_json)
-        if cand == len(self.params):
-            return
         params = self.params[cand]
         converted = params if type(params) is dict and _plain_dict(params) else to_json_value(params)
         self.params_json.append(_entry(converted, "  "))
@@ -240,7 +245,7 @@ class ResultColumns:
     def _param_columns(self) -> dict[str, tuple[list[str], list[str]]] | None:
         """The ``param_*`` columns' texts, in scikit-learn's order (None: a dtype the fast path does not know)."""
         while len(self.params_json) < len(self.params):
-            self._advance()
+            self._encode_next()
         out = {}
         for key, (index, values) in self.param_values.items():
             column = _param_column(index, values, len(self.params))
