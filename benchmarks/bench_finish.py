@@ -126,27 +126,24 @@ def plot(doc: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     rows = doc["results"]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(8, 4))
     xs = range(len(rows))
-    width = 0.38
-    for off, key, label in ((-width / 2, "finish_before", "before"), (width / 2, "finish_after", "after")):
-        fmt = [r["peers"]["format"]["per_unit_cpu_median"] * 1e6 for r in rows]
-        tot = [r[key] * 1e6 for r in rows]
-        ax.bar(
-            [x + off for x in xs],
-            fmt,
-            width,
-            color="tab:gray",
-            label="format_results (scikit-learn)" if off < 0 else None,
-        )
-        bars = ax.bar(
-            [x + off for x in xs], [t - f for t, f in zip(tot, fmt)], width, bottom=fmt, label=f"write ({label})"
-        )
-        ax.bar_label(bars, labels=[f"{t:.0f}" for t in tot])
+    width = 0.2
+    bars = (
+        ("finish_before", "end: format + old writer"),
+        ("finish_after", "end: format + bulk writer (full path)"),
+        ("finish_folded", "end: folded columns (final)"),
+        ("arrival_folded", "folded: as results arrive (during the run)"),
+    )
+    for i, (key, label) in enumerate(bars):
+        values = [r[key] * 1e6 for r in rows]
+        drawn = ax.bar([x + (i - 1.5) * width for x in xs], values, width, label=label,
+                       hatch="//" if key == "arrival_folded" else None)  # fmt: skip
+        ax.bar_label(drawn, labels=[f"{v:.1f}" for v in values], fontsize=7)
     ax.set_xticks(list(xs), [f"{r['units']:,} units" for r in rows])
     ax.set_ylabel("rank 0 CPU per unit (us)")
-    ax.legend()
-    C.save_figure(fig, doc, "End of run on rank 0: cv_results build + write per unit", path)
+    ax.legend(fontsize=7)
+    C.save_figure(fig, doc, "cv_results on rank 0 per unit: at the end vs folded as results arrive", path)
     plt.close(fig)
 
 
