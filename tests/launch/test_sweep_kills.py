@@ -68,20 +68,30 @@ ASHA = (
 N_GRID_UNITS = 12 * 5
 
 
-def _units(folder: Path) -> list[int]:
-    """Unit numbers recorded in ``folder``'s journal (a torn last line is skipped, as ``--resume`` does)."""
+def _records(folder: Path) -> list[dict]:
+    """The records of ``folder``'s journal; a line torn by the kill is skipped, as ``--resume`` does."""
     path = folder / "journal.jsonl"
     if not path.exists():
         return []
-    units = []
+    records = []
     for line in path.read_text().splitlines():
         try:
-            record = json.loads(line)
+            records.append(json.loads(line))
         except json.JSONDecodeError:
             continue
-        if record.get("type") == "unit":
-            units.append(record["unit"])
-    return units
+    return records
+
+
+def _units(folder: Path) -> list[int]:
+    """Unit numbers recorded in ``folder``'s journal."""
+    return [r["unit"] for r in _records(folder) if r.get("type") == "unit"]
+
+
+def _asha_journal(folder: Path) -> tuple[list[dict], list[dict]]:
+    """Unit records and ASHA decisions/finishes (without their type), as tests/launch/test_asha_cli.py reads them."""
+    records = _records(folder)
+    events = [{k: v for k, v in r.items() if k != "type"} for r in records if r.get("type") == "asha"]
+    return [r for r in records if r.get("type") == "unit"], events
 
 
 def _rank_pids(mpiexec_pid: int, module: str) -> dict[int, int]:
@@ -141,8 +151,6 @@ def test_sigkill_during_halving_then_resume_equals_uninterrupted(digits, victim)
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("victim", [1, 0])
 def test_sigkill_during_async_halving_then_resume_keeps_the_decisions(tmp_path, victim):
-    from test_asha_cli import journal
-
     from hpcml.cv.asha import AshaRule
 
     write_digits(tmp_path / "digits.h5", n=1797)
@@ -153,11 +161,11 @@ def test_sigkill_during_async_halving_then_resume_keeps_the_decisions(tmp_path, 
     os.kill(_rank_pids(proc.pid, "hpcml.cv")[victim], signal.SIGKILL)
     done = finish(proc, 120)
     assert done.returncode == KILLED_RANK_EXIT, (done.returncode, done.stderr[-3000:])
-    first_units, first_events = journal(out)
+    first_units, first_events = _asha_journal(out)
     assert len(first_units) >= 3 and not (out / "cv_results.json").exists()
     resumed = run_mpi(2, ["-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet", "--resume"], timeout=500)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    units, events = journal(out)
+    units, events = _asha_journal(out)
     assert units[: len(first_units)] == first_units and events[: len(first_events)] == first_events
     assert len({u["unit"] for u in units}) == len(units)  # nothing recorded before the kill ran again
     AshaRule.replay(6, 2, 3, events)  # every decision is the rule's given the finishes logged before it (2 rungs)
