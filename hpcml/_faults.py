@@ -2,10 +2,13 @@
 
 ``HPCML_INJECT_FAULT=POINT:RANK`` (or ``POINT:RANK:COUNT`` for "after COUNT
 calls") makes the hook of that point raise :class:`InjectedFault` on that rank
-of ``COMM_WORLD``.  Points: ``load`` (while reading data), ``shared-read`` (a reader of
+of ``COMM_WORLD``; with ``:kill`` appended the rank kills itself with SIGKILL
+there instead (a rank dying at an exact moment, for the no-hang tests).
+Points: ``load`` (while reading data), ``shared-read`` (a reader of
 :mod:`hpcml.data.shared` inside the collective shared load), ``unit`` (inside a
 work unit, outside the fit), ``worker`` (in a worker's dispatch loop, outside
-any unit).
+any unit), ``test-rows`` (holding the ``flock`` of the node-shared fold file
+while a split's test rows are built, :class:`hpcml.cv.cow.ShmFolds`).
 
 The variable is read once, at start-up (:func:`check_env`, called by the CLI
 entry points before anything runs; a malformed value is a usage error).  When it
@@ -26,7 +29,7 @@ from hpcml.errors import UsageError
 ENV = "HPCML_INJECT_FAULT"
 
 #: Points where a fault can be injected.
-POINTS = ("load", "shared-read", "unit", "worker")
+POINTS = ("load", "shared-read", "unit", "worker", "test-rows")
 
 
 class InjectedFault(RuntimeError):
@@ -35,20 +38,23 @@ class InjectedFault(RuntimeError):
 
 @dataclass(frozen=True)
 class FaultSpec:
-    """Where and when to raise: at ``point`` on ``rank``, after ``after`` harmless calls."""
+    """Where and when to raise (or, with ``kill``, die of SIGKILL): at ``point`` on ``rank``, after ``after`` calls."""
 
     point: str
     rank: int
     after: int = 0
+    kill: bool = False
 
 
 def parse(spec: str) -> FaultSpec:
-    """Parse ``POINT:RANK[:COUNT]``; anything else is a :class:`UsageError`."""
+    """Parse ``POINT:RANK[:COUNT][:kill]``; anything else is a :class:`UsageError`."""
     parts = spec.split(":")
-    ok = 2 <= len(parts) <= 3 and parts[0] in POINTS and all(p.isdigit() for p in parts[1:])
+    kill = len(parts) > 2 and parts[-1] == "kill"
+    numbers = parts[1:-1] if kill else parts[1:]
+    ok = 1 <= len(numbers) <= 2 and parts[0] in POINTS and all(p.isdigit() for p in numbers)
     if not ok:
-        raise UsageError(f"{ENV}={spec!r}: expected POINT:RANK[:COUNT] with POINT one of {', '.join(POINTS)}")
-    return FaultSpec(parts[0], int(parts[1]), int(parts[2]) if len(parts) == 3 else 0)
+        raise UsageError(f"{ENV}={spec!r}: expected POINT:RANK[:COUNT][:kill] with POINT one of {', '.join(POINTS)}")
+    return FaultSpec(parts[0], int(numbers[0]), int(numbers[1]) if len(numbers) == 2 else 0, kill)
 
 
 @functools.cache
@@ -73,6 +79,10 @@ def hook(point: str, rank: int) -> Callable[[], None] | None:
 
     def fire() -> None:
         calls[0] += 1
+        if calls[0] > spec.after and spec.kill:
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
         if calls[0] > spec.after:
             raise InjectedFault(f"injected fault at '{point}' on rank {rank}")
 

@@ -86,8 +86,16 @@ def make_out_dir(folder: str) -> None:
         raise UsageError(f"{folder}: output folder is a file") from None
     except OSError as exc:
         raise UsageError(f"{folder}: cannot create the output folder ({exc.strerror or exc})") from None
-    if not os.access(folder, os.W_OK):
-        raise UsageError(f"{folder}: output folder is not writable")
+    # a file made and removed, not os.access: root passes access() where the file system still refuses (sysfs,
+    # root-squashed NFS, ACLs), and the run would fail at its first write, after the work (a traceback, exit 1)
+    import tempfile
+
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".hpcml-probe-", dir=folder)
+    except OSError as exc:
+        raise UsageError(f"{folder}: output folder is not writable ({exc.strerror or exc})") from None
+    os.close(handle)
+    os.unlink(probe)
 
 
 def config_path_value(value: str, config: str | None) -> str:

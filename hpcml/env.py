@@ -11,8 +11,10 @@ Read by hpcml (Python)
 ``HPCML_DISPATCH``             ``auto`` / ``flat`` / ``hierarchical``: how rank 0 hands out units; wins over
                                ``[run] dispatch`` (:mod:`hpcml.cv.hierarchy`)
 ``HPCML_SHARED_MEMORY``        ``0`` turns off node-shared loading of X and y (:mod:`hpcml.data.shared`)
-``HPCML_INJECT_FAULT``         ``POINT:RANK[:COUNT]``: raise at a named point, for fault tests only
-                               (:mod:`hpcml._faults`)
+``HPCML_INJECT_FAULT``         ``POINT:RANK[:COUNT][:kill]``: raise (or die of SIGKILL) at a named point,
+                               for fault tests only (:mod:`hpcml._faults`)
+``HPCML_SHM_DIR``              tests only: the tmpfs folder of node-shared fold files instead of
+                               ``/dev/shm`` (:mod:`hpcml.cv.cow`), so that a test sees what its run left
 ``HPCML_READY_FILE``           tests only: when set, every process creates ``<value>.<pid>`` once its
                                stop-signal handlers are installed (:mod:`hpcml.signals`), so that a test
                                waits for that state instead of sleeping before it sends a signal

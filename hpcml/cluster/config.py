@@ -70,6 +70,8 @@ def _model(mtab: Table, base: str, cfg: ClusterConfig) -> dict[str, Any]:
     p: dict[str, Any] = {"n_clusters": _positive_int(mtab, "n_clusters", 8)}
     init = mtab.get("init", str, None)
     centers = mtab.get("init_centers", str, None)
+    if centers == "":  # was: silently no initial centres (k-means++)
+        raise mtab.error("init_centers", 'must name a .npy file, got ""')
     if init is not None and centers is not None:
         raise mtab.error("init_centers", "give either init or init_centers, not both")
     if init is not None and init not in INITS:
@@ -111,6 +113,8 @@ def parse_config(data: dict[str, Any], source: str) -> ClusterConfig:
     cfg.params = _model(top.sub("model") or Table({}, f"{source} [model]"), base, cfg)
     otab = top.sub("output") or Table({}, f"{source} [output]")
     out = otab.get("dir", str, None)  # relative to the config file; --out to the working directory (docs/cli.md)
+    if out == "":  # was: silently the config file's folder (an empty --out is refused too)
+        raise otab.error("dir", 'must name a folder, got ""')
     cfg.out_dir = config_path_value(out, source) if out is not None else "hpcml-out"
     cfg.labels = otab.get("labels", bool, True)
     otab.finish()

@@ -139,6 +139,7 @@ class KMeans(_SKKMeans):
         if _is_dataset(X):
             return self._dataset_rows(X, sample_weight, rank, size)
         try:
+            check_sparse_structure(X)
             Xa = validate_data(
                 self,
                 X,
@@ -152,6 +153,10 @@ class KMeans(_SKKMeans):
             wa = local_weights(sample_weight, Xa)
         except ValueError as exc:
             raise InvalidData(str(exc)) from None
+        if sp.issparse(Xa) and not Xa.has_canonical_format:
+            # duplicate entries mean their sum (scipy); scikit-learn's row norms would count each one
+            Xa = Xa.copy()
+            Xa.sum_duplicates()
         if sharded:
             n, start, Xl, wl = -1, -1, Xa, wa
         else:
@@ -477,6 +482,26 @@ class KMeans(_SKKMeans):
         else:
             rows = self._check_test_data(X)
         return self._transform(rows)
+
+
+def check_sparse_structure(X: Any) -> None:
+    """Refuse a CSR/CSC matrix whose index arrays are inconsistent, with scipy's own message (a ``ValueError``).
+
+    scikit-learn's ``check_array`` does not look at the indices: an index
+    outside the columns or a negative one crashes its compiled k-means (a
+    segfault) and a decreasing ``indptr`` gives garbage or an accidental error
+    deep inside.  scipy's full format check, run on a new matrix object over
+    the same arrays (it may re-type or trim the arrays of the matrix it checks,
+    never the caller's), names the problem.  Unsorted indices and duplicate
+    entries are valid CSR and pass, as in scikit-learn.
+    """
+    if not (sp.issparse(X) and X.format in ("csr", "csc")):
+        return
+    view = type(X)((X.data, X.indices, X.indptr), shape=X.shape, copy=False)  # scikit-learn's checks and messages
+    try:
+        view.check_format(full_check=True)
+    except ValueError as exc:
+        raise ValueError(f"X is not a valid {X.format.upper()} matrix: {exc}") from None
 
 
 def local_weights(sample_weight: Any, X: np.ndarray) -> np.ndarray:

@@ -112,6 +112,8 @@ def load_config(data: bytes, source: str) -> SearchConfig:
     return_train_score = run.get("return_train_score", bool, False)
     refit = run.get("refit", bool, True)
     out = run.get("out", str, None)
+    if out == "":  # was: silently the config file's folder (an empty --out is refused too)
+        raise run.error("out", 'must name a folder, got ""')
     if out is not None:
         out = os.path.join(base, out)
     random_state = run.get("random_state", int, None)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hpcml._faults import hook as fault_hook
 from hpcml.comm import idle_barrier, node_comm
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -39,6 +40,8 @@ ENV_COW = "HPCML_COW_FOLDS"
 
 #: Where node-shared fold files are made.
 SHM_DIR = "/dev/shm"
+#: Environment variable (tests only): another tmpfs folder for them, so that a test sees what its run left.
+ENV_SHM_DIR = "HPCML_SHM_DIR"
 
 
 def available() -> bool:
@@ -216,6 +219,13 @@ class LazyRows:
         return keep
 
 
+def _world_rank() -> int:
+    """The calling process's rank in ``COMM_WORLD`` (what :mod:`hpcml._faults` names)."""
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD.Get_rank()
+
+
 def _page_up(nbytes: int) -> int:
     return -(-nbytes // mmap.PAGESIZE) * mmap.PAGESIZE
 
@@ -254,6 +264,8 @@ class ShmFolds:
         #: loads so far (the same on every rank of the node); the header holds the one whose test rows exist
         self.generation = 0
         self.split: int | None = None
+        #: None unless HPCML_INJECT_FAULT names ``test-rows`` on this rank (tests): called holding the lock
+        self.fault = fault_hook("test-rows", _world_rank())
 
     @classmethod
     def open(
@@ -277,7 +289,8 @@ class ShmFolds:
         path, failure, fd = None, None, -1
         if node.Get_rank() == 0:
             try:
-                handle, path = tempfile.mkstemp(prefix="hpcml-fold-", dir=SHM_DIR)
+                folder = os.environ.get(ENV_SHM_DIR) or SHM_DIR
+                handle, path = tempfile.mkstemp(prefix="hpcml-fold-", dir=folder)
                 os.ftruncate(handle, nbytes)
                 os.close(handle)
             except Exception as exc:  # noqa: BLE001 - agreed below
@@ -347,6 +360,8 @@ class ShmFolds:
         header = np.frombuffer(self.mm, dtype=np.int64, count=1)
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         try:
+            if self.fault is not None:
+                self.fault()
             if int(header[0]) != generation:
                 _take_rows(X, test, self._rows(self.test_offset, len(test), X.shape[1]))
                 header[0] = generation
@@ -366,4 +381,14 @@ class ShmFolds:
         self.split = None
 
 
-__all__ = ["ENV_COW", "KEEP_TEST_FRACTION", "CowSource", "LazyRows", "ShmFolds", "available", "cowable", "materialize"]
+__all__ = [
+    "ENV_COW",
+    "ENV_SHM_DIR",
+    "KEEP_TEST_FRACTION",
+    "CowSource",
+    "LazyRows",
+    "ShmFolds",
+    "available",
+    "cowable",
+    "materialize",
+]

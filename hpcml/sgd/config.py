@@ -140,6 +140,8 @@ def parse_config(data: dict[str, Any], source: str, demo: bool = False) -> SGDCo
     _schedule_table(top, cfg, params)
     otab = top.sub("output") or Table({}, f"{source} [output]")
     out = otab.get("dir", str, None)  # relative to the config file; --out to the working directory (docs/cli.md)
+    if out == "":  # was: silently the config file's folder (an empty --out is refused too)
+        raise otab.error("dir", 'must name a folder, got ""')
     cfg.out_dir = config_path_value(out, source) if out is not None else "hpcml-out"
     cfg.plot = otab.get("plot", bool, True)
     otab.finish()

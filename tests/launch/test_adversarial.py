@@ -642,7 +642,8 @@ def test_malformed_fault_variable_is_a_usage_error(tmp_path, value):
     )
     _one_error_line(
         proc,
-        f"HPCML_INJECT_FAULT={value!r}: expected POINT:RANK[:COUNT] with POINT one of load, shared-read, unit, worker",
+        f"HPCML_INJECT_FAULT={value!r}: expected POINT:RANK[:COUNT][:kill] with POINT one of load, shared-read, "
+        "unit, worker, test-rows",
     )
     assert not (tmp_path / "o").exists()
 

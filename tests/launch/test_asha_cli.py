@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import time
 
 import numpy as np
 import pytest
 from cvfixtures import write_config, write_digits
-from helpers import PYTHON, mpi_env, mpiexec_path, run_mpi
+from helpers import PYTHON, finish, mpiexec_path, run_mpi, start, wait_until
 from sklearn.base import clone
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import check_scoring
@@ -100,21 +98,16 @@ def test_sigterm_then_resume_replays_the_decisions(setup):
     tmp, cfg, X, y = setup
     out = tmp / "s"
     cmd = [mpiexec_path(), "-n", "2", PYTHON, "-m", "hpcml.cv", str(cfg), "--out", str(out), "--quiet"]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=mpi_env(), start_new_session=True
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not (out / "journal.jsonl").exists() or len(journal(out)[0]) < 12:
-            assert proc.poll() is None, proc.communicate()[1][-2000:]
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 3, err[-3000:]
+    proc = start(cmd)  # its own process group, killed with the test if it is still running (tests/helpers.py)
+
+    def journaled() -> bool:
+        return (out / "journal.jsonl").exists() and len(journal(out)[0]) >= 12
+
+    wait_until(journaled, proc, "12 journaled units", timeout=120)
+    proc.send_signal(signal.SIGTERM)  # hydra forwards it to every rank
+    done = finish(proc, 120)  # a hang kills the group and fails the test
+    err = done.stderr
+    assert done.returncode == 3, err[-3000:]
     assert "--resume" in err
     first_units, first_events = journal(out)
     assert not (out / "cv_results.json").exists()

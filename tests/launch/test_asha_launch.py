@@ -27,12 +27,15 @@ SCRIPT = textwrap.dedent(
         LogisticRegression(), {"C": [0.01, 0.1, 1.0, 10.0, 100.0, 0.03, 0.3, 3.0, 30.0]}, n_candidates=9,
         cv=3, min_resources=60, random_state=0,
     )
+    outcome = f"{sys.argv[1]}.{MPI.COMM_WORLD.rank}"  # one file per rank: the ranks' stdout may interleave
     try:
         search.fit(X, y)
     except Exception as exc:
-        print(f"rank {MPI.COMM_WORLD.rank} raised {type(exc).__name__}: {exc}", flush=True)
+        with open(outcome, "w") as fh:
+            fh.write(f"raised {type(exc).__name__}: {exc}")
         sys.exit(7)
-    print(f"rank {MPI.COMM_WORLD.rank} done {len(search.cv_results_['params'])}", flush=True)
+    with open(outcome, "w") as fh:
+        fh.write(f"done {len(search.cv_results_['params'])}")
     """
 )
 
@@ -44,19 +47,25 @@ def script(tmp_path):
     return path
 
 
-def test_asha_runs_at_three_ranks(script):
-    proc = run_mpi(3, [str(script)], timeout=120)
+def _outcomes(prefix) -> list[str]:
+    """Every rank's outcome line, by rank (each rank writes its own file)."""
+    files = sorted(prefix.parent.glob(prefix.name + ".*"))
+    assert [p.name for p in files] == [f"{prefix.name}.{r}" for r in range(3)], files
+    return [p.read_text() for p in files]
+
+
+def test_asha_runs_at_three_ranks(script, tmp_path):
+    proc = run_mpi(3, [str(script), str(tmp_path / "outcome")], timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    done = re.findall(r"rank (\d) done (\d+)", proc.stdout)  # ranks share stdout: lines may interleave
-    assert sorted(r for r, _ in done) == ["0", "1", "2"] and len({n for _, n in done}) == 1, proc.stdout
+    done = _outcomes(tmp_path / "outcome")
+    assert len(set(done)) == 1 and re.fullmatch(r"done \d+", done[0]), done
 
 
 @pytest.mark.parametrize("spec", ["unit:2:4", "unit:0:6"])
-def test_fault_on_one_rank_ends_every_rank(script, spec):
-    proc = run_mpi(3, [str(script)], timeout=120, env={"HPCML_INJECT_FAULT": spec})
+def test_fault_on_one_rank_ends_every_rank(script, spec, tmp_path):
+    proc = run_mpi(3, [str(script), str(tmp_path / "outcome")], timeout=120, env={"HPCML_INJECT_FAULT": spec})
     point, rank = spec.split(":")[:2]
-    raised = re.findall(r"rank (\d) raised InjectedFault: injected fault at '(\w+)' on rank (\d)", proc.stdout)
     assert proc.returncode == 7, proc.stderr[-3000:]
-    # every rank raised the same error, of its type (ranks share stdout: lines may interleave)
-    assert sorted(r for r, _, _ in raised) == ["0", "1", "2"], proc.stdout
-    assert {(p, r) for _, p, r in raised} == {(point, rank)}
+    # every rank raised the same error, of its type
+    expected = f"raised InjectedFault: injected fault at '{point}' on rank {rank}"
+    assert _outcomes(tmp_path / "outcome") == [expected] * 3

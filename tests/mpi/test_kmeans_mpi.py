@@ -443,3 +443,86 @@ def test_scalar_and_array_like_sample_weight_equal_sklearn():
     w = np.random.RandomState(1).uniform(0.5, 2.0, len(X))
     ref = SKKMeans(3, random_state=0).fit(X, sample_weight=w)
     assert_same_fit(KMeans(3, random_state=0, comm=COMM).fit(X, sample_weight=_NotAnArray(w)), ref)
+
+
+def corrupt_csr(case):
+    """A 300 x 6 CSR matrix (from :func:`sparse_blobs`) with one defect ``case`` in its arrays."""
+    X = sparse_blobs(n=300, seed=27)
+    if case == "nan":
+        X.data[7] = np.nan
+    elif case == "inf":
+        X.data[7] = np.inf
+    elif case == "indptr-start":
+        X.indptr = X.indptr.copy()
+        X.indptr[0] = 1
+    elif case == "indptr-end":
+        X.indptr = X.indptr.copy()
+        X.indptr[-1] += 5
+    elif case == "indptr-decreasing":
+        X.indptr = X.indptr.copy()
+        X.indptr[10], X.indptr[11] = X.indptr[11], X.indptr[10]
+    elif case == "index-too-large":
+        X.indices[5] = X.shape[1] + 1
+    elif case == "index-negative":
+        X.indices[5] = -1
+    elif case == "int64-indices":  # refused by scikit-learn's KMeans (accept_large_sparse=False)
+        X.indices, X.indptr = X.indices.astype(np.int64), X.indptr.astype(np.int64)
+    return X
+
+
+@pytest.mark.mpi(min_size=1)
+@pytest.mark.parametrize("case", ["nan", "inf", "indptr-start", "indptr-end", "int64-indices"])
+def test_bad_sparse_x_is_sklearns_error_on_every_rank(case):
+    X = corrupt_csr(case)
+    with pytest.raises(ValueError) as theirs:
+        SKKMeans(4, random_state=0, n_init=1).fit(corrupt_csr(case))
+    with pytest.raises(ValueError) as ours:
+        KMeans(4, random_state=0, n_init=1, comm=COMM).fit(X)
+    assert str(ours.value) == str(theirs.value)
+    assert COMM.allgather(str(ours.value)) == [str(theirs.value)] * COMM.size
+
+
+@pytest.mark.mpi(min_size=1)
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("index-too-large", "X is not a valid CSR matrix: indices must be < 6"),
+        ("index-negative", "X is not a valid CSR matrix: indices must be >= 0"),
+        ("indptr-decreasing", "X is not a valid CSR matrix: indptr must be a non-decreasing sequence"),
+    ],
+)
+@pytest.mark.parametrize("form", ["whole", "sharded"])
+def test_inconsistent_sparse_indices_are_one_clear_error_on_every_rank(case, message, form):
+    # was: a segfault (an index outside the columns), heap corruption (a negative index) or a fit on garbage
+    # with no error (a decreasing indptr); scikit-learn's own KMeans crashes on the first two (not run here)
+    X = corrupt_csr(case)
+    arrays = [a.copy() for a in (X.data, X.indices, X.indptr)]
+    if form == "sharded":  # only the last rank's rows are bad: every rank raises the same error
+        good = sparse_blobs(n=300, seed=27)
+        X = X if COMM.rank == COMM.size - 1 else shard(good)
+    with pytest.raises(InvalidData) as info:
+        KMeans(4, random_state=0, n_init=1, comm=COMM).fit(X, sharded=form == "sharded")
+    assert str(info.value) == message
+    if form == "whole":  # the check never re-types or trims the caller's arrays
+        for before, after in zip(arrays, (X.data, X.indices, X.indptr)):
+            assert before.dtype == after.dtype and np.array_equal(before, after, equal_nan=True)
+
+
+@pytest.mark.mpi(min_size=1)
+@pytest.mark.parametrize("case", ["unsorted-indices", "duplicate-entries"])
+def test_valid_but_unusual_csr_equals_sklearn(case):
+    X = sparse_blobs(n=300, seed=28)
+    if case == "unsorted-indices":
+        for row in range(X.shape[0]):
+            lo, hi = X.indptr[row], X.indptr[row + 1]
+            X.indices[lo:hi], X.data[lo:hi] = X.indices[lo:hi][::-1].copy(), X.data[lo:hi][::-1].copy()
+        X.has_sorted_indices = False
+    else:  # row 0's first two entries in one column (scipy sums them)
+        lo = X.indptr[0]
+        assert X.indptr[1] - lo >= 2
+        X.indices[lo + 1] = X.indices[lo]
+        X.has_sorted_indices = X.has_canonical_format = False
+    canonical = X.copy()
+    canonical.sum_duplicates()  # duplicates mean their sum (scipy); scikit-learn's row norms count each entry
+    ref = SKKMeans(4, random_state=0, n_init=1).fit(canonical)
+    assert_same_fit(KMeans(4, random_state=0, n_init=1, comm=COMM).fit(X), ref)
