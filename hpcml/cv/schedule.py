@@ -107,7 +107,8 @@ class UnitQueue:
         Units to run first, in order (e.g. one fold of every candidate, to learn costs).
     rest : iterable of int
         The other units, in their default order; re-sorted longest-first once
-        ``first`` has been handed out and costs are known.
+        ``first`` has been handed out and costs are known (an affinity batch by
+        its whole cost), and again when the costs of more groups arrive.
     n_ranks : int
         Number of ranks that take units.
     group_of : callable, optional
