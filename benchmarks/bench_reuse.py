@@ -26,8 +26,9 @@ interleaved (peer by peer inside each repeat):
 
 Every peer's ``split*_test_score`` is compared with scikit-learn ``n_jobs=1``
 (atol 1e-12); hpcml's prefix fits are compared with the number of distinct
-(prefix, fold) pairs.  The machine may be shared: ``os.getloadavg()`` is recorded
-at the start and end; the ratios of peers run in the same repeat are what count.
+(prefix, fold) pairs; hpcml's per-rank busy seconds and schedule wall (``hpcml.run_info``)
+show the balance of its schedule.  The machine may be shared: ``os.getloadavg()`` is recorded
+at the start and end (and at each peer's start); the ratios of peers run in the same repeat are what count.
 """
 
 from __future__ import annotations
@@ -109,7 +110,12 @@ def worker(peer: str, grid: str, data: str, out: str) -> None:
 
         pipe, params, _ = pipeline_and_grid(grid)
         search = hpcml.GridSearchCV(pipe, params, cv=cv, refit=False).fit(X, y)
-        report["prefix"] = hpcml.run_info(search).folds["prefix"]
+        info = hpcml.run_info(search)
+        report["prefix"] = info.folds["prefix"]
+        schedule = info.schedule_reports[-1]  # per-rank busy seconds: the balance of the schedule
+        report["busy_seconds"] = [round(b, 3) for b in schedule.busy]
+        report["units_done"] = list(schedule.units_done)
+        report["schedule_wall_seconds"] = round(schedule.wall, 3)
         from mpi4py import MPI
 
         if MPI.COMM_WORLD.Get_rank() != 0:
@@ -156,14 +162,16 @@ def run_peer(peer: str, grid: str, data: str, tmp: str, timeout: float) -> dict:
     if kind == "hpcml":
         cmd = [C.mpiexec(), "-n", "2", *cmd]
     env = dict(os.environ, MPIR_CVAR_POLLS_BEFORE_YIELD="1")
+    load = C.loadavg()
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
-        return {"error": proc.stderr.strip()[-800:], "wall_seconds": wall}
+        return {"error": proc.stderr.strip()[-800:], "wall_seconds": wall, "loadavg_start": load}
     with open(out) as fh:
         report = json.load(fh)
     report["wall_seconds"] = wall
+    report["loadavg_start"] = load
     return report
 
 
@@ -191,6 +199,7 @@ def compare(doc: dict, grid: str, expected_fits: int) -> None:
     prefix = runs[0].get("hpcml -n 2", {}).get("prefix", {})
     doc["summary"][grid] = {
         "ratios": ratios,
+        "hpcml_busy_seconds_per_rank": [peers.get("hpcml -n 2", {}).get("busy_seconds") for peers in runs],
         "scores_equal_sklearn_j1": equal,
         "prefix": prefix,
         "distinct_prefix_fold_pairs": expected_fits,

@@ -107,7 +107,8 @@ class UnitQueue:
         Units to run first, in order (e.g. one fold of every candidate, to learn costs).
     rest : iterable of int
         The other units, in their default order; re-sorted longest-first once
-        ``first`` has been handed out and costs are known.
+        ``first`` has been handed out and costs are known (an affinity batch by
+        its whole cost), and again when the costs of more groups arrive.
     n_ranks : int
         Number of ranks that take units.
     group_of : callable, optional
@@ -143,11 +144,13 @@ class UnitQueue:
         self._members: dict[Hashable, list[int]] = {}
         self._pulled: set[int] = set()
         self._given: set[int] = set()  # units handed out (with affinity only)
+        self._key_of: dict[int, Hashable] = {}  # unit -> its affinity (units with one only)
         if affinity_of is not None:
             for unit in [*self.first, *self.rest]:
                 key = affinity_of(unit)
                 if key is not None:
                     self._members.setdefault(key, []).append(unit)
+                    self._key_of[unit] = key
         self.n_ranks = max(1, n_ranks)
         self.group_of = group_of or (lambda unit: None)
         self.target = target_batch_seconds
@@ -161,6 +164,10 @@ class UnitQueue:
         self._total = sum(self._sum.values())
         self._n = sum(self._count.values())
         self._queue: deque[int] | None = None
+        #: groups whose cost was first learned since the last sort, and the groups known at that sort
+        self._learned = 0
+        self._known_at_sort = 0
+        self._pos: dict[int, int] = {}  # unit -> its place in the default order of ``rest``
         if not self.first and self._count:
             self._sort_rest()
 
@@ -179,6 +186,8 @@ class UnitQueue:
     def record(self, unit: int, seconds: float) -> None:
         """Learn the cost of a finished unit."""
         group = self.group_of(unit)
+        if group not in self._count:
+            self._learned += 1
         self._sum[group] = self._sum.get(group, 0.0) + seconds
         self._count[group] = self._count.get(group, 0) + 1
         self._total += seconds
@@ -194,26 +203,48 @@ class UnitQueue:
         return None
 
     def _sort_rest(self) -> None:
-        # Longest first, in cost buckets of a factor of two; inside a bucket the
-        # default order is kept so that units of one fold stay together.
-        known = [self._sum[g] / self._count[g] for g in self._count]
-        worst = max(known) if known else 0.0
+        # Longest first (LPT), in cost buckets of a factor of two; inside a bucket
+        # the default order is kept so that units of one fold stay together.  An
+        # affinity batch goes out whole, so it is placed by its whole cost (the sum
+        # of its members' estimates: the member that fits the shared prefix is
+        # charged for it, so the sum covers the prefix fit), before the cheaper
+        # batches of its bucket; a group of unknown cost counts as the costliest
+        # known one.
+        if self._queue is None:
+            units, self._pos = self.rest, {unit: pos for pos, unit in enumerate(self.rest)}
+        else:  # a re-sort: drop the units already taken out of turn
+            units = [unit for unit in self._queue if unit not in self._pulled]
+            self._pulled.difference_update(self._queue)
+        known = {g: self._sum[g] / self._count[g] for g in self._count}
+        worst = max(known.values()) if known else 0.0
+        costs = [known.get(self.group_of(unit), worst) for unit in units]
+        whole: dict[Hashable, float] = {}
+        lead: dict[Hashable, int] = {}
+        for unit, cost in zip(units, costs):
+            key = self._key_of.get(unit)
+            if key is not None:
+                whole[key] = whole.get(key, 0.0) + cost
+                lead[key] = min(lead.get(key, self._pos[unit]), self._pos[unit])
 
-        def key(item: tuple[int, int]) -> tuple[float, int]:
-            pos, unit = item
-            group = self.group_of(unit)
-            cost = self._sum[group] / self._count[group] if group in self._count else worst
+        def order(item: tuple[int, float]) -> tuple[int, float, int, int]:
+            unit, cost = item
+            key = self._key_of.get(unit)
+            pos = self._pos[unit]
+            if key is not None:
+                cost = whole[key]
             bucket = math.floor(math.log2(cost)) if cost > 0 else -1075
-            return (-bucket, pos)
+            return (-bucket, 0.0 if key is None else -cost, pos if key is None else lead[key], pos)
 
-        self._queue = deque(unit for _, unit in sorted(enumerate(self.rest), key=key))
+        self._queue = deque(unit for unit, _ in sorted(zip(units, costs), key=order))
+        self._known_at_sort, self._learned = len(self._count), 0
 
     def _head(self) -> deque[int]:
         while self.first and self.first[0] in self._pulled:
             self._pulled.discard(self.first.popleft())
         if self.first:
             return self.first
-        if self._queue is None:
+        if self._queue is None or self._learned > self._known_at_sort // 8:
+            # first sort, or costs of more groups learned since (at most logarithmically many re-sorts)
             self._sort_rest()
         assert self._queue is not None
         while self._queue and self._queue[0] in self._pulled:
