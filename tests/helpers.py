@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -148,6 +149,25 @@ def wait_until(condition, proc: subprocess.Popen[str], what: str, timeout: float
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)  # polling interval of the wait, not a stand-in for it
+
+
+def journal_records(folder: Path, kind: str | None = None) -> list[dict]:
+    """The records of ``folder``'s ``journal.jsonl`` (only those of type ``kind`` if given).
+
+    A line still being written, or torn by a killed rank, is skipped, as ``--resume`` does.
+    """
+    path = folder / "journal.jsonl"
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if kind is None or record.get("type") == kind:
+            records.append(record)
+    return records
 
 
 def ready_count(prefix: Path) -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cvfixtures import write_config, write_digits
-from helpers import PYTHON, finish, kill_group, mpiexec_path, ready_count, run_mpi, start, wait_until
+from helpers import PYTHON, finish, journal_records, kill_group, mpiexec_path, ready_count, run_mpi, start, wait_until
 
 from hpcml.comm import HOST
 from hpcml.env import READY_FILE
@@ -61,18 +61,7 @@ def search(tmp_path_factory):
 
 
 def _journal_units(folder: Path) -> list[int]:
-    path = folder / "journal.jsonl"
-    if not path.exists():
-        return []
-    units = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if record.get("type") == "unit":
-            units.append(record["unit"])
-    return units
+    return [record["unit"] for record in journal_records(folder, "unit")]
 
 
 def _assert_same_results(folder: Path, reference: dict) -> None:

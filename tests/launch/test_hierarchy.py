@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from compare import assert_cv_results_equal
 from cvfixtures import BASIC, load_results, write_config, write_digits
-from helpers import PYTHON, finish, mpiexec_path, run_mpi, start, wait_until
+from helpers import PYTHON, finish, journal_records, mpiexec_path, run_mpi, start, wait_until
 from sklearn import model_selection as skms
 from sklearn.svm import SVC
 
@@ -43,18 +43,7 @@ def _as_sklearn(columns: dict) -> dict:
 
 
 def _journal_units(folder: Path) -> list[dict]:
-    path = folder / "journal.jsonl"
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line being written
-        if record.get("type") == "unit":
-            records.append(record)
-    return records
+    return journal_records(folder, "unit")
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ import numpy as np
 import psutil
 import pytest
 from cvfixtures import write_config, write_digits
-from helpers import PYTHON, finish, mpiexec_path, run_mpi, start, wait_until
+from helpers import PYTHON, finish, journal_records, mpiexec_path, run_mpi, start, wait_until
 
 from hpcml._faults import FaultSpec, parse
 from hpcml.comm import HOST
@@ -68,28 +68,14 @@ ASHA = (
 N_GRID_UNITS = 12 * 5
 
 
-def _records(folder: Path) -> list[dict]:
-    """The records of ``folder``'s journal; a line torn by the kill is skipped, as ``--resume`` does."""
-    path = folder / "journal.jsonl"
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
-
-
 def _units(folder: Path) -> list[int]:
     """Unit numbers recorded in ``folder``'s journal."""
-    return [r["unit"] for r in _records(folder) if r.get("type") == "unit"]
+    return [r["unit"] for r in journal_records(folder) if r.get("type") == "unit"]
 
 
 def _asha_journal(folder: Path) -> tuple[list[dict], list[dict]]:
     """Unit records and ASHA decisions/finishes (without their type), as tests/launch/test_asha_cli.py reads them."""
-    records = _records(folder)
+    records = journal_records(folder)
     events = [{k: v for k, v in r.items() if k != "type"} for r in records if r.get("type") == "asha"]
     return [r for r in records if r.get("type") == "unit"], events
 
