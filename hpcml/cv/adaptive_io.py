@@ -16,7 +16,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mpi4py import MPI
 
@@ -25,6 +25,10 @@ from hpcml.cv import output
 from hpcml.cv.config import SearchConfig
 from hpcml.cv.engine import comm_params, refit_alone, restore_comm_params, user_estimator
 from hpcml.errors import RunError
+from hpcml.runreport import common_sections
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hpcml.threads import RankLayout
 
 #: scikit-learn's halving attributes copied into ``run.json``
 HALVING_ATTRIBUTES = (
@@ -96,20 +100,27 @@ def scoring(config: SearchConfig, comm: MPI.Intracomm, inputs: Inputs) -> tuple[
 
 
 def static_info(
-    config: SearchConfig, config_path: str, comm: MPI.Intracomm, inputs: Inputs, n_resumed: int
+    config: SearchConfig,
+    config_path: str,
+    comm: MPI.Intracomm,
+    inputs: Inputs,
+    n_resumed: int,
+    layout: RankLayout | None = None,
 ) -> dict[str, Any]:
-    """The ``run.json`` entries known before the run: config, ranks, data, versions, resumed units."""
+    """The ``run.json`` entries known before the run: the shared head (:mod:`hpcml.runreport`), data, resumed units.
+
+    Collective over ``comm`` when ``layout`` is given (every rank's layout is gathered to rank 0).
+    """
     from hpcml.cv import runner as r
 
     data = {"path": config.data.path, "fingerprint": inputs.fingerprint, "load_seconds": inputs.load_seconds}
-    return {
-        "config": os.path.abspath(config_path),
-        "config_hash": config.hash,
-        "n_ranks": comm.Get_size(),
-        "data": {**data, **inputs.data_info},
-        "versions": r._versions(),
-        "n_resumed": n_resumed,
-    }
+    layouts = comm.gather(layout.as_dict(), root=0) if layout is not None else None
+    head = (
+        common_sections("hpcml.cv", config_path, layouts)
+        if layouts is not None
+        else {"config": os.path.abspath(config_path), "n_ranks": comm.Get_size(), "versions": r._versions()}
+    )
+    return {**head, "config_hash": config.hash, "data": {**data, **inputs.data_info}, "n_resumed": n_resumed}
 
 
 def write_stopped(folder: str, results: dict[str, Any] | None, info: dict[str, Any], started: float, line: str) -> None:

@@ -35,6 +35,7 @@ from hpcml.cv.plan import broadcast
 from hpcml.cv.progress import Progress, best_so_far_score
 from hpcml.errors import EXIT_INCOMPLETE, ConfigError, UsageError
 from hpcml.signals import StopFlag
+from hpcml.threads import RankLayout
 
 
 class AshaProgress(Progress):
@@ -186,7 +187,14 @@ class _Recorder:
             self.progress.update(seen)
 
 
-def run_async_halving(opts: Any, comm: MPI.Intracomm, config: SearchConfig, config_path: str, started: float) -> int:
+def run_async_halving(
+    opts: Any,
+    comm: MPI.Intracomm,
+    config: SearchConfig,
+    config_path: str,
+    started: float,
+    rank_layout: RankLayout | None = None,
+) -> int:
     """Run a ``strategy = "async_halving"`` search.  Collective over ``comm``; returns the exit status."""
     from hpcml.cv import runner as r
 
@@ -230,7 +238,7 @@ def run_async_halving(opts: Any, comm: MPI.Intracomm, config: SearchConfig, conf
     done_records = broadcast(r._agree(comm, r._prepare_out, folder, opts, header, root_only=True), comm)
     done = {u: r._result_of(rec) for u, rec in (done_records or {}).items()}
     run = _run(opts, comm, config, search, problem, layout, split_of, names, done, folder, header, started)
-    static = adaptive_io.static_info(config, config_path, comm, inputs, len(done))
+    static = adaptive_io.static_info(config, config_path, comm, inputs, len(done), rank_layout)
     status, error = (0 if run.complete else EXIT_INCOMPLETE), None
     if rank == 0:
         try:

@@ -44,6 +44,7 @@ from hpcml.cv.progress import Progress, best_so_far_score
 from hpcml.cv.reduce import placeholder
 from hpcml.errors import EXIT_INCOMPLETE, ConfigError, UsageError
 from hpcml.signals import StopFlag
+from hpcml.threads import RankLayout
 
 
 class _Stopped(Exception):
@@ -342,7 +343,14 @@ class _Rungs:
             return self.search._format_results(params, self.search.n_splits_, out, more)
 
 
-def run_halving(opts: Any, comm: MPI.Intracomm, config: SearchConfig, config_path: str, started: float) -> int:
+def run_halving(
+    opts: Any,
+    comm: MPI.Intracomm,
+    config: SearchConfig,
+    config_path: str,
+    started: float,
+    rank_layout: RankLayout | None = None,
+) -> int:
     """Run a ``strategy = "halving"`` search.  Collective over ``comm``; returns the exit status."""
     from hpcml.cv import runner as r
 
@@ -419,7 +427,7 @@ def run_halving(opts: Any, comm: MPI.Intracomm, config: SearchConfig, config_pat
     )
     rungs.journaled_params = {u: rec.get("params") for u, rec in (done_records or {}).items()}
     rungs.inputs = inputs
-    static = adaptive_io.static_info(config, config_path, comm, inputs, len(done))
+    static = adaptive_io.static_info(config, config_path, comm, inputs, len(done), rank_layout)
     return _search_and_finish(opts, rungs, folder, static, started)
 
 

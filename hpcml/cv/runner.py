@@ -257,11 +257,11 @@ def run(opts: Options, layout: RankLayout, comm: MPI.Intracomm) -> int:
     if config.search.strategy == "halving":  # scikit-learn's successive halving, rung by rung
         from hpcml.cv.halving_run import run_halving
 
-        return run_halving(opts, comm, config, config_path, started)
+        return run_halving(opts, comm, config, config_path, started, layout)
     if config.search.strategy == "async_halving":  # ASHA: barrier-free, promotions decided as results arrive
         from hpcml.cv.asha_run import run_async_halving
 
-        return run_async_halving(opts, comm, config, config_path, started)
+        return run_async_halving(opts, comm, config, config_path, started, layout)
     loaded = _load_stage(config, comm)
     checkpoint(stop, comm, "loading the data")
     startup.mark("data")

@@ -256,3 +256,55 @@ def test_data_synth_on_three_emulated_nodes_is_byte_identical_to_one_rank(tmp_pa
         return hashlib.sha256(path.read_bytes()).hexdigest()
 
     assert sha(tmp_path / "one.h5") == sha(tmp_path / "many.h5")
+
+
+def _without_times(folder) -> dict:
+    return {k: v for k, v in load_results(folder).items() if not k.endswith(("fit_time", "score_time"))}
+
+
+def test_halving_on_two_emulated_nodes_with_node_folds_equals_one_rank(basic):
+    """The halving strategy (rungs of units through the same scheduler) on 2 nodes: the 1-rank numbers."""
+    tmp, _, _, _ = basic
+    search = '[search]\nstrategy = "halving"\nfactor = 2\nmin_resources = 90\n\n[run]\nrandom_state = 0\n'
+    text = BASIC.split("[scoring]")[0] + search  # halving ranks by one metric, as scikit-learn's
+    cfg = write_config(tmp / "halving.toml", text)
+    one, many = tmp / "halving-one", tmp / "halving-n4k2"
+    proc = run_mpi(1, ["-m", "hpcml.cv", str(cfg), "--out", str(one), "--quiet"], timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    env = cliques(2, HPCML_FOLD_COPIES="node")
+    proc = run_mpi(4, ["-m", "hpcml.cv", str(cfg), "--out", str(many), "--quiet"], timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr
+    ours, reference = _without_times(many), _without_times(one)
+    assert ours == reference
+    assert ours["iter"] == [0] * 4 + [1] * 2 + [2] and ours["n_resources"] == [90] * 4 + [180] * 2 + [360]
+    report = json.loads((many / "run.json").read_text())
+    assert (report["tool"], report["strategy"], report["n_ranks"]) == ("hpcml.cv", "halving", 4)
+    assert report["nodes"] == 2 and (report["data"]["nodes"], report["data"]["copies"]) == (2, 2)
+    _assert_layout(report, 4, 2)
+
+
+def test_kmeans_on_three_uneven_emulated_nodes_equals_sklearn(tmp_path):
+    """hpcml.cluster with 5 ranks on nodes of 2, 2 and 1 ranks: scikit-learn's fit, every row labelled."""
+    import h5py
+    from sklearn.cluster import KMeans
+    from sklearn.datasets import make_blobs
+
+    from hpcml.data.h5 import write_dataset
+
+    X, _ = make_blobs(3001, n_features=6, centers=5, cluster_std=2.5, random_state=0)
+    write_dataset(tmp_path / "blobs.h5", X, None)
+    np.save(tmp_path / "init.npy", X[[0, 10, 20, 30, 40]])
+    cfg = tmp_path / "km.toml"
+    cfg.write_text('[data]\npath = "blobs.h5"\n[model]\nn_clusters = 5\ninit_centers = "init.npy"\n')
+    proc = run_mpi(5, ["-m", "hpcml.cluster", str(cfg), "--out", str(tmp_path / "out")], timeout=180, env=cliques(3))
+    assert proc.returncode == 0, proc.stderr
+    ref = KMeans(5, init=X[[0, 10, 20, 30, 40]], n_init=1).fit(X)
+    with h5py.File(tmp_path / "out" / "model.h5") as fh:
+        np.testing.assert_allclose(fh["cluster_centers"][...], ref.cluster_centers_, rtol=1e-9)
+        assert fh.attrs["n_iter"] == ref.n_iter_
+    with h5py.File(tmp_path / "out" / "labels.h5") as fh:
+        np.testing.assert_array_equal(fh["labels"][...], ref.labels_)
+    report = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert report["nodes"] == 3 and report["n_ranks"] == 5
+    assert sum(r["rows"] for r in report["per_rank"]) == 3001
+    _assert_layout(report, 5, 3)
