@@ -343,6 +343,26 @@ class _Rungs:
             return self.search._format_results(params, self.search.n_splits_, out, more)
 
 
+def _journal_header(
+    config: SearchConfig, fingerprint: Any, candidates: list[Any], splits: list[Any], schedule: list[tuple[int, int]]
+) -> dict[str, Any]:
+    """The journal's header of a halving run (what ``--resume`` must find unchanged)."""
+    from hpcml.cv import runner as r
+
+    model = config.models[0].name
+    return {
+        "hpcml_version": __version__,
+        "config_hash": config.hash,
+        "data_fingerprint": fingerprint,
+        "plan_hash": r._plan_hash([model] * len(candidates), candidates, splits),
+        "strategy": "halving",
+        "n_candidates": len(candidates),
+        "n_splits": len(splits),
+        "rungs": schedule,
+        "created": time.time(),
+    }
+
+
 def run_halving(
     opts: Any,
     comm: MPI.Intracomm,
@@ -380,18 +400,7 @@ def run_halving(
         if rank == 0:
             _print_plan(config, search, candidates, base_splits, schedule)
         return 0
-    model = config.models[0].name
-    header = {
-        "hpcml_version": __version__,
-        "config_hash": config.hash,
-        "data_fingerprint": inputs.fingerprint,
-        "plan_hash": r._plan_hash([model] * len(candidates), candidates, base_splits),
-        "strategy": "halving",
-        "n_candidates": len(candidates),
-        "n_splits": len(base_splits),
-        "rungs": schedule,
-        "created": time.time(),
-    }
+    header = _journal_header(config, inputs.fingerprint, candidates, base_splits, schedule)
     done_records = broadcast(r._agree(comm, r._prepare_out, folder, opts, header, root_only=True), comm)
     done = {u: r._result_of(rec) for u, rec in (done_records or {}).items()}
     journal = r._agree(comm, Journal, folder, header, root_only=True) if rank == 0 else None
